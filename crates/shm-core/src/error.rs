@@ -1,0 +1,438 @@
+//! Errors, one enum per operation (STYLE habit 7). Every message names the
+//! segment and says what to do where there is something to do.
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use crate::Fingerprint;
+
+/// A segment name that is not valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameError {
+    /// The name as given.
+    pub name: String,
+    /// Why it was refused.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid segment name {:?}: {}", self.name, self.reason)
+    }
+}
+
+impl Error for NameError {}
+
+/// Who owns an existing segment and with which permissions, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "mode {:04o}, owner uid {} gid {}",
+            self.mode, self.uid, self.gid
+        )
+    }
+}
+
+fn owner_suffix(owner: &Option<Owner>) -> String {
+    owner.map(|o| format!(" ({o})")).unwrap_or_default()
+}
+
+/// Why creating a segment failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// The name is not valid.
+    InvalidName(NameError),
+    /// Zero, too large, or too small for what must go in it.
+    InvalidSize {
+        /// The segment.
+        segment: String,
+        /// Requested size in bytes.
+        size: u64,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A segment with this name or key exists already.
+    AlreadyExists {
+        /// The segment.
+        segment: String,
+    },
+    /// The caller may not create it.
+    PermissionDenied {
+        /// The segment.
+        segment: String,
+        /// Owner and mode of what is in the way, if it could be read.
+        owner: Option<Owner>,
+    },
+    /// `/dev/shm` (or the System V pool) has no room for it.
+    NoSpace {
+        /// The segment.
+        segment: String,
+        /// Requested size in bytes.
+        size: u64,
+        /// What is full, with numbers.
+        detail: String,
+    },
+    /// A kernel limit (`kernel.shmmax`, `shmmni`, `shmall`) refused it.
+    Limit {
+        /// The segment.
+        segment: String,
+        /// Which limit, with its value.
+        detail: String,
+    },
+    /// The creator's initializer failed; the segment was removed.
+    Init {
+        /// The segment.
+        segment: String,
+        /// What the initializer said.
+        source: Box<dyn Error + Send + Sync>,
+    },
+    /// Any other system error.
+    Io {
+        /// The call that failed.
+        op: &'static str,
+        /// The segment.
+        segment: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CreateError::InvalidName(e) => e.fmt(f),
+            CreateError::InvalidSize {
+                segment,
+                size,
+                reason,
+            } => {
+                write!(f, "cannot create {segment} with size {size}: {reason}")
+            }
+            CreateError::AlreadyExists { segment } => write!(
+                f,
+                "cannot create {segment}: it already exists (open it instead, or remove it with `shm rm {segment}`)"
+            ),
+            CreateError::PermissionDenied { segment, owner } => write!(
+                f,
+                "permission denied creating {segment}{}",
+                owner_suffix(owner)
+            ),
+            CreateError::NoSpace {
+                segment,
+                size,
+                detail,
+            } => {
+                write!(f, "no space to create {segment} of {size} bytes: {detail}")
+            }
+            CreateError::Limit { segment, detail } => {
+                write!(f, "cannot create {segment}: {detail}")
+            }
+            CreateError::Init { segment, source } => {
+                write!(
+                    f,
+                    "initializing {segment} failed (it was removed): {source}"
+                )
+            }
+            CreateError::Io {
+                op,
+                segment,
+                source,
+            } => {
+                write!(f, "{op} failed for {segment}: {source}")
+            }
+        }
+    }
+}
+
+impl Error for CreateError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            CreateError::InvalidName(e) => Some(e),
+            CreateError::Init { source, .. } => Some(source.as_ref()),
+            CreateError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<NameError> for CreateError {
+    fn from(e: NameError) -> Self {
+        CreateError::InvalidName(e)
+    }
+}
+
+impl CreateError {
+    /// The `io::ErrorKind` this error converts to.
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            CreateError::InvalidName(_) | CreateError::InvalidSize { .. } => {
+                io::ErrorKind::InvalidInput
+            }
+            CreateError::AlreadyExists { .. } => io::ErrorKind::AlreadyExists,
+            CreateError::PermissionDenied { .. } => io::ErrorKind::PermissionDenied,
+            CreateError::NoSpace { .. } => io::ErrorKind::StorageFull,
+            CreateError::Limit { .. } => io::ErrorKind::QuotaExceeded,
+            CreateError::Init { .. } => io::ErrorKind::Other,
+            CreateError::Io { source, .. } => source.kind(),
+        }
+    }
+}
+
+impl From<CreateError> for io::Error {
+    fn from(e: CreateError) -> Self {
+        io::Error::new(e.kind(), e)
+    }
+}
+
+/// Why opening a segment failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The name is not valid.
+    InvalidName(NameError),
+    /// No such segment.
+    NotFound {
+        /// The segment.
+        segment: String,
+    },
+    /// The caller may not open it.
+    PermissionDenied {
+        /// The segment.
+        segment: String,
+        /// Its owner and mode, if they could be read.
+        owner: Option<Owner>,
+    },
+    /// Smaller than its header or than the type it must hold.
+    TooSmall {
+        /// The segment.
+        segment: String,
+        /// Its size in bytes.
+        size: u64,
+        /// The size needed.
+        needed: u64,
+    },
+    /// Not made by this library (bad magic or checksum).
+    NotOurs {
+        /// The segment.
+        segment: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// Made by an incompatible version of this library.
+    VersionMismatch {
+        /// The segment.
+        segment: String,
+        /// The version in the header.
+        found: u32,
+        /// The version this build speaks.
+        expected: u32,
+    },
+    /// It holds a different type, or one built with another layout.
+    LayoutMismatch {
+        /// The segment.
+        segment: String,
+        /// The type asked for.
+        expected: Fingerprint,
+        /// The type the header records.
+        found: Fingerprint,
+    },
+    /// Its size differs from the one its header records (truncated or
+    /// grown by someone else).
+    SizeMismatch {
+        /// The segment.
+        segment: String,
+        /// Size recorded in the header.
+        header: u64,
+        /// Size the kernel reports.
+        actual: u64,
+    },
+    /// The creator died while initializing it; it will never become ready.
+    CreatorDied {
+        /// The segment.
+        segment: String,
+        /// The creator's PID.
+        pid: u32,
+    },
+    /// The creator's initializer reported failure.
+    InitFailed {
+        /// The segment.
+        segment: String,
+    },
+    /// The creator is alive but did not finish initializing in time.
+    InitTimeout {
+        /// The segment.
+        segment: String,
+        /// How long the opener waited.
+        waited: Duration,
+    },
+    /// A value read from the segment is impossible.
+    Corrupted {
+        /// The segment.
+        segment: String,
+        /// What was impossible.
+        detail: String,
+    },
+    /// `open_or_create` had to create and that failed.
+    Create(CreateError),
+    /// Any other system error.
+    Io {
+        /// The call that failed.
+        op: &'static str,
+        /// The segment.
+        segment: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::InvalidName(e) => e.fmt(f),
+            OpenError::NotFound { segment } => write!(f, "no segment {segment} (see `shm ls`)"),
+            OpenError::PermissionDenied { segment, owner } => write!(
+                f,
+                "permission denied opening {segment}{}",
+                owner_suffix(owner)
+            ),
+            OpenError::TooSmall {
+                segment,
+                size,
+                needed,
+            } => write!(
+                f,
+                "{segment} is {size} bytes, too small: at least {needed} are needed (truncated, or not made by this library)"
+            ),
+            OpenError::NotOurs { segment, detail } => {
+                write!(f, "{segment} was not made by this library: {detail}")
+            }
+            OpenError::VersionMismatch {
+                segment,
+                found,
+                expected,
+            } => write!(
+                f,
+                "{segment} has format version {found}, this build reads version {expected}"
+            ),
+            OpenError::LayoutMismatch {
+                segment,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{segment} holds another type or layout ({found}) than the one asked for ({expected})"
+            ),
+            OpenError::SizeMismatch {
+                segment,
+                header,
+                actual,
+            } => write!(
+                f,
+                "{segment} is {actual} bytes but its header says {header}: it was truncated or resized"
+            ),
+            OpenError::CreatorDied { segment, pid } => write!(
+                f,
+                "the creator of {segment} (pid {pid}) died while initializing it; remove it with `shm rm {segment}`"
+            ),
+            OpenError::InitFailed { segment } => {
+                write!(f, "the creator of {segment} failed to initialize it")
+            }
+            OpenError::InitTimeout { segment, waited } => write!(
+                f,
+                "{segment} was still being initialized by a live creator after {waited:?}"
+            ),
+            OpenError::Corrupted { segment, detail } => {
+                write!(f, "{segment} is corrupted: {detail}")
+            }
+            OpenError::Create(e) => e.fmt(f),
+            OpenError::Io {
+                op,
+                segment,
+                source,
+            } => write!(f, "{op} failed for {segment}: {source}"),
+        }
+    }
+}
+
+impl Error for OpenError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            OpenError::InvalidName(e) => Some(e),
+            OpenError::Create(e) => Some(e),
+            OpenError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<NameError> for OpenError {
+    fn from(e: NameError) -> Self {
+        OpenError::InvalidName(e)
+    }
+}
+
+impl From<CreateError> for OpenError {
+    fn from(e: CreateError) -> Self {
+        OpenError::Create(e)
+    }
+}
+
+impl OpenError {
+    /// The `io::ErrorKind` this error converts to.
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            OpenError::InvalidName(_) => io::ErrorKind::InvalidInput,
+            OpenError::NotFound { .. } => io::ErrorKind::NotFound,
+            OpenError::PermissionDenied { .. } => io::ErrorKind::PermissionDenied,
+            OpenError::InitTimeout { .. } => io::ErrorKind::TimedOut,
+            OpenError::Create(c) => c.kind(),
+            OpenError::Io { source, .. } => source.kind(),
+            _ => io::ErrorKind::InvalidData,
+        }
+    }
+}
+
+impl From<OpenError> for io::Error {
+    fn from(e: OpenError) -> Self {
+        io::Error::new(e.kind(), e)
+    }
+}
+
+/// An access outside the segment, or misaligned for the type asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundsError {
+    /// Offset asked for.
+    pub offset: usize,
+    /// Length asked for.
+    pub len: usize,
+    /// Length of the segment.
+    pub segment_len: usize,
+    /// Alignment the type needs (1 for byte access).
+    pub align: usize,
+}
+
+impl fmt::Display for BoundsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "access of {} bytes at offset {} (alignment {}) is outside a {}-byte segment or misaligned",
+            self.len, self.offset, self.align, self.segment_len
+        )
+    }
+}
+
+impl Error for BoundsError {}

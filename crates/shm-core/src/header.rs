@@ -1,0 +1,760 @@
+//! The segment header and the init handshake behind [`Shared<T>`].
+//!
+//! # Layout
+//!
+//! Every segment made through [`Shared`] starts with a 128-byte header
+//! (native endian, the same host on both sides):
+//!
+//! | offset | size | field | meaning |
+//! |---|---|---|---|
+//! | 0 | 8 | magic | [`MAGIC`], `"SHMRSv1\0"` |
+//! | 8 | 4 | version | [`FORMAT_VERSION`] |
+//! | 12 | 4 | state | the init state word (below) |
+//! | 16 | 8 | type_id | [`ShmSafe::TYPE_ID`] of the content |
+//! | 24 | 8 | type_size | `size_of` the content |
+//! | 32 | 4 | type_align | `align_of` the content |
+//! | 36 | 4 | data_offset | where the content starts |
+//! | 40 | 8 | total_size | size of the whole segment |
+//! | 48 | 4 | creator_pid | |
+//! | 52 | 4 | flags | 0 |
+//! | 56 | 8 | creator_start | creator start time, clock ticks since boot |
+//! | 64 | 32 | kind | NUL-padded ASCII word, e.g. `queue` |
+//! | 96 | 24 | reserved | 0 |
+//! | 120 | 8 | checksum | FNV-1a of bytes 0..120, state bytes taken as 0 |
+//!
+//! The content `T` starts at `data_offset` (128 rounded up to `T`'s
+//! alignment); a trailing region for variable-size data (a queue's slots)
+//! starts at the next multiple of 64 after `T` and runs to `total_size`.
+//!
+//! # The state word
+//!
+//! | value | state | set by |
+//! |---|---|---|
+//! | 0 | initializing | the kernel (fresh pages are zero) |
+//! | [`STATE_READY`] | ready | the creator, with **Release**, after the header and `T` are written |
+//! | [`STATE_FAILED`] | failed | the creator, when its initializer returned an error |
+//!
+//! An opener loads the word with **Acquire**; seeing ready, it sees every
+//! byte the creator wrote before. No other transition exists.
+//!
+//! # Detecting a dead creator
+//!
+//! POSIX: the creator takes an OFD write lock on its descriptor right after
+//! `shm_open` and drops it once ready; the kernel drops it too if the creator
+//! dies. An opener that finds the segment not ready and not locked knows the
+//! creator is gone. System V: the kernel records the creator PID (`cpid`),
+//! checked together with the start time in the header.
+
+use std::error::Error;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use crate::error::{CreateError, OpenError};
+use crate::primitive::{AtomicU32, AtomicU64, Ordering};
+use crate::segment::Segment;
+use crate::{Backend, Fingerprint, ProcessId, SegmentId, ShmSafe};
+
+/// The first 8 bytes of every segment this library makes.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMRSv1\0");
+/// The on-segment format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of the header in bytes.
+pub const HEADER_SIZE: usize = 128;
+/// State word value: ready.
+pub const STATE_READY: u32 = 0x5245_4459;
+/// State word value: the creator's initializer failed.
+pub const STATE_FAILED: u32 = 0x4641_494c;
+const KIND_LEN: usize = 32;
+/// How long an opener waits on a name that exists but has no size and no
+/// locked creator: the microseconds between a creator's `shm_open` and its
+/// lock.
+const EMPTY_GRACE: Duration = Duration::from_millis(200);
+
+/// The header as it lies in the segment: atomics only, so reading it while
+/// another process writes is sound.
+#[repr(C)]
+pub(crate) struct RawHeader {
+    magic: AtomicU64,
+    version: AtomicU32,
+    /// See the state table in the module docs.
+    state: AtomicU32,
+    rest: [AtomicU64; 14],
+}
+
+const _: () = assert!(size_of::<RawHeader>() == HEADER_SIZE);
+#[cfg(not(shm_loom))]
+const _: () = assert!(align_of::<RawHeader>() == 8);
+
+// SAFETY: `#[repr(C)]` of atomics only: no pointers, every bit pattern is a
+// valid value, all mutation is atomic. (Under `--cfg shm_loom` this type is
+// never placed in a real segment.)
+#[allow(unsafe_code)]
+unsafe impl ShmSafe for RawHeader {
+    const TYPE_ID: u64 = crate::type_id("shm_core::RawHeader/v1");
+}
+
+impl RawHeader {
+    /// Copies the header out word by word.
+    fn snapshot(&self) -> [u8; HEADER_SIZE] {
+        let mut b = [0u8; HEADER_SIZE];
+        b[0..8].copy_from_slice(&self.magic.load(Ordering::Relaxed).to_ne_bytes());
+        b[8..12].copy_from_slice(&self.version.load(Ordering::Relaxed).to_ne_bytes());
+        b[12..16].copy_from_slice(&self.state.load(Ordering::Relaxed).to_ne_bytes());
+        for (i, w) in self.rest.iter().enumerate() {
+            b[16 + 8 * i..24 + 8 * i].copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        b
+    }
+
+    /// Writes every field but the state word.
+    fn store_identity(&self, b: &[u8; HEADER_SIZE]) {
+        let word = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        self.magic.store(word(0), Ordering::Relaxed);
+        self.version.store(
+            u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+            Ordering::Relaxed,
+        );
+        for (i, w) in self.rest.iter().enumerate() {
+            w.store(word(16 + 8 * i), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Publishes the header: everything written before becomes visible to an
+/// opener that loads the state with Acquire and sees ready.
+pub(crate) fn publish(state: &AtomicU32, value: u32) {
+    state.store(value, Ordering::Release);
+}
+
+/// The state an opener sees.
+pub(crate) fn observe(state: &AtomicU32) -> u32 {
+    state.load(Ordering::Acquire)
+}
+
+/// What an initializer passed to [`Shared::create`] returns on failure.
+pub type InitError = Box<dyn Error + Send + Sync>;
+
+/// The init state recorded in a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitState {
+    /// The creator is (or was, if it died) still initializing.
+    Initializing,
+    /// Ready to use.
+    Ready,
+    /// The creator's initializer failed.
+    Failed,
+}
+
+/// Why bytes are not a valid header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Fewer than [`HEADER_SIZE`] bytes.
+    TooShort(usize),
+    /// The magic is not [`MAGIC`]: not a segment of this library.
+    BadMagic(u64),
+    /// Another format version.
+    Version(u32),
+    /// The checksum does not match: the header was overwritten.
+    Checksum,
+    /// A field holds an impossible value.
+    Invalid(&'static str),
+}
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderError::TooShort(n) => {
+                write!(f, "{n} bytes is shorter than the {HEADER_SIZE}-byte header")
+            }
+            HeaderError::BadMagic(m) => write!(f, "magic {m:#018x} is not this library's"),
+            HeaderError::Version(v) => {
+                write!(f, "format version {v}, this build reads {FORMAT_VERSION}")
+            }
+            HeaderError::Checksum => f.write_str("the header checksum does not match"),
+            HeaderError::Invalid(what) => write!(f, "impossible header field: {what}"),
+        }
+    }
+}
+
+impl Error for HeaderError {}
+
+/// A decoded, validated header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderInfo {
+    /// The init state.
+    pub state: InitState,
+    /// The content's fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Offset of the content.
+    pub data_offset: u64,
+    /// Size of the whole segment.
+    pub total_size: u64,
+    /// The creator.
+    pub creator: ProcessId,
+    /// What the segment holds, e.g. `queue`.
+    pub kind: String,
+}
+
+fn checksum(b: &[u8; HEADER_SIZE]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, &byte) in b[..120].iter().enumerate() {
+        let byte = if (12..16).contains(&i) { 0 } else { byte };
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// Where `T` starts and where the trailing region starts, or `None` on
+/// overflow.
+fn layout_of(fp: &Fingerprint) -> Option<(u64, u64)> {
+    let align = u64::from(fp.align);
+    let data = (HEADER_SIZE as u64).checked_next_multiple_of(align)?;
+    let tail = data.checked_add(fp.size)?.checked_next_multiple_of(64)?;
+    Some((data, tail))
+}
+
+impl HeaderInfo {
+    /// Offset of the trailing region.
+    pub fn tail_offset(&self) -> u64 {
+        layout_of(&self.fingerprint).map_or(self.total_size, |(_, t)| t)
+    }
+
+    /// Encodes the header (with the state word).
+    pub fn encode(&self) -> [u8; HEADER_SIZE] {
+        let mut b = [0u8; HEADER_SIZE];
+        let state = match self.state {
+            InitState::Initializing => 0,
+            InitState::Ready => STATE_READY,
+            InitState::Failed => STATE_FAILED,
+        };
+        b[0..8].copy_from_slice(&MAGIC.to_ne_bytes());
+        b[8..12].copy_from_slice(&FORMAT_VERSION.to_ne_bytes());
+        b[12..16].copy_from_slice(&state.to_ne_bytes());
+        b[16..24].copy_from_slice(&self.fingerprint.type_id.to_ne_bytes());
+        b[24..32].copy_from_slice(&self.fingerprint.size.to_ne_bytes());
+        b[32..36].copy_from_slice(&self.fingerprint.align.to_ne_bytes());
+        b[36..40].copy_from_slice(&(self.data_offset as u32).to_ne_bytes());
+        b[40..48].copy_from_slice(&self.total_size.to_ne_bytes());
+        b[48..52].copy_from_slice(&self.creator.pid.to_ne_bytes());
+        b[56..64].copy_from_slice(&self.creator.start.to_ne_bytes());
+        let kind = self.kind.as_bytes();
+        let n = kind.len().min(KIND_LEN);
+        b[64..64 + n].copy_from_slice(&kind[..n]);
+        let sum = checksum(&b);
+        b[120..128].copy_from_slice(&sum.to_ne_bytes());
+        b
+    }
+
+    /// Decodes and validates a header from untrusted bytes. Never panics;
+    /// accepts only what [`HeaderInfo::encode`] can produce.
+    pub fn decode(bytes: &[u8]) -> Result<HeaderInfo, HeaderError> {
+        let b: &[u8; HEADER_SIZE] = bytes
+            .get(..HEADER_SIZE)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(HeaderError::TooShort(bytes.len()))?;
+        let u32_at = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let u64_at = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            u64::from_ne_bytes(w)
+        };
+        let magic = u64_at(0);
+        if magic != MAGIC {
+            return Err(HeaderError::BadMagic(magic));
+        }
+        let version = u32_at(8);
+        if version != FORMAT_VERSION {
+            return Err(HeaderError::Version(version));
+        }
+        if checksum(b) != u64_at(120) {
+            return Err(HeaderError::Checksum);
+        }
+        let state = match u32_at(12) {
+            0 => InitState::Initializing,
+            STATE_READY => InitState::Ready,
+            STATE_FAILED => InitState::Failed,
+            _ => return Err(HeaderError::Invalid("state word")),
+        };
+        let fingerprint = Fingerprint {
+            type_id: u64_at(16),
+            size: u64_at(24),
+            align: u32_at(32),
+        };
+        if !fingerprint.align.is_power_of_two() || fingerprint.align > 4096 {
+            return Err(HeaderError::Invalid("type alignment"));
+        }
+        let data_offset = u64::from(u32_at(36));
+        let total_size = u64_at(40);
+        let (data, tail) = layout_of(&fingerprint).ok_or(HeaderError::Invalid("type size"))?;
+        if data_offset != data {
+            return Err(HeaderError::Invalid("data offset"));
+        }
+        if tail > total_size || total_size > crate::MAX_SEGMENT_SIZE {
+            return Err(HeaderError::Invalid("total size"));
+        }
+        if u32_at(52) != 0 || b[96..120].iter().any(|&x| x != 0) {
+            return Err(HeaderError::Invalid("reserved bytes"));
+        }
+        let kind_bytes = &b[64..96];
+        let end = kind_bytes.iter().position(|&c| c == 0).unwrap_or(KIND_LEN);
+        if kind_bytes[end..].iter().any(|&c| c != 0)
+            || !kind_bytes[..end].iter().all(|c| c.is_ascii_graphic())
+        {
+            return Err(HeaderError::Invalid("kind"));
+        }
+        let kind = String::from_utf8_lossy(&kind_bytes[..end]).into_owned();
+        Ok(HeaderInfo {
+            state,
+            fingerprint,
+            data_offset,
+            total_size,
+            creator: ProcessId {
+                pid: u32_at(48),
+                start: u64_at(56),
+            },
+            kind,
+        })
+    }
+
+    /// Reads and decodes the header of a mapped segment.
+    pub fn read(segment: &Segment) -> Result<HeaderInfo, HeaderError> {
+        let raw = segment
+            .view::<RawHeader>(0)
+            .map_err(|_| HeaderError::TooShort(segment.len()))?;
+        HeaderInfo::decode(&raw.snapshot())
+    }
+}
+
+/// Options for [`Shared`]: permission bits, how long openers wait for ready,
+/// the kind word recorded in the header, and the size of the trailing region.
+#[derive(Debug, Clone)]
+pub struct SharedOptions {
+    mode: u32,
+    timeout: Duration,
+    kind: String,
+    extra: u64,
+}
+
+impl Default for SharedOptions {
+    fn default() -> Self {
+        SharedOptions {
+            mode: crate::DEFAULT_MODE,
+            timeout: Duration::from_secs(5),
+            kind: "shared".into(),
+            extra: 0,
+        }
+    }
+}
+
+impl SharedOptions {
+    /// Mode 0600, a 5 s open deadline, kind `shared`, no trailing region.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Permission bits of a new segment.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How long `open` waits for a live creator to finish initializing.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The kind word in the header (printable ASCII, at most 32 bytes;
+    /// longer words are cut), shown by `shm ls`.
+    pub fn kind(mut self, kind: &str) -> Self {
+        self.kind = kind
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(KIND_LEN)
+            .collect();
+        self
+    }
+
+    /// Bytes of trailing region after `T`.
+    pub fn extra(mut self, bytes: u64) -> Self {
+        self.extra = bytes;
+        self
+    }
+}
+
+/// A `T` in a segment behind a validated header.
+///
+/// Only the creator initializes `T`; openers validate the header (magic,
+/// version, checksum, layout fingerprint, total size) and wait, up to the
+/// deadline of [`SharedOptions::timeout`], for the creator to publish ready.
+/// A creator that died during init is reported as
+/// [`OpenError::CreatorDied`], not waited on.
+#[derive(Debug)]
+pub struct Shared<T: ShmSafe> {
+    segment: Segment,
+    data_offset: usize,
+    tail_offset: usize,
+    _t: PhantomData<T>,
+}
+
+/// Why one attempt to open did not finish.
+enum Attempt {
+    /// Not ready yet, with the error to give if the deadline passes.
+    Pending(OpenError),
+    /// Final.
+    Failed(OpenError),
+}
+
+impl<T: ShmSafe> Shared<T> {
+    /// Creates the segment exclusively, runs `init` on the zeroed `T`, and
+    /// publishes it as ready. If `init` fails, the segment is marked failed
+    /// and removed.
+    pub fn create(
+        id: &SegmentId,
+        opts: &SharedOptions,
+        init: impl FnOnce(&T) -> Result<(), InitError>,
+    ) -> Result<Self, CreateError> {
+        let fp = Fingerprint::of::<T>();
+        let (data, tail) = layout_of(&fp).ok_or_else(|| CreateError::InvalidSize {
+            segment: id.to_string(),
+            size: fp.size,
+            reason: "the type is too large".into(),
+        })?;
+        let total = tail
+            .checked_add(opts.extra)
+            .ok_or_else(|| CreateError::InvalidSize {
+                segment: id.to_string(),
+                size: opts.extra,
+                reason: "header, content and trailing region overflow".into(),
+            })?;
+        let segment = Segment::create_inner(id, total, opts.mode, true)?;
+        Self::init_in(segment, data, tail, total, opts, init)
+    }
+
+    /// The same in an anonymous (memfd) segment, to share by `fork` or by
+    /// passing [`Segment::fd`].
+    pub fn create_anonymous(
+        opts: &SharedOptions,
+        init: impl FnOnce(&T) -> Result<(), InitError>,
+    ) -> Result<Self, CreateError> {
+        let fp = Fingerprint::of::<T>();
+        let invalid = || CreateError::InvalidSize {
+            segment: "memfd".into(),
+            size: fp.size,
+            reason: "header, content and trailing region overflow".into(),
+        };
+        let (data, tail) = layout_of(&fp).ok_or_else(invalid)?;
+        let total = tail.checked_add(opts.extra).ok_or_else(invalid)?;
+        let segment = Segment::anonymous(total)?;
+        Self::init_in(segment, data, tail, total, opts, init)
+    }
+
+    fn init_in(
+        segment: Segment,
+        data: u64,
+        tail: u64,
+        total: u64,
+        opts: &SharedOptions,
+        init: impl FnOnce(&T) -> Result<(), InitError>,
+    ) -> Result<Self, CreateError> {
+        let name = segment.describe();
+        let bad_layout = || CreateError::InvalidSize {
+            segment: name.clone(),
+            size: total,
+            reason: "the content does not fit the mapping".into(),
+        };
+        let raw = segment.view::<RawHeader>(0).map_err(|_| bad_layout())?;
+        let info = HeaderInfo {
+            state: InitState::Initializing,
+            fingerprint: Fingerprint::of::<T>(),
+            data_offset: data,
+            total_size: total,
+            creator: ProcessId::current(),
+            kind: opts.kind.clone(),
+        };
+        raw.store_identity(&info.encode());
+        let value = segment.view::<T>(data as usize).map_err(|_| bad_layout())?;
+        if let Err(e) = init(value) {
+            publish(&raw.state, STATE_FAILED);
+            let _ = segment.remove();
+            return Err(CreateError::Init {
+                segment: name,
+                source: e,
+            });
+        }
+        publish(&raw.state, STATE_READY);
+        if let Some(fd) = segment.fd() {
+            // Dropping the lock only matters for tidiness: an opener that
+            // sees ready never looks at it.
+            let _ = crate::sys::posix::ofd_unlock(fd);
+        }
+        Ok(Shared {
+            segment,
+            data_offset: data as usize,
+            tail_offset: tail as usize,
+            _t: PhantomData,
+        })
+    }
+
+    /// Opens an existing segment, validates its header and waits for ready.
+    pub fn open(id: &SegmentId, opts: &SharedOptions) -> Result<Self, OpenError> {
+        let start = Instant::now();
+        let mut backoff = Duration::from_micros(20);
+        let mut empty_since: Option<Instant> = None;
+        loop {
+            let pending = match Self::try_open(id, &mut empty_since) {
+                Ok(s) => return Ok(s),
+                Err(Attempt::Failed(e)) => return Err(e),
+                Err(Attempt::Pending(e)) => e,
+            };
+            if start.elapsed() >= opts.timeout {
+                return Err(pending);
+            }
+            std::thread::sleep(backoff.min(opts.timeout.saturating_sub(start.elapsed())));
+            backoff = (backoff * 2).min(Duration::from_millis(5));
+        }
+    }
+
+    /// Opens the segment if it exists, else creates it with `init`; says
+    /// whether this call created it. Race-free among many processes.
+    pub fn open_or_create(
+        id: &SegmentId,
+        opts: &SharedOptions,
+        init: impl FnOnce(&T) -> Result<(), InitError>,
+    ) -> Result<(Self, bool), OpenError> {
+        let mut init = Some(init);
+        loop {
+            match Self::create(id, opts, |t: &T| match init.take() {
+                Some(f) => f(t),
+                None => Err("initializer already used".into()),
+            }) {
+                Ok(s) => return Ok((s, true)),
+                Err(CreateError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match Self::open(id, opts) {
+                Ok(s) => return Ok((s, false)),
+                Err(OpenError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Validates an already mapped segment (received as a descriptor, say).
+    pub fn from_segment(segment: Segment) -> Result<Self, OpenError> {
+        let mut since = None;
+        match Self::validate(segment, &mut since) {
+            Ok(s) => Ok(s),
+            Err(Attempt::Pending(e) | Attempt::Failed(e)) => Err(e),
+        }
+    }
+
+    fn try_open(id: &SegmentId, empty_since: &mut Option<Instant>) -> Result<Self, Attempt> {
+        match Segment::open(id) {
+            Ok(seg) => Self::validate(seg, empty_since),
+            Err(e @ OpenError::TooSmall { size: 0, .. }) => {
+                // A POSIX name exists before its creator sizes it.
+                let locked = match id {
+                    SegmentId::Posix(name) => {
+                        crate::sys::posix::shm_open(name.as_c_str(), nix::fcntl::OFlag::O_RDONLY, 0)
+                            .and_then(|fd| {
+                                crate::sys::posix::ofd_locked_by_other(std::os::fd::AsFd::as_fd(
+                                    &fd,
+                                ))
+                            })
+                            .unwrap_or(false)
+                    }
+                    _ => false,
+                };
+                Self::empty(locked, e, empty_since)
+            }
+            Err(e) => Err(Attempt::Failed(e)),
+        }
+    }
+
+    fn empty(
+        locked: bool,
+        e: OpenError,
+        empty_since: &mut Option<Instant>,
+    ) -> Result<Self, Attempt> {
+        let first = *empty_since.get_or_insert_with(Instant::now);
+        if locked || first.elapsed() < EMPTY_GRACE {
+            Err(Attempt::Pending(e))
+        } else {
+            Err(Attempt::Failed(e))
+        }
+    }
+
+    /// Is the creator of a not-ready segment still alive?
+    fn creator_alive(segment: &Segment, header_pid: Option<ProcessId>) -> (bool, u32) {
+        match segment.backend() {
+            Backend::SysV => {
+                let cpid = segment.stat().ok().and_then(|s| s.cpid).unwrap_or(0).max(0) as u32;
+                let who = match header_pid {
+                    Some(p) if p.pid == cpid => p,
+                    _ => ProcessId {
+                        pid: cpid,
+                        start: 0,
+                    },
+                };
+                (who.is_alive(), cpid)
+            }
+            Backend::Posix | Backend::Memfd => {
+                let locked = segment
+                    .fd()
+                    .map(crate::sys::posix::ofd_locked_by_other)
+                    .is_some_and(|r| r.unwrap_or(false));
+                (locked, header_pid.map_or(0, |p| p.pid))
+            }
+        }
+    }
+
+    fn validate(segment: Segment, empty_since: &mut Option<Instant>) -> Result<Self, Attempt> {
+        let name = segment.describe();
+        let actual = segment.len() as u64;
+        let Ok(raw) = segment.view::<RawHeader>(0) else {
+            let (alive, _) = Self::creator_alive(&segment, None);
+            let e = OpenError::TooSmall {
+                segment: name,
+                size: actual,
+                needed: HEADER_SIZE as u64,
+            };
+            return Self::empty(alive, e, empty_since);
+        };
+        let state = observe(&raw.state);
+        let decoded = HeaderInfo::decode(&raw.snapshot());
+        let not_ours = |detail: String| OpenError::NotOurs {
+            segment: name.clone(),
+            detail,
+        };
+        if state == 0 {
+            // Initializing, or a creator that died, or not ours at all.
+            let header_pid = decoded.as_ref().ok().map(|h| h.creator);
+            let (alive, pid) = Self::creator_alive(&segment, header_pid);
+            if alive {
+                return Err(Attempt::Pending(OpenError::InitTimeout {
+                    segment: name,
+                    waited: Duration::ZERO,
+                }));
+            }
+            return match decoded {
+                Ok(_) => Err(Attempt::Failed(OpenError::CreatorDied { segment: name, pid })),
+                Err(HeaderError::BadMagic(0)) if segment.backend() == Backend::SysV && pid != 0 => {
+                    Err(Attempt::Failed(OpenError::CreatorDied { segment: name, pid }))
+                }
+                Err(HeaderError::BadMagic(0)) => Self::empty(
+                    false,
+                    not_ours("it is all zeros and no process is initializing it (its creator died before writing the header, or it was not made by this library)".into()),
+                    empty_since,
+                ),
+                Err(e) => Err(Attempt::Failed(not_ours(e.to_string()))),
+            };
+        }
+        let info = match decoded {
+            Ok(i) => i,
+            Err(HeaderError::Version(found)) => {
+                return Err(Attempt::Failed(OpenError::VersionMismatch {
+                    segment: name,
+                    found,
+                    expected: FORMAT_VERSION,
+                }));
+            }
+            Err(e @ (HeaderError::BadMagic(_) | HeaderError::TooShort(_))) => {
+                return Err(Attempt::Failed(not_ours(e.to_string())));
+            }
+            Err(e) => {
+                return Err(Attempt::Failed(OpenError::Corrupted {
+                    segment: name,
+                    detail: e.to_string(),
+                }));
+            }
+        };
+        match info.state {
+            InitState::Ready => {}
+            InitState::Failed => {
+                return Err(Attempt::Failed(OpenError::InitFailed { segment: name }));
+            }
+            InitState::Initializing => unreachable_state(),
+        }
+        let expected = Fingerprint::of::<T>();
+        if info.fingerprint != expected {
+            return Err(Attempt::Failed(OpenError::LayoutMismatch {
+                segment: name,
+                expected,
+                found: info.fingerprint,
+            }));
+        }
+        if info.total_size != actual {
+            return Err(Attempt::Failed(OpenError::SizeMismatch {
+                segment: name,
+                header: info.total_size,
+                actual,
+            }));
+        }
+        let (data, tail) = match layout_of(&expected) {
+            Some(l) => l,
+            None => return Err(Attempt::Failed(not_ours("impossible layout".into()))),
+        };
+        if segment.view::<T>(data as usize).is_err() {
+            return Err(Attempt::Failed(OpenError::TooSmall {
+                segment: name,
+                size: actual,
+                needed: tail,
+            }));
+        }
+        Ok(Shared {
+            segment,
+            data_offset: data as usize,
+            tail_offset: tail as usize,
+            _t: PhantomData,
+        })
+    }
+
+    /// The shared value.
+    pub fn get(&self) -> &T {
+        // Checked in `init_in`/`validate`; the mapping cannot shrink under us.
+        match self.segment.view::<T>(self.data_offset) {
+            Ok(v) => v,
+            Err(_) => unreachable_state(),
+        }
+    }
+
+    /// The segment underneath.
+    pub fn segment(&self) -> &Segment {
+        &self.segment
+    }
+
+    /// The segment underneath, to change who owns it.
+    pub fn segment_mut(&mut self) -> &mut Segment {
+        &mut self.segment
+    }
+
+    /// Gives back the segment.
+    pub fn into_segment(self) -> Segment {
+        self.segment
+    }
+
+    /// The header as it is now.
+    pub fn header(&self) -> Result<HeaderInfo, HeaderError> {
+        HeaderInfo::read(&self.segment)
+    }
+
+    /// Offset of the trailing region in the segment.
+    pub fn tail_offset(&self) -> usize {
+        self.tail_offset
+    }
+
+    /// Length of the trailing region.
+    pub fn tail_len(&self) -> usize {
+        self.segment.len() - self.tail_offset
+    }
+}
+
+/// States ruled out by the checks before; kept out of line so the callers
+/// read as the happy path.
+#[cold]
+fn unreachable_state() -> ! {
+    unreachable!("state ruled out by validation")
+}

@@ -1,0 +1,60 @@
+//! Shared memory segments for Linux over both kernel APIs, System V
+//! (`shmget`/`shmat`/`shmdt`/`shmctl`) and POSIX
+//! (`shm_open`/`posix_fallocate`/`mmap`/`munmap`/`shm_unlink`), plus anonymous
+//! `memfd` segments.
+//!
+//! - [`Segment`] creates, opens, maps, reads, writes, stats and removes raw
+//!   segments, with ownership said explicitly.
+//! - [`Shared<T>`] puts a [`ShmSafe`] value behind a validated header with an
+//!   init handshake: only the creator initializes, openers wait for ready
+//!   with a deadline, and a creator that dies during init is reported.
+//! - [`list`] reads which segments exist and which processes map them.
+//!
+//! # The whole life of a segment
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use shm_core::{SegmentId, Shared, SharedOptions};
+//!
+//! let id = SegmentId::posix(&format!("/doc-life-{}", std::process::id()))?;
+//! // Create: only the creator runs the initializer; the segment is
+//! // published as ready afterwards.
+//! let counter = Shared::<AtomicU64>::create(&id, &SharedOptions::new(), |c| {
+//!     c.store(41, Ordering::Relaxed);
+//!     Ok(())
+//! })?;
+//! // Attach (another process would do exactly this): validated header,
+//! // waits for ready.
+//! let other = Shared::<AtomicU64>::open(&id, &SharedOptions::new())?;
+//! other.get().fetch_add(1, Ordering::SeqCst);
+//! assert_eq!(counter.get().load(Ordering::SeqCst), 42);
+//! // Detach.
+//! drop(other);
+//! // Remove: the creator owns the segment and removes it on drop; this says
+//! // so explicitly.
+//! counter.segment().remove()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod error;
+mod header;
+pub mod list;
+mod name;
+mod primitive;
+pub mod process;
+mod segment;
+#[allow(unsafe_code)]
+mod shareable;
+mod sys;
+
+pub use error::{BoundsError, CreateError, NameError, OpenError, Owner};
+pub use header::{
+    FORMAT_VERSION, HEADER_SIZE, HeaderError, HeaderInfo, InitError, InitState, MAGIC, Shared,
+    SharedOptions,
+};
+pub use name::{MAX_POSIX_NAME, PosixName, SegmentId};
+pub use process::ProcessId;
+pub use segment::{Backend, CreateMode, DEFAULT_MODE, MAX_SEGMENT_SIZE, Segment, Stat, remove};
+pub use shareable::{Fingerprint, ShmSafe, combine_type_ids, type_id};

@@ -1,0 +1,777 @@
+//! [`Segment`]: one shared memory segment mapped into this process, over the
+//! POSIX, System V or memfd backend.
+
+use std::ffi::CString;
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::fcntl::OFlag;
+
+use crate::error::{BoundsError, CreateError, OpenError, Owner};
+use crate::sys::map::Mapping;
+use crate::sys::{posix, sysv};
+use crate::{PosixName, SegmentId, ShmSafe};
+
+/// Default permission bits of a new segment: owner read and write only.
+pub const DEFAULT_MODE: u32 = 0o600;
+
+/// Largest segment this library creates: 1 TiB. Anything larger is taken
+/// for a mistake (a negative number cast to unsigned, say).
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 40;
+
+/// The kernel API behind a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// `shm_open`/`mmap`: a file in `/dev/shm`.
+    Posix,
+    /// `shmget`/`shmat`: a kernel object named by key and shmid.
+    SysV,
+    /// `memfd_create`: anonymous, shared by `fork` or fd passing.
+    Memfd,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Posix => "posix",
+            Backend::SysV => "sysv",
+            Backend::Memfd => "memfd",
+        })
+    }
+}
+
+/// How [`Segment::open_with`] treats an existing or missing segment
+/// (STYLE habit 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateMode {
+    /// Create; fail with `AlreadyExists` if it exists (`O_EXCL`/`IPC_EXCL`).
+    CreateExclusive,
+    /// Open; fail with `NotFound` if it does not exist.
+    OpenExisting,
+    /// Open if it exists, else create. Race-free among many processes:
+    /// exactly one of them creates.
+    OpenOrCreate,
+}
+
+/// What `stat` reports. System V fields are `None` for the other backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// The backend.
+    pub backend: Backend,
+    /// Size in bytes.
+    pub size: u64,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// System V: the key.
+    pub key: Option<i32>,
+    /// System V: the shmid; POSIX: `None`.
+    pub shmid: Option<i32>,
+    /// System V: number of attaches, as the kernel counts them.
+    pub nattch: Option<u64>,
+    /// System V: creator PID.
+    pub cpid: Option<i32>,
+    /// System V: PID of the last `shmat`/`shmdt`.
+    pub lpid: Option<i32>,
+    /// Last attach (System V) or access (POSIX), seconds since the epoch.
+    pub atime: i64,
+    /// System V: last detach, seconds since the epoch (0: never).
+    pub dtime: Option<i64>,
+    /// Last change, seconds since the epoch.
+    pub ctime: i64,
+}
+
+#[derive(Debug)]
+enum Handle {
+    /// POSIX or memfd: the descriptor stays open for `fstat` and locks.
+    Fd(OwnedFd),
+    /// System V: the shmid.
+    SysV(i32),
+}
+
+/// A shared memory segment mapped read-write into this process.
+///
+/// # Ownership
+///
+/// The process that creates a named segment owns it: dropping the owner
+/// removes the name (`shm_unlink` or `IPC_RMID`), while processes that have
+/// it mapped keep their mapping. Openers are not owners. Hand the duty over
+/// with [`Segment::set_owner`]: `set_owner(false)` in the creator to leave the
+/// segment behind for others, `set_owner(true)` in the process that will
+/// clean up. [`Segment::remove`] removes it at once.
+///
+/// # Access
+///
+/// Other processes may write the bytes at any moment, so the segment never
+/// hands out `&[u8]` over them: copy with [`Segment::read_at`] and
+/// [`Segment::write_at`], or place a [`ShmSafe`] type with [`Segment::view`],
+/// whose every mutation goes through atomics or `UnsafeCell`.
+///
+/// # Example
+///
+/// ```
+/// use shm_core::{Segment, SegmentId};
+/// let id = SegmentId::posix(&format!("/doc-segment-{}", std::process::id()))?;
+/// let seg = Segment::create(&id, 4096, 0o600)?;          // create + map
+/// seg.write_at(0, b"hello")?;                           // write
+/// let other = Segment::open(&id)?;                      // attach again
+/// let mut buf = [0u8; 5];
+/// other.read_at(0, &mut buf)?;                          // read
+/// assert_eq!(&buf, b"hello");
+/// assert_ne!(seg.as_ptr(), other.as_ptr());             // two mappings
+/// drop(other);                                          // detach
+/// seg.remove()?;                                        // remove the name
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Segment {
+    map: Mapping,
+    handle: Handle,
+    id: Option<SegmentId>,
+    backend: Backend,
+    owner: bool,
+    /// Set once the name was removed, so drop does not remove it twice.
+    removed: AtomicBool,
+}
+
+fn mapped_len(segment: &str, size: u64) -> Result<NonZeroUsize, OpenError> {
+    usize::try_from(size)
+        .ok()
+        .and_then(NonZeroUsize::new)
+        .ok_or_else(|| OpenError::TooSmall {
+            segment: segment.to_owned(),
+            size,
+            needed: 1,
+        })
+}
+
+pub(crate) fn check_size(segment: &str, size: u64) -> Result<NonZeroUsize, CreateError> {
+    let invalid = |reason: String| CreateError::InvalidSize {
+        segment: segment.to_owned(),
+        size,
+        reason,
+    };
+    if size == 0 {
+        return Err(invalid("a segment cannot be empty".into()));
+    }
+    if size > MAX_SEGMENT_SIZE {
+        return Err(invalid(format!(
+            "larger than the {} byte limit of this library",
+            MAX_SEGMENT_SIZE
+        )));
+    }
+    usize::try_from(size)
+        .ok()
+        .and_then(NonZeroUsize::new)
+        .ok_or_else(|| invalid("does not fit in this address space".into()))
+}
+
+/// Owner and mode of a POSIX segment, read with `stat` (which needs no
+/// permission on the file itself).
+fn posix_owner(name: &PosixName) -> Option<Owner> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(format!("/dev/shm/{}", name.file_name())).ok()?;
+    Some(Owner {
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+    })
+}
+
+/// Owner and mode of a System V segment by key, from `/proc/sysvipc/shm`
+/// (readable without permission on the segment).
+fn sysv_owner(key: i32) -> Option<Owner> {
+    crate::list::sysv_entries()
+        .ok()?
+        .into_iter()
+        .find(|e| e.key == key)
+        .map(|e| Owner {
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+        })
+}
+
+fn read_sysctl(name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn dev_shm_space() -> String {
+    match nix::sys::statvfs::statvfs("/dev/shm") {
+        Ok(v) => format!(
+            "/dev/shm has {} bytes free of {} (enlarge it, e.g. `mount -o remount,size=1G /dev/shm`, or docker --shm-size)",
+            v.blocks_available() as u64 * v.fragment_size() as u64,
+            v.blocks() as u64 * v.fragment_size() as u64
+        ),
+        Err(_) => "/dev/shm is full".into(),
+    }
+}
+
+impl Segment {
+    /// Creates a segment exclusively and maps it. POSIX: `shm_open(O_CREAT |
+    /// O_EXCL)`, `fchmod(mode)`, `posix_fallocate(size)`, `mmap`. System V:
+    /// `shmget(IPC_CREAT | IPC_EXCL | mode)`, `shmat`. The caller owns it.
+    ///
+    /// `mode` is applied exactly (the umask does not narrow it).
+    #[doc(alias = "shm_open")]
+    #[doc(alias = "shmget")]
+    pub fn create(id: &SegmentId, size: u64, mode: u32) -> Result<Segment, CreateError> {
+        Self::create_inner(id, size, mode, false)
+    }
+
+    /// Creates with the POSIX descriptor holding an OFD write lock (released
+    /// by the header handshake once the segment is ready).
+    pub(crate) fn create_inner(
+        id: &SegmentId,
+        size: u64,
+        mode: u32,
+        hold_lock: bool,
+    ) -> Result<Segment, CreateError> {
+        let seg = id.to_string();
+        let len = check_size(&seg, size)?;
+        let mode = mode & 0o777;
+        match id {
+            SegmentId::Posix(name) => {
+                let io_err = |op, source| CreateError::Io {
+                    op,
+                    segment: seg.clone(),
+                    source,
+                };
+                let fd = posix::shm_open(
+                    name.as_c_str(),
+                    OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
+                    mode,
+                )
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::EEXIST) => CreateError::AlreadyExists {
+                        segment: seg.clone(),
+                    },
+                    Some(libc::EACCES) | Some(libc::EPERM) => CreateError::PermissionDenied {
+                        segment: seg.clone(),
+                        owner: posix_owner(name),
+                    },
+                    Some(libc::ENOSPC) => CreateError::NoSpace {
+                        segment: seg.clone(),
+                        size,
+                        detail: dev_shm_space(),
+                    },
+                    _ => io_err("shm_open", e),
+                })?;
+                // From here on a failure must remove the name again.
+                let unlink = |e| {
+                    let _ = posix::shm_unlink(name.as_c_str());
+                    e
+                };
+                if hold_lock {
+                    posix::ofd_lock_exclusive(fd.as_fd())
+                        .map_err(|e| unlink(io_err("fcntl(F_OFD_SETLK)", e)))?;
+                }
+                posix::fchmod(fd.as_fd(), mode).map_err(|e| unlink(io_err("fchmod", e)))?;
+                posix::fallocate(fd.as_fd(), size).or_else(|e| match e.raw_os_error() {
+                    Some(libc::ENOSPC) | Some(libc::EFBIG) => Err(unlink(CreateError::NoSpace {
+                        segment: seg.clone(),
+                        size,
+                        detail: dev_shm_space(),
+                    })),
+                    // A filesystem without fallocate: size it the old way.
+                    Some(libc::EOPNOTSUPP) => posix::ftruncate(fd.as_fd(), size)
+                        .map_err(|e| unlink(io_err("ftruncate", e))),
+                    _ => Err(unlink(io_err("posix_fallocate", e))),
+                })?;
+                let map = Mapping::mmap(fd.as_fd(), len).map_err(|e| unlink(io_err("mmap", e)))?;
+                Ok(Segment {
+                    map,
+                    handle: Handle::Fd(fd),
+                    id: Some(id.clone()),
+                    backend: Backend::Posix,
+                    owner: true,
+                    removed: AtomicBool::new(false),
+                })
+            }
+            SegmentId::SysV(key) => {
+                let flags = libc::IPC_CREAT | libc::IPC_EXCL | mode as i32;
+                let shmid = sysv::shmget(*key, len.get(), flags).map_err(|e| match e.raw_os_error() {
+                    Some(libc::EEXIST) => CreateError::AlreadyExists { segment: seg.clone() },
+                    Some(libc::EACCES) | Some(libc::EPERM) => CreateError::PermissionDenied {
+                        segment: seg.clone(),
+                        owner: sysv_owner(*key),
+                    },
+                    Some(libc::EINVAL) => CreateError::Limit {
+                        segment: seg.clone(),
+                        detail: format!(
+                            "{size} bytes is outside the System V limits (kernel.shmmax = {})",
+                            read_sysctl("shmmax")
+                        ),
+                    },
+                    Some(libc::ENOSPC) => CreateError::Limit {
+                        segment: seg.clone(),
+                        detail: format!(
+                            "the System V segment limit kernel.shmmni = {} or the page limit kernel.shmall = {} is reached",
+                            read_sysctl("shmmni"),
+                            read_sysctl("shmall")
+                        ),
+                    },
+                    Some(libc::ENOMEM) => CreateError::NoSpace {
+                        segment: seg.clone(),
+                        size,
+                        detail: "the kernel has no memory for it".into(),
+                    },
+                    _ => CreateError::Io {
+                        op: "shmget",
+                        segment: seg.clone(),
+                        source: e,
+                    },
+                })?;
+                let map = Mapping::shmat(shmid, len).map_err(|e| {
+                    let _ = sysv::ipc_rmid(shmid);
+                    CreateError::Io {
+                        op: "shmat",
+                        segment: seg.clone(),
+                        source: e,
+                    }
+                })?;
+                Ok(Segment {
+                    map,
+                    handle: Handle::SysV(shmid),
+                    id: Some(id.clone()),
+                    backend: Backend::SysV,
+                    owner: true,
+                    removed: AtomicBool::new(false),
+                })
+            }
+            SegmentId::SysVId(_) => Err(CreateError::InvalidName(crate::NameError {
+                name: seg.clone(),
+                reason: "a segment is created by key (sysv:KEY); the kernel picks the shmid",
+            })),
+        }
+    }
+
+    /// Opens an existing segment and maps all of it. Its size is read with
+    /// `fstat`/`IPC_STAT` before mapping. The caller does not own it.
+    pub fn open(id: &SegmentId) -> Result<Segment, OpenError> {
+        let seg = id.to_string();
+        let io_err = |op, source| OpenError::Io {
+            op,
+            segment: seg.clone(),
+            source,
+        };
+        match id {
+            SegmentId::Posix(name) => {
+                let fd = posix::shm_open(name.as_c_str(), OFlag::O_RDWR, 0).map_err(|e| match e
+                    .raw_os_error()
+                {
+                    Some(libc::ENOENT) => OpenError::NotFound {
+                        segment: seg.clone(),
+                    },
+                    Some(libc::EACCES) | Some(libc::EPERM) => OpenError::PermissionDenied {
+                        segment: seg.clone(),
+                        owner: posix_owner(name),
+                    },
+                    _ => io_err("shm_open", e),
+                })?;
+                Self::from_fd_inner(fd, Some(id.clone()), Backend::Posix)
+            }
+            SegmentId::SysV(key) => {
+                let shmid = sysv::shmget(*key, 0, 0).map_err(|e| match e.raw_os_error() {
+                    Some(libc::ENOENT) => OpenError::NotFound {
+                        segment: seg.clone(),
+                    },
+                    Some(libc::EACCES) | Some(libc::EPERM) => OpenError::PermissionDenied {
+                        segment: seg.clone(),
+                        owner: sysv_owner(*key),
+                    },
+                    _ => io_err("shmget", e),
+                })?;
+                Self::attach_sysv(id, shmid)
+            }
+            SegmentId::SysVId(shmid) => Self::attach_sysv(id, *shmid),
+        }
+    }
+
+    fn attach_sysv(id: &SegmentId, shmid: i32) -> Result<Segment, OpenError> {
+        let seg = id.to_string();
+        let st = sysv::ipc_stat(shmid).map_err(|e| match e.raw_os_error() {
+            Some(libc::EINVAL) | Some(libc::EIDRM) => OpenError::NotFound {
+                segment: seg.clone(),
+            },
+            Some(libc::EACCES) | Some(libc::EPERM) => OpenError::PermissionDenied {
+                segment: seg.clone(),
+                owner: crate::list::sysv_entries()
+                    .ok()
+                    .and_then(|v| v.into_iter().find(|e| e.shmid == shmid))
+                    .map(|e| Owner {
+                        mode: e.mode,
+                        uid: e.uid,
+                        gid: e.gid,
+                    }),
+            },
+            _ => OpenError::Io {
+                op: "shmctl(IPC_STAT)",
+                segment: seg.clone(),
+                source: e,
+            },
+        })?;
+        let len = mapped_len(&seg, st.size)?;
+        let map = Mapping::shmat(shmid, len).map_err(|e| match e.raw_os_error() {
+            Some(libc::EACCES) => OpenError::PermissionDenied {
+                segment: seg.clone(),
+                owner: Some(Owner {
+                    mode: st.mode,
+                    uid: st.uid,
+                    gid: st.gid,
+                }),
+            },
+            Some(libc::EINVAL) | Some(libc::EIDRM) => OpenError::NotFound {
+                segment: seg.clone(),
+            },
+            _ => OpenError::Io {
+                op: "shmat",
+                segment: seg.clone(),
+                source: e,
+            },
+        })?;
+        Ok(Segment {
+            map,
+            handle: Handle::SysV(shmid),
+            id: Some(id.clone()),
+            backend: Backend::SysV,
+            owner: false,
+            removed: AtomicBool::new(false),
+        })
+    }
+
+    /// Opens the segment if it exists, else creates it; returns whether this
+    /// call created it. Race-free when many processes call it at once: an
+    /// exclusive create is tried first, and a segment removed between a
+    /// failed create and the open is retried.
+    pub fn open_or_create(
+        id: &SegmentId,
+        size: u64,
+        mode: u32,
+    ) -> Result<(Segment, bool), OpenError> {
+        loop {
+            match Self::create(id, size, mode) {
+                Ok(s) => return Ok((s, true)),
+                Err(CreateError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match Self::open(id) {
+                Ok(s) => return Ok((s, false)),
+                // Removed in between: try creating again.
+                Err(OpenError::NotFound { .. }) => continue,
+                // Created but not yet sized by its creator.
+                Err(OpenError::TooSmall { size: 0, .. }) => {
+                    std::thread::yield_now();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Opens, creates, or either, by `mode`.
+    pub fn open_with(
+        id: &SegmentId,
+        how: CreateMode,
+        size: u64,
+        mode: u32,
+    ) -> Result<(Segment, bool), OpenError> {
+        match how {
+            CreateMode::CreateExclusive => Ok((Self::create(id, size, mode)?, true)),
+            CreateMode::OpenExisting => Ok((Self::open(id)?, false)),
+            CreateMode::OpenOrCreate => Self::open_or_create(id, size, mode),
+        }
+    }
+
+    /// An anonymous segment (`memfd_create`), shared with children across
+    /// `fork` or with other processes by passing [`Segment::fd`].
+    #[doc(alias = "memfd_create")]
+    pub fn anonymous(size: u64) -> Result<Segment, CreateError> {
+        let seg = "memfd";
+        let len = check_size(seg, size)?;
+        let io_err = |op, source| CreateError::Io {
+            op,
+            segment: seg.to_owned(),
+            source,
+        };
+        let name = CString::new("shm-rs").unwrap_or_default();
+        let fd = posix::memfd_create(&name).map_err(|e| io_err("memfd_create", e))?;
+        posix::fallocate(fd.as_fd(), size).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOSPC) => CreateError::NoSpace {
+                segment: seg.to_owned(),
+                size,
+                detail: "no memory for the memfd".into(),
+            },
+            _ => io_err("posix_fallocate", e),
+        })?;
+        let map = Mapping::mmap(fd.as_fd(), len).map_err(|e| io_err("mmap", e))?;
+        Ok(Segment {
+            map,
+            handle: Handle::Fd(fd),
+            id: None,
+            backend: Backend::Memfd,
+            owner: false,
+            removed: AtomicBool::new(false),
+        })
+    }
+
+    /// Maps a shared memory descriptor received from another process (a
+    /// memfd, or a `/dev/shm` file). Its size is read with `fstat`.
+    pub fn from_fd(fd: OwnedFd) -> Result<Segment, OpenError> {
+        Self::from_fd_inner(fd, None, Backend::Memfd)
+    }
+
+    fn from_fd_inner(
+        fd: OwnedFd,
+        id: Option<SegmentId>,
+        backend: Backend,
+    ) -> Result<Segment, OpenError> {
+        let seg = id
+            .as_ref()
+            .map_or_else(|| "memfd".to_owned(), |i| i.to_string());
+        let st = posix::fstat(fd.as_fd()).map_err(|e| OpenError::Io {
+            op: "fstat",
+            segment: seg.clone(),
+            source: e,
+        })?;
+        let len = mapped_len(&seg, st.size)?;
+        let map = Mapping::mmap(fd.as_fd(), len).map_err(|e| OpenError::Io {
+            op: "mmap",
+            segment: seg.clone(),
+            source: e,
+        })?;
+        Ok(Segment {
+            map,
+            handle: Handle::Fd(fd),
+            id,
+            backend,
+            owner: false,
+            removed: AtomicBool::new(false),
+        })
+    }
+
+    /// The segment's id; `None` for an anonymous segment.
+    pub fn id(&self) -> Option<&SegmentId> {
+        self.id.as_ref()
+    }
+
+    /// The id as text, for messages (`memfd` for anonymous segments).
+    pub fn describe(&self) -> String {
+        self.id
+            .as_ref()
+            .map_or_else(|| "memfd".to_owned(), |i| i.to_string())
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The mapped length in bytes (the segment's size when it was mapped).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Always false: a segment has at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The first mapped byte. Other processes may write through their own
+    /// mappings at any time: dereference only under a protocol that says who
+    /// writes what.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.map.ptr().as_ptr()
+    }
+
+    /// The descriptor of a POSIX or memfd segment (`None` for System V).
+    /// Pass it to another process to share an anonymous segment.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.handle {
+            Handle::Fd(fd) => Some(fd.as_fd()),
+            Handle::SysV(_) => None,
+        }
+    }
+
+    /// The System V shmid (`None` for the other backends).
+    pub fn shmid(&self) -> Option<i32> {
+        match self.handle {
+            Handle::SysV(id) => Some(id),
+            Handle::Fd(_) => None,
+        }
+    }
+
+    fn bounds(&self, offset: usize, len: usize, align: usize) -> BoundsError {
+        BoundsError {
+            offset,
+            len,
+            segment_len: self.len(),
+            align,
+        }
+    }
+
+    /// Copies `buf.len()` bytes out of the segment at `offset`.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), BoundsError> {
+        if self.map.read_at(offset, buf) {
+            Ok(())
+        } else {
+            Err(self.bounds(offset, buf.len(), 1))
+        }
+    }
+
+    /// Copies `data` into the segment at `offset`.
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<(), BoundsError> {
+        if self.map.write_at(offset, data) {
+            Ok(())
+        } else {
+            Err(self.bounds(offset, data.len(), 1))
+        }
+    }
+
+    /// A `&T` placed at `offset`, checked for bounds and alignment.
+    ///
+    /// Sound for any bytes the segment holds because `T: ShmSafe` accepts
+    /// every bit pattern and mutates only through atomics or `UnsafeCell`.
+    pub fn view<T: ShmSafe>(&self, offset: usize) -> Result<&T, BoundsError> {
+        self.map
+            .view::<T>(offset)
+            .ok_or_else(|| self.bounds(offset, size_of::<T>(), align_of::<T>()))
+    }
+
+    /// A raw pointer to `len` bytes at `offset`, checked for bounds.
+    ///
+    /// Safe to obtain; dereferencing it is up to the caller's protocol.
+    pub fn ptr_at(&self, offset: usize, len: usize) -> Result<*mut u8, BoundsError> {
+        if !self.map.contains(offset, len, 1) {
+            return Err(self.bounds(offset, len, 1));
+        }
+        // In bounds: the addition stays inside the mapping.
+        Ok(self.as_ptr().wrapping_add(offset))
+    }
+
+    /// Size, owner, mode and, for System V, the kernel's attach count and
+    /// PIDs: `fstat` or `shmctl(IPC_STAT)`.
+    #[doc(alias = "IPC_STAT")]
+    pub fn stat(&self) -> io::Result<Stat> {
+        match &self.handle {
+            Handle::Fd(fd) => {
+                let st = posix::fstat(fd.as_fd())?;
+                Ok(Stat {
+                    backend: self.backend,
+                    size: st.size,
+                    uid: st.uid,
+                    gid: st.gid,
+                    mode: st.mode,
+                    key: None,
+                    shmid: None,
+                    nattch: None,
+                    cpid: None,
+                    lpid: None,
+                    atime: st.atime,
+                    dtime: None,
+                    ctime: st.ctime,
+                })
+            }
+            Handle::SysV(shmid) => {
+                let st = sysv::ipc_stat(*shmid)?;
+                Ok(Stat {
+                    backend: Backend::SysV,
+                    size: st.size,
+                    uid: st.uid,
+                    gid: st.gid,
+                    mode: st.mode,
+                    key: Some(st.key),
+                    shmid: Some(*shmid),
+                    nattch: Some(st.nattch),
+                    cpid: Some(st.cpid),
+                    lpid: Some(st.lpid),
+                    atime: st.atime,
+                    dtime: Some(st.dtime),
+                    ctime: st.ctime,
+                })
+            }
+        }
+    }
+
+    /// Whether dropping this handle removes the segment.
+    pub fn is_owner(&self) -> bool {
+        self.owner && !self.removed.load(Ordering::Relaxed)
+    }
+
+    /// Takes on (`true`) or gives up (`false`) the duty of removing the
+    /// segment on drop. Has no effect on anonymous segments, which vanish
+    /// with their last descriptor and mapping.
+    pub fn set_owner(&mut self, owner: bool) {
+        self.owner = owner && self.id.is_some();
+    }
+
+    /// Removes the segment's name now (`shm_unlink` / `IPC_RMID`). Mappings,
+    /// this one included, stay valid until dropped; System V memory is freed
+    /// after the last detach. Afterwards this handle is no longer the owner.
+    #[doc(alias = "shm_unlink")]
+    #[doc(alias = "IPC_RMID")]
+    pub fn remove(&self) -> io::Result<()> {
+        let result = match (&self.handle, &self.id) {
+            (Handle::Fd(_), Some(SegmentId::Posix(name))) => posix::shm_unlink(name.as_c_str()),
+            (Handle::SysV(shmid), _) => sysv::ipc_rmid(*shmid),
+            _ => Ok(()),
+        };
+        // Ownership ends with the name, whether or not the call succeeded
+        // (it fails when someone else removed it first).
+        self.removed.store(true, Ordering::Relaxed);
+        result
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.owner && !self.removed.load(Ordering::Relaxed) {
+            // Nothing to report to from a destructor; a segment already
+            // removed by someone else is fine.
+            let _ = self.remove();
+        }
+        // The mapping is unmapped by `Mapping`'s own drop.
+    }
+}
+
+/// Removes a segment by id without mapping it.
+pub fn remove(id: &SegmentId) -> Result<(), OpenError> {
+    let seg = id.to_string();
+    let map_err = |op, e: io::Error| match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::EINVAL) | Some(libc::EIDRM) => OpenError::NotFound {
+            segment: seg.clone(),
+        },
+        Some(libc::EACCES) | Some(libc::EPERM) => OpenError::PermissionDenied {
+            segment: seg.clone(),
+            owner: match id {
+                SegmentId::Posix(n) => posix_owner(n),
+                SegmentId::SysV(k) => sysv_owner(*k),
+                SegmentId::SysVId(_) => None,
+            },
+        },
+        _ => OpenError::Io {
+            op,
+            segment: seg.clone(),
+            source: e,
+        },
+    };
+    match id {
+        SegmentId::Posix(name) => {
+            posix::shm_unlink(name.as_c_str()).map_err(|e| map_err("shm_unlink", e))
+        }
+        SegmentId::SysV(key) => {
+            let shmid = sysv::shmget(*key, 0, 0).map_err(|e| map_err("shmget", e))?;
+            sysv::ipc_rmid(shmid).map_err(|e| map_err("shmctl(IPC_RMID)", e))
+        }
+        SegmentId::SysVId(shmid) => {
+            sysv::ipc_rmid(*shmid).map_err(|e| map_err("shmctl(IPC_RMID)", e))
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! A mapping of a segment into this process: `mmap`/`munmap` or
+//! `shmat`/`shmdt`.
+
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::fd::BorrowedFd;
+use std::ptr::NonNull;
+
+use nix::sys::mman::{MapFlags, ProtFlags};
+
+use super::cvt;
+
+/// How the pages were mapped, so that drop uses the matching call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MapKind {
+    /// `mmap(MAP_SHARED)` of a descriptor.
+    Mmap,
+    /// `shmat` of a System V segment.
+    Shmat,
+}
+
+/// Pages of a segment mapped read-write into this process.
+///
+/// Invariant: `ptr..ptr+len` is mapped `PROT_READ|PROT_WRITE` and shared for
+/// as long as the value lives.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+    kind: MapKind,
+}
+
+// SAFETY: the mapping is plain memory shared with other processes anyway;
+// moving the handle between threads changes nothing about who may write it.
+unsafe impl Send for Mapping {}
+// SAFETY: `&Mapping` only hands out the raw pointer and the length.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0)`.
+    pub(crate) fn mmap(fd: BorrowedFd<'_>, len: NonZeroUsize) -> io::Result<Self> {
+        // SAFETY: a fresh shared mapping at an address the kernel picks
+        // overlaps no Rust object; `fd` is a valid open descriptor.
+        let ptr = unsafe {
+            nix::sys::mman::mmap(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                fd,
+                0,
+            )
+        }?;
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len: len.get(),
+            kind: MapKind::Mmap,
+        })
+    }
+
+    /// `shmat(shmid, NULL, 0)`: attaches a System V segment read-write.
+    pub(crate) fn shmat(shmid: i32, len: NonZeroUsize) -> io::Result<Self> {
+        // SAFETY: with a null address the kernel picks a free range, which
+        // overlaps no Rust object.
+        let ptr = unsafe { libc::shmat(shmid, std::ptr::null(), 0) };
+        if ptr as isize == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| io::Error::other("shmat returned NULL"))?;
+        Ok(Mapping {
+            ptr,
+            len: len.get(),
+            kind: MapKind::Shmat,
+        })
+    }
+
+    /// The first byte of the mapping.
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// Length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether `offset..offset+len` lies inside the mapping and its address
+    /// is a multiple of `align`.
+    pub(crate) fn contains(&self, offset: usize, len: usize, align: usize) -> bool {
+        offset.checked_add(len).is_some_and(|end| end <= self.len)
+            && (self.ptr.as_ptr() as usize).wrapping_add(offset) % align == 0
+    }
+
+    /// Copies bytes out at `offset`; `false` (and nothing copied) if out of
+    /// bounds.
+    pub(crate) fn read_at(&self, offset: usize, buf: &mut [u8]) -> bool {
+        if !self.contains(offset, buf.len(), 1) {
+            return false;
+        }
+        // SAFETY: `contains` proved the range lies inside this live mapping.
+        unsafe { copy_from_shared(self.ptr.as_ptr().add(offset), buf) };
+        true
+    }
+
+    /// Copies `data` in at `offset`; `false` (and nothing written) if out of
+    /// bounds.
+    pub(crate) fn write_at(&self, offset: usize, data: &[u8]) -> bool {
+        if !self.contains(offset, data.len(), 1) {
+            return false;
+        }
+        // SAFETY: `contains` proved the range lies inside this live,
+        // writable mapping.
+        unsafe { copy_to_shared(data, self.ptr.as_ptr().add(offset)) };
+        true
+    }
+
+    /// A `&T` at `offset`, if in bounds and aligned.
+    pub(crate) fn view<T: crate::ShmSafe>(&self, offset: usize) -> Option<&T> {
+        if !self.contains(offset, size_of::<T>(), align_of::<T>()) {
+            return None;
+        }
+        // SAFETY: in bounds and aligned (checked above); the mapping lives as
+        // long as `&self`; `T: ShmSafe` makes every bit pattern valid and all
+        // mutation interior, so a shared reference is sound even while other
+        // processes write the bytes.
+        Some(unsafe { &*self.ptr.as_ptr().add(offset).cast::<T>() })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // Errors are ignored: `munmap`/`shmdt` fail only for an address that
+        // is not a mapping, which the invariant rules out, and a destructor
+        // has no one to report to.
+        match self.kind {
+            MapKind::Mmap => {
+                // SAFETY: `ptr..ptr+len` is our own mapping (invariant) and
+                // no reference into it outlives `self`: every view borrows
+                // the owning segment.
+                let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) };
+            }
+            MapKind::Shmat => {
+                // SAFETY: as above, for the address `shmat` returned.
+                let _ = cvt(unsafe { libc::shmdt(self.ptr.as_ptr().cast()) });
+            }
+        }
+    }
+}
+
+/// Copies `dst.len()` bytes out of shared memory at `src`.
+///
+/// Uses a plain byte copy through raw pointers: no `&[u8]` is ever formed
+/// over bytes another process may be writing (STYLE: no references to
+/// shared bytes). A concurrent writer can make the copy see a mix of old and
+/// new bytes, which callers guard against with their own protocol.
+///
+/// # Safety
+///
+/// - `src..src+dst.len()` lies inside a live mapping.
+pub(crate) unsafe fn copy_from_shared(src: *const u8, dst: &mut [u8]) {
+    // SAFETY: the caller guarantees `src` is mapped for `dst.len()` bytes;
+    // `dst` is private memory, so the ranges cannot overlap.
+    unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) }
+}
+
+/// Copies `src` into shared memory at `dst`.
+///
+/// # Safety
+///
+/// - `dst..dst+src.len()` lies inside a live, writable mapping.
+pub(crate) unsafe fn copy_to_shared(src: &[u8], dst: *mut u8) {
+    // SAFETY: the caller guarantees `dst` is mapped for `src.len()` bytes;
+    // `src` is private memory, so the ranges cannot overlap.
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) }
+}

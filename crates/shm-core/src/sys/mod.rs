@@ -1,0 +1,21 @@
+//! Raw system calls. The only place in shm-core besides [`crate::shareable`]
+//! where `unsafe` appears; everything above is safe Rust.
+//!
+//! Conventions (STYLE habit 6): each wrapper's doc opens with the C call it
+//! wraps, carries `#[doc(alias)]`, and converts return codes through [`cvt`].
+#![allow(unsafe_code)]
+
+pub(crate) mod map;
+pub(crate) mod posix;
+pub(crate) mod sysv;
+
+use std::io;
+
+/// Converts a C return value of `-1` into the thread's `errno`.
+pub(crate) fn cvt<T: PartialEq + From<i8>>(ret: T) -> io::Result<T> {
+    if ret == T::from(-1) {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
