@@ -1,1 +1,181 @@
+//! Shared plumbing for the multi-process tests: unique segment names,
+//! cleanup that runs even when a test fails, and children that are always
+//! reaped, with a watchdog that turns a hang into a failure.
+#![forbid(unsafe_code)]
 
+pub mod helper;
+
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use shm_core::SegmentId;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn nonce() -> u64 {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) as u64;
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    (u64::from(std::process::id()) << 32) ^ (n << 20) ^ t
+}
+
+/// Prefix of every segment name the tests create; `cargo xtask` checks that
+/// none is left behind.
+pub const TEST_PREFIX: &str = "shmrs-test-";
+
+/// A POSIX name no other test or run uses: `/shmrs-test-TAG-PID-N`.
+pub fn unique_posix(tag: &str) -> SegmentId {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    SegmentId::posix(&format!("/{TEST_PREFIX}{tag}-{}-{n}-{:x}", std::process::id(), nonce() & 0xffff))
+        .expect("valid test name")
+}
+
+/// A System V key no other test uses: built from the PID and a counter,
+/// with the top byte fixed to 0x5e so leftovers are recognisable.
+pub fn unique_sysv() -> SegmentId {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let low = (std::process::id() & 0xffff) << 8 | (n & 0xff);
+    SegmentId::SysV((0x5e00_0000 | (low & 0x00ff_ffff)) as i32)
+}
+
+/// Removes the segments it was given when dropped, so a failing test
+/// (a panic unwinds through it) still leaves nothing behind.
+#[derive(Default)]
+pub struct Cleanup(Vec<SegmentId>);
+
+impl Cleanup {
+    /// Removes `ids` on drop.
+    pub fn new(ids: &[SegmentId]) -> Self {
+        Cleanup(ids.to_vec())
+    }
+
+    /// Adds one more id.
+    pub fn add(&mut self, id: &SegmentId) {
+        self.0.push(id.clone());
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for id in &self.0 {
+            // Already removed is the normal case.
+            let _ = shm_core::remove(id);
+        }
+    }
+}
+
+/// A child process that is killed and reaped when dropped.
+pub struct Proc {
+    child: Option<Child>,
+    what: String,
+}
+
+/// Path of the helper binary.
+pub fn helper_path() -> &'static str {
+    env!("CARGO_BIN_EXE_shm-test-helper")
+}
+
+/// Starts the helper binary with `args`; stdout is piped, stderr inherited.
+pub fn spawn(args: &[&str]) -> Proc {
+    let child = Command::new(helper_path())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start shm-test-helper");
+    Proc {
+        child: Some(child),
+        what: args.join(" "),
+    }
+}
+
+impl Proc {
+    /// The child's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Sends SIGKILL (the child is reaped on drop or by `wait`).
+    pub fn kill(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+        }
+    }
+
+    /// Waits for the child with a watchdog: past `limit` it is killed and the
+    /// test fails, naming the command, instead of hanging.
+    pub fn wait(mut self, limit: Duration) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("child present");
+        let stdout = child.stdout.take();
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut out) = stdout {
+                let _ = std::io::Read::read_to_string(&mut out, &mut s);
+            }
+            s
+        });
+        let start = Instant::now();
+        loop {
+            match child.try_wait().expect("try_wait") {
+                Some(status) => {
+                    let out = reader.join().unwrap_or_default();
+                    return (status, out);
+                }
+                None if start.elapsed() > limit => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("watchdog: `{}` hung for more than {limit:?}; killed it", self.what);
+                }
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+
+    /// Waits and asserts a zero exit; returns stdout.
+    pub fn success(self, limit: Duration) -> String {
+        let what = self.what.clone();
+        let (status, out) = self.wait(limit);
+        assert!(status.success(), "`{what}` failed with {status}; stdout:\n{out}");
+        out
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Reads one line from a child's stdout (for "ready" handshakes), with a
+/// watchdog.
+pub fn read_line(p: &mut Proc, limit: Duration) -> String {
+    use std::io::BufRead;
+    let out = p
+        .child
+        .as_mut()
+        .and_then(|c| c.stdout.take())
+        .expect("child stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = std::io::BufReader::new(out);
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        let _ = tx.send((line, r.into_inner()));
+    });
+    match rx.recv_timeout(limit) {
+        Ok((line, out)) => {
+            if let Some(c) = p.child.as_mut() {
+                c.stdout = Some(out);
+            }
+            line.trim_end().to_owned()
+        }
+        Err(_) => panic!("watchdog: `{}` printed no line within {limit:?}", p.what),
+    }
+}

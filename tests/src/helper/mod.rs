@@ -1,0 +1,13 @@
+//! Subcommands of the `shm-test-helper` binary, one module per area. Each
+//! `run` returns `None` for a subcommand it does not know.
+
+pub mod core;
+pub mod queue;
+pub mod sync;
+
+/// Runs subcommand `cmd` with `args`; the exit code, or `None` if unknown.
+pub fn dispatch(cmd: &str, args: &[String]) -> Option<i32> {
+    core::run(cmd, args)
+        .or_else(|| sync::run(cmd, args))
+        .or_else(|| queue::run(cmd, args))
+}
