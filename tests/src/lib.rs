@@ -73,9 +73,17 @@ pub struct Proc {
     what: String,
 }
 
-/// Path of the helper binary.
-pub fn helper_path() -> &'static str {
-    env!("CARGO_BIN_EXE_shm-test-helper")
+/// Path of the helper binary: `$SHM_TEST_HELPER`, or `shm-test-helper` in
+/// the target directory of the running test (cargo builds it for every
+/// integration test of this package).
+pub fn helper_path() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("SHM_TEST_HELPER") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("test binary directory");
+    let dir = if dir.ends_with("deps") { dir.parent().unwrap_or(dir) } else { dir };
+    dir.join("shm-test-helper")
 }
 
 /// Starts the helper binary with `args`; stdout is piped, stderr inherited.
