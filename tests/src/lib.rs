@@ -29,8 +29,12 @@ pub const TEST_PREFIX: &str = "shmrs-test-";
 /// A POSIX name no other test or run uses: `/shmrs-test-TAG-PID-N`.
 pub fn unique_posix(tag: &str) -> SegmentId {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    SegmentId::posix(&format!("/{TEST_PREFIX}{tag}-{}-{n}-{:x}", std::process::id(), nonce() & 0xffff))
-        .expect("valid test name")
+    SegmentId::posix(&format!(
+        "/{TEST_PREFIX}{tag}-{}-{n}-{:x}",
+        std::process::id(),
+        nonce() & 0xffff
+    ))
+    .expect("valid test name")
 }
 
 /// A System V key no other test uses: built from the PID and a counter,
@@ -71,6 +75,7 @@ impl Drop for Cleanup {
 pub struct Proc {
     child: Option<Child>,
     what: String,
+    reader: Option<std::thread::JoinHandle<String>>,
 }
 
 /// Path of the helper binary: `$SHM_TEST_HELPER`, or `shm-test-helper` in
@@ -82,7 +87,11 @@ pub fn helper_path() -> std::path::PathBuf {
     }
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().expect("test binary directory");
-    let dir = if dir.ends_with("deps") { dir.parent().unwrap_or(dir) } else { dir };
+    let dir = if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
     dir.join("shm-test-helper")
 }
 
@@ -98,7 +107,18 @@ pub fn spawn(args: &[&str]) -> Proc {
     Proc {
         child: Some(child),
         what: args.join(" "),
+        reader: None,
     }
+}
+
+fn read_all(stdout: Option<std::process::ChildStdout>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut out) = stdout {
+            let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        }
+        s
+    })
 }
 
 impl Proc {
@@ -114,18 +134,21 @@ impl Proc {
         }
     }
 
+    /// Starts reading the child's stdout in the background now, so a child
+    /// that prints a lot never blocks on a full pipe; `wait` returns it all.
+    pub fn drain(&mut self) {
+        if self.reader.is_none() {
+            let stdout = self.child.as_mut().and_then(|c| c.stdout.take());
+            self.reader = Some(read_all(stdout));
+        }
+    }
+
     /// Waits for the child with a watchdog: past `limit` it is killed and the
     /// test fails, naming the command, instead of hanging.
     pub fn wait(mut self, limit: Duration) -> (ExitStatus, String) {
+        self.drain();
+        let reader = self.reader.take().expect("reader started");
         let mut child = self.child.take().expect("child present");
-        let stdout = child.stdout.take();
-        let reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(mut out) = stdout {
-                let _ = std::io::Read::read_to_string(&mut out, &mut s);
-            }
-            s
-        });
         let start = Instant::now();
         loop {
             match child.try_wait().expect("try_wait") {
@@ -136,7 +159,10 @@ impl Proc {
                 None if start.elapsed() > limit => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!("watchdog: `{}` hung for more than {limit:?}; killed it", self.what);
+                    panic!(
+                        "watchdog: `{}` hung for more than {limit:?}; killed it",
+                        self.what
+                    );
                 }
                 None => std::thread::sleep(Duration::from_millis(5)),
             }
@@ -147,7 +173,10 @@ impl Proc {
     pub fn success(self, limit: Duration) -> String {
         let what = self.what.clone();
         let (status, out) = self.wait(limit);
-        assert!(status.success(), "`{what}` failed with {status}; stdout:\n{out}");
+        assert!(
+            status.success(),
+            "`{what}` failed with {status}; stdout:\n{out}"
+        );
         out
     }
 }

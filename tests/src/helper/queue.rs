@@ -1,7 +1,171 @@
-//! `queue-*` subcommands.
+//! `queue-*` subcommands: producers and consumers of shm-queue that check
+//! what they move.
+//!
+//! Message format (at least 24 bytes): producer id (u32), pad (u32),
+//! sequence (u64), checksum (u64) of the id, the sequence and the filler
+//! bytes that follow up to the message size.
+
+use std::io::Write;
+use std::time::Duration;
+
+use shm_core::SegmentId;
+use shm_queue::{Queue, RecvError};
+
+/// Smallest message the checked format needs.
+pub const MIN_MSG: usize = 24;
+
+fn fnv(bytes: &[u8], mut h: u64) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Fills `buf` with the checked message `(producer, seq)`.
+pub fn encode(buf: &mut [u8], producer: u32, seq: u64) {
+    buf[0..4].copy_from_slice(&producer.to_le_bytes());
+    buf[4..8].fill(0);
+    buf[8..16].copy_from_slice(&seq.to_le_bytes());
+    for (i, b) in buf[24..].iter_mut().enumerate() {
+        *b = (seq as usize).wrapping_add(i).wrapping_mul(31) as u8 ^ producer as u8;
+    }
+    let sum = fnv(&buf[24..], fnv(&buf[0..16], 0xcbf2_9ce4_8422_2325));
+    buf[16..24].copy_from_slice(&sum.to_le_bytes());
+}
+
+/// Decodes a checked message: `Some((producer, seq))` if it is whole.
+pub fn decode(msg: &[u8]) -> Option<(u32, u64)> {
+    if msg.len() < MIN_MSG {
+        return None;
+    }
+    let sum = fnv(&msg[24..], fnv(&msg[0..16], 0xcbf2_9ce4_8422_2325));
+    if sum.to_le_bytes() != msg[16..24] {
+        return None;
+    }
+    let producer = u32::from_le_bytes(msg[0..4].try_into().ok()?);
+    let seq = u64::from_le_bytes(msg[8..16].try_into().ok()?);
+    Some((producer, seq))
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
+    args.get(i)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("argument {i} ({what}) missing or invalid"))
+}
+
+fn open(name: &str) -> Queue {
+    let id: SegmentId = name.parse().expect("queue name");
+    Queue::open(&id).unwrap_or_else(|e| panic!("open {name}: {e}"))
+}
 
 /// Runs a `queue-*` subcommand.
 pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
-    let _ = (cmd, args);
-    None
+    match cmd {
+        // queue-produce NAME PRODUCER COUNT SIZE [report]
+        // Sends COUNT checked messages; with `report`, prints "s SEQ" after
+        // each send returned success. Prints "done" at the end.
+        "queue-produce" => {
+            let q = open(&args[0]);
+            let producer: u32 = arg(args, 1, "producer");
+            let count: u64 = arg(args, 2, "count");
+            let size: usize = arg(args, 3, "size");
+            let report = args.get(4).is_some_and(|a| a == "report");
+            let tx = q.sender().expect("register sender");
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "registered").ok();
+            out.flush().ok();
+            let mut buf = vec![0u8; size.max(MIN_MSG)];
+            for seq in 0..count {
+                encode(&mut buf, producer, seq);
+                if let Err(e) = tx.send(&buf) {
+                    eprintln!("producer {producer}: send {seq} failed: {e}");
+                    return Some(1);
+                }
+                if report {
+                    writeln!(out, "s {seq}").ok();
+                }
+            }
+            writeln!(out, "done").ok();
+            Some(0)
+        }
+        // queue-consume NAME [report]
+        // Receives until Disconnected. Prints "p COUNT SUM SUMSQ" per
+        // producer, "torn N" and "disorder N"; with `report`, also "r P SEQ"
+        // for every message as it arrives (for consumers that get killed).
+        "queue-consume" => {
+            let q = open(&args[0]);
+            let report = args.get(1).is_some_and(|a| a == "report");
+            let rx = q.receiver().expect("register receiver");
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "registered").ok();
+            out.flush().ok();
+            let mut per: std::collections::BTreeMap<u32, (u64, u128, u128, Option<u64>)> =
+                Default::default();
+            let (mut torn, mut disorder) = (0u64, 0u64);
+            let mut buf = vec![0u8; q.slot_size()];
+            loop {
+                match rx.recv_into(&mut buf) {
+                    Ok(n) => match decode(&buf[..n]) {
+                        Some((p, seq)) => {
+                            let e = per.entry(p).or_insert((0, 0, 0, None));
+                            if e.3.is_some_and(|last| seq <= last) {
+                                disorder += 1;
+                            }
+                            e.0 += 1;
+                            e.1 += u128::from(seq);
+                            e.2 += u128::from(seq) * u128::from(seq);
+                            e.3 = Some(seq);
+                            if report {
+                                writeln!(out, "r {p} {seq}").ok();
+                            }
+                        }
+                        None => torn += 1,
+                    },
+                    Err(RecvError::Disconnected) => break,
+                    Err(e) => {
+                        eprintln!("consumer: recv failed: {e}");
+                        return Some(1);
+                    }
+                }
+            }
+            for (p, (c, s, sq, _)) in per {
+                writeln!(out, "p {p} {c} {s} {sq}").ok();
+            }
+            writeln!(out, "torn {torn}").ok();
+            writeln!(out, "disorder {disorder}").ok();
+            Some(0)
+        }
+        // queue-recv-one NAME TIMEOUT_MS: registers, prints "registered",
+        // receives one message with a timeout, prints its length.
+        "queue-recv-one" => {
+            let q = open(&args[0]);
+            let ms: u64 = arg(args, 1, "timeout ms");
+            let rx = q.receiver().expect("register receiver");
+            println!("registered");
+            match rx.recv_timeout(Duration::from_millis(ms)) {
+                Ok(m) => println!("got {}", m.len()),
+                Err(e) => println!("err {e}"),
+            }
+            Some(0)
+        }
+        // queue-register-and-wait NAME producer|consumer: registers, prints
+        // "registered", then sleeps until killed.
+        "queue-register-and-wait" => {
+            let q = open(&args[0]);
+            let role = args.get(1).map(String::as_str).unwrap_or("producer");
+            let _tx;
+            let _rx;
+            if role == "producer" {
+                _tx = q.sender().expect("register sender");
+            } else {
+                _rx = q.receiver().expect("register receiver");
+            }
+            println!("registered");
+            std::io::stdout().flush().ok();
+            std::thread::sleep(Duration::from_secs(600));
+            Some(0)
+        }
+        _ => None,
+    }
 }

@@ -1,0 +1,79 @@
+//! Sleeping and waking on the queue's futex words.
+//!
+//! A waiter snapshots the word, re-checks its condition, spins briefly
+//! (`parking_lot_core::SpinWait`), then announces itself in the waiter count
+//! and sleeps on the shared futex if the word is still the snapshot. A
+//! notifier bumps the word, then wakes only if the waiter count is non-zero.
+//! Both sides use SeqCst for the pair (count, word): either the notifier
+//! sees the waiter, or the waiter sees the new word — no lost wakeup and no
+//! syscall when nobody sleeps.
+//!
+//! Sleeps are cut into slices of [`LIVENESS`]: a crashed peer cannot wake
+//! anyone, so a sleeper wakes that often to look for dead peers. That costs
+//! ten futex calls a second, not a measurable share of a core.
+
+use std::time::{Duration, Instant};
+
+use parking_lot_core::SpinWait;
+use shm_sync::futex;
+
+use crate::primitive::{AtomicU32, Ordering};
+
+/// How often a sleeper looks for crashed peers.
+pub(crate) const LIVENESS: Duration = Duration::from_millis(100);
+
+/// Why [`block`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// The word changed (or a wakeup arrived): re-check the condition.
+    Changed,
+    /// A liveness slice passed: look for dead peers, then re-check.
+    Liveness,
+    /// The caller's deadline passed.
+    Deadline,
+}
+
+/// Spins, then sleeps while `word == seen`, until `deadline` or one
+/// liveness slice.
+pub(crate) fn block(
+    word: &AtomicU32,
+    waiters: &AtomicU32,
+    seen: u32,
+    deadline: Option<Instant>,
+) -> Woke {
+    let mut spin = SpinWait::new();
+    while spin.spin() {
+        if word.load(Ordering::Acquire) != seen {
+            return Woke::Changed;
+        }
+    }
+    let now = Instant::now();
+    if deadline.is_some_and(|d| now >= d) {
+        return Woke::Deadline;
+    }
+    let slice = now + LIVENESS;
+    let until = deadline.map_or(slice, |d| d.min(slice));
+    waiters.fetch_add(1, Ordering::SeqCst);
+    let result = if word.load(Ordering::SeqCst) == seen {
+        futex::wait(word, seen, Some(until))
+    } else {
+        futex::WaitResult::ValueChanged
+    };
+    waiters.fetch_sub(1, Ordering::SeqCst);
+    match result {
+        futex::WaitResult::TimedOut if deadline.is_some_and(|d| Instant::now() >= d) => {
+            Woke::Deadline
+        }
+        futex::WaitResult::TimedOut => Woke::Liveness,
+        _ => Woke::Changed,
+    }
+}
+
+/// Bumps `word` and wakes one sleeper (or all), with no syscall when
+/// nobody sleeps.
+pub(crate) fn notify(word: &AtomicU32, waiters: &AtomicU32, all: bool) {
+    word.fetch_add(1, Ordering::SeqCst);
+    if waiters.load(Ordering::SeqCst) != 0 {
+        futex::wake(word, if all { i32::MAX as u32 } else { 1 });
+    }
+}
