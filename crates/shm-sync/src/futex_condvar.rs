@@ -42,22 +42,26 @@ pub struct FutexCondvar {
     /// |---|---|
     /// | any `s` | `s` notifications (mod 2³²) have been made |
     ///
-    /// Transitions: `notify_*` does `s -> s+1` (**SeqCst** `fetch_add`,
-    /// which includes the Release of the notifier's writes; the waiter
-    /// reacquires the mutex for its Acquire). A waiter loads it (**SeqCst**)
-    /// while holding the mutex and sleeps with `FUTEX_WAIT` expecting that
-    /// value.
+    /// Transitions: `notify_*` does `s -> s+1` (`fetch_add`, **Release**).
+    /// A waiter loads it (**Acquire**) while holding the mutex and sleeps
+    /// with `FUTEX_WAIT` expecting that value; what the notifier wrote is
+    /// seen through the mutex, which the waiter reacquires.
     seq: AtomicU32,
     /// How many waiters may be asleep on `seq` (a hint, wrapping).
     ///
-    /// A waiter increments it (**SeqCst**) *before* loading `seq`, and
-    /// decrements it (**SeqCst**) after waking; a notifier loads it
-    /// (**SeqCst**) *after* incrementing `seq` and skips `FUTEX_WAKE` when it
-    /// is 0 (Dekker: either the notifier sees the waiter, or the waiter
-    /// reads the incremented `seq`, and that waiter's caller had checked
-    /// its condition under the mutex after the notifier's change). A waiter
-    /// killed mid-wait leaves it one too high: later notifies then make a
-    /// needless `FUTEX_WAKE`, nothing worse.
+    /// | state | meaning |
+    /// |---|---|
+    /// | `0` | no waiter: notifies skip `FUTEX_WAKE` |
+    /// | `k > 0` | up to `k` waiters (or dead ones): notifies call `FUTEX_WAKE` |
+    ///
+    /// Transitions: a waiter does `fetch_add(1)` (**AcqRel**) *before*
+    /// loading `seq`, and `fetch_sub(1)` after waking; a notifier reads it
+    /// with `fetch_add(0)` (**AcqRel**, an RMW) *after* incrementing `seq`.
+    /// The two RMWs are ordered: either the notifier sees the waiter and
+    /// wakes it, or the waiter's RMW synchronizes with the notifier's and
+    /// its load of `seq` sees the new value, so it does not sleep on the old
+    /// one. A waiter killed mid-wait leaves the hint one too high: later
+    /// notifies then make a needless `FUTEX_WAKE`, nothing worse.
     waiters: AtomicU32,
 }
 
@@ -176,8 +180,9 @@ impl FutexCondvar {
     }
 
     fn notify(&self, n: u32) {
-        self.seq.fetch_add(1, Ordering::SeqCst);
-        if self.waiters.load(Ordering::SeqCst) != 0 {
+        self.seq.fetch_add(1, Ordering::Release);
+        // An RMW, not a load: see the `waiters` state table.
+        if self.waiters.fetch_add(0, Ordering::AcqRel) != 0 {
             futex::wake(&self.seq, n);
         }
     }
@@ -193,8 +198,8 @@ impl FutexCondvar {
         deadline: Option<Instant>,
         relock: impl FnOnce() -> R,
     ) -> (R, bool) {
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        let seen = self.seq.load(Ordering::SeqCst);
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        let seen = self.seq.load(Ordering::Acquire);
         drop(guard);
         let timed_out = loop {
             match futex::wait(&self.seq, seen, deadline) {
@@ -203,7 +208,7 @@ impl FutexCondvar {
                 WaitResult::Interrupted => {}
             }
         };
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        self.waiters.fetch_sub(1, Ordering::Release);
         (relock(), timed_out)
     }
 
@@ -295,23 +300,34 @@ mod loom_tests {
         });
     }
 
+    /// Two consumers, two `notify_one`s, one token each: every notify is
+    /// useful to whichever waiter it wakes, so none may be lost. (Waiters
+    /// with *different* conditions on one condvar need `notify_all`, with
+    /// this condvar as with any other.)
     #[test]
-    fn loom_futex_condvar_two_notify_one_for_two_waiters() {
+    fn loom_futex_condvar_two_notify_one_for_two_consumers() {
         loom::model(|| {
             let s = shared();
-            let waiters: Vec<_> = (1..=2)
-                .map(|want| {
+            let consumers: Vec<_> = (0..2)
+                .map(|_| {
                     let s = Arc::clone(&s);
-                    thread::spawn(move || wait_for(&s, want))
+                    thread::spawn(move || {
+                        let mut g = s.flag.lock().unwrap();
+                        while *g == 0 {
+                            g = s.cv.wait_raw(g, None, || s.flag.lock().unwrap()).0;
+                        }
+                        *g -= 1;
+                    })
                 })
                 .collect();
             for _ in 0..2 {
                 *s.flag.lock().unwrap() += 1;
                 s.cv.notify_one();
             }
-            for w in waiters {
-                w.join().unwrap();
+            for c in consumers {
+                c.join().unwrap();
             }
+            assert_eq!(*s.flag.lock().unwrap(), 0);
         });
     }
 

@@ -41,22 +41,30 @@ pub struct Semaphore {
     /// | `n > 0` | `n` tokens: `try_wait` takes one by CAS `n -> n-1` |
     /// | `u32::MAX` | full: `post` fails with [`SemError::Overflow`] |
     ///
-    /// Transitions: `post` CASes `n -> n+1` (**SeqCst**, which includes the
-    /// Release that publishes what the poster wrote before); `wait`/`try_wait`
-    /// CAS `n -> n-1` (**SeqCst** on success, including Acquire, so the
-    /// taker sees what the poster published). SeqCst rather than
-    /// Release/Acquire because of the `waiters` handshake below.
+    /// Transitions: `post` CASes `n -> n+1` with **Release** (publishing
+    /// what the poster wrote before); `wait`/`try_wait` CAS `n -> n-1` with
+    /// **Acquire** (so the taker sees it). Sleeping happens only on the value
+    /// 0, and the kernel compares the word with 0 atomically with queueing
+    /// the sleeper.
     count: AtomicU32,
     /// How many waiters may be asleep on `count` (a hint, wrapping).
     ///
-    /// A waiter increments it (**SeqCst**) *before* its last look at `count`
-    /// and decrements it (**SeqCst**) when done; `post` reads it (**SeqCst**)
-    /// *after* incrementing `count`, and calls `FUTEX_WAKE` only if it is
-    /// non-zero. This is a store-buffer (Dekker) pattern: with all four
-    /// accesses SeqCst, either the poster sees the waiter and wakes it, or
-    /// the waiter sees the token and does not sleep (the kernel re-checks the
-    /// count when queueing the sleeper). The loom models in this module
-    /// check that no wake-up is lost.
+    /// | state | meaning |
+    /// |---|---|
+    /// | `0` | nobody is between "about to sleep" and "done": `post` skips `FUTEX_WAKE` |
+    /// | `k > 0` | up to `k` sleepers (or dead ones, see below): `post` calls `FUTEX_WAKE(1)` |
+    ///
+    /// Transitions: a waiter does `fetch_add(1)` (**AcqRel**) *before* its
+    /// last look at `count`, and `fetch_sub(1)` when done; `post`, *after*
+    /// its increment of `count`, reads it with `fetch_add(0)` (**AcqRel**),
+    /// an RMW rather than a load. Both sides' RMWs on this word are ordered
+    /// in its modification order: if the poster's comes first, the waiter's
+    /// RMW reads from it and synchronizes with it, so the waiter's next look
+    /// at `count` sees the token and it does not sleep; if the waiter's
+    /// comes first, the poster reads `k > 0` and wakes. This needs only
+    /// acquire/release reasoning (no SeqCst store-buffer argument, which
+    /// loom does not model), and the loom models in this module check that
+    /// no wake-up is lost.
     waiters: AtomicU32,
 }
 
@@ -128,13 +136,14 @@ impl Semaphore {
             }
             match self
                 .count
-                .compare_exchange(c, c + 1, Ordering::SeqCst, Ordering::Relaxed)
+                .compare_exchange(c, c + 1, Ordering::Release, Ordering::Relaxed)
             {
                 Ok(_) => break,
                 Err(now) => c = now,
             }
         }
-        if self.waiters.load(Ordering::SeqCst) != 0 {
+        // An RMW, not a load: see the `waiters` state table.
+        if self.waiters.fetch_add(0, Ordering::AcqRel) != 0 {
             futex::wake(&self.count, 1);
         }
         Ok(())
@@ -143,11 +152,11 @@ impl Semaphore {
     /// Takes a token if one is available, without blocking.
     #[doc(alias = "sem_trywait")]
     pub fn try_wait(&self) -> bool {
-        let mut c = self.count.load(Ordering::SeqCst);
+        let mut c = self.count.load(Ordering::Relaxed);
         while c != 0 {
             match self
                 .count
-                .compare_exchange(c, c - 1, Ordering::SeqCst, Ordering::SeqCst)
+                .compare_exchange(c, c - 1, Ordering::Acquire, Ordering::Relaxed)
             {
                 Ok(_) => return true,
                 Err(now) => c = now,
@@ -195,7 +204,7 @@ impl Semaphore {
                 return true;
             }
         }
-        self.waiters.fetch_add(1, Ordering::SeqCst);
+        self.waiters.fetch_add(1, Ordering::AcqRel);
         let taken = loop {
             if self.try_wait() {
                 break true;
@@ -205,7 +214,7 @@ impl Semaphore {
                 WaitResult::Woken | WaitResult::ValueChanged | WaitResult::Interrupted => {}
             }
         };
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        self.waiters.fetch_sub(1, Ordering::Release);
         taken
     }
 }
