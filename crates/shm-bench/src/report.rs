@@ -1,0 +1,665 @@
+//! Turning runs into numbers: metrics per run, medians over passes, the
+//! markdown tables with ratios, the queue's targets, the JSON document and
+//! the machine description.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::plan::{Case, LARGE, Measure, PAGE, SMALL};
+use crate::runner::Outcome;
+use crate::transport::Contender;
+
+/// One run of one case in one pass.
+#[derive(Debug)]
+pub struct Record {
+    /// 1-based pass number.
+    pub pass: usize,
+    /// What ran.
+    pub case: Case,
+    /// What came of it.
+    pub outcome: Result<Outcome, String>,
+    /// Derived numbers (see [`metrics`]).
+    pub metrics: BTreeMap<&'static str, f64>,
+}
+
+fn f(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+/// The numbers of one run: `median_us`, `p99_us`, `p999_us` (ping-pong and
+/// wake-up), `msgs_per_s` and `mb_per_s` (streaming), `cpu_pct` (idle).
+pub fn metrics(case: &Case, outputs: &[Value]) -> BTreeMap<&'static str, f64> {
+    let mut m = BTreeMap::new();
+    let role = |r: &str| outputs.iter().find(|o| o["role"] == r);
+    match case.measure {
+        Measure::PingPong | Measure::Wake => {
+            let (r, k) = if case.measure == Measure::PingPong {
+                ("ping", "rtt")
+            } else {
+                ("wake-recv", "latency")
+            };
+            if let Some(s) = role(r).map(|o| &o[k]) {
+                for (name, key) in [
+                    ("median_us", "median"),
+                    ("p99_us", "p99"),
+                    ("p999_us", "p999"),
+                ] {
+                    if let Some(v) = f(&s[key]) {
+                        m.insert(name, v / 1e3);
+                    }
+                }
+            }
+        }
+        Measure::Stream | Measure::Mpmc(_) => {
+            let t0 = outputs
+                .iter()
+                .filter(|o| o["role"] == "produce")
+                .filter_map(|o| o["t0"].as_u64())
+                .min();
+            let t1 = outputs
+                .iter()
+                .filter(|o| o["role"] == "consume")
+                .filter_map(|o| o["t_end"].as_u64())
+                .max();
+            if let (Some(t0), Some(t1)) = (t0, t1) {
+                let total = case.count as f64 * case.producers as f64;
+                let secs = (t1.saturating_sub(t0)).max(1) as f64 / 1e9;
+                m.insert("msgs_per_s", total / secs);
+                m.insert("mb_per_s", total * case.size as f64 / secs / 1e6);
+                m.insert("seconds", secs);
+            }
+        }
+        Measure::Idle => {
+            if let Some(o) = role("idle-recv") {
+                if let (Some(c), Some(w)) = (f(&o["cpu_ns"]), f(&o["wall_ns"])) {
+                    m.insert("cpu_pct", 100.0 * c / w.max(1.0));
+                    m.insert("wall_s", w / 1e9);
+                }
+                if let (Some(u), Some(s)) = (f(&o["utime_us"]), f(&o["stime_us"])) {
+                    m.insert("utime_ms", u / 1e3);
+                    m.insert("stime_ms", s / 1e3);
+                }
+            }
+        }
+    }
+    m
+}
+
+/// The result of a (row, contender) over all passes.
+#[derive(Debug, Clone, Default)]
+pub struct Cell {
+    /// Median over passes of each metric.
+    pub values: BTreeMap<&'static str, f64>,
+    /// Why it did not apply.
+    pub na: Option<String>,
+    /// Failures, if any pass failed.
+    pub failed: Vec<String>,
+    /// Passes that ran.
+    pub passes: usize,
+}
+
+/// Medians over passes, per row key and contender.
+pub type Summary = BTreeMap<String, BTreeMap<Contender, Cell>>;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Summarizes every record.
+pub fn summarize(records: &[Record]) -> Summary {
+    let mut raw: BTreeMap<(String, Contender), (Vec<&Record>, Cell)> = BTreeMap::new();
+    for r in records {
+        let e = raw.entry((r.case.key(), r.case.contender)).or_default();
+        match &r.outcome {
+            Ok(Outcome::Ran { .. }) => e.0.push(r),
+            Ok(Outcome::NotApplicable(why)) => e.1.na = Some(why.clone()),
+            Err(msg) => e.1.failed.push(format!("pass {}: {msg}", r.pass)),
+        }
+    }
+    let mut out = Summary::new();
+    for ((key, c), (ran, mut cell)) in raw {
+        let mut names: Vec<&'static str> =
+            ran.iter().flat_map(|r| r.metrics.keys().copied()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let mut v: Vec<f64> = ran
+                .iter()
+                .filter_map(|r| r.metrics.get(name).copied())
+                .collect();
+            if !v.is_empty() {
+                cell.values.insert(name, median(&mut v));
+            }
+        }
+        cell.passes = ran.len();
+        out.entry(key).or_default().insert(c, cell);
+    }
+    out
+}
+
+fn get(s: &Summary, key: &str, c: Contender, metric: &str) -> Option<f64> {
+    s.get(key)?.get(&c)?.values.get(metric).copied()
+}
+
+/// Three significant digits, no exponent.
+pub fn sig(v: f64) -> String {
+    if !v.is_finite() {
+        return "-".into();
+    }
+    let a = v.abs();
+    if a == 0.0 {
+        return "0".into();
+    }
+    if a < 0.001 {
+        return format!("{v:.1e}");
+    }
+    let decimals = if a >= 100.0 {
+        0
+    } else if a >= 10.0 {
+        1
+    } else if a >= 1.0 {
+        2
+    } else if a >= 0.1 {
+        3
+    } else {
+        4
+    };
+    format!("{v:.decimals$}")
+}
+
+fn ratio(v: Option<f64>, r: Option<f64>) -> String {
+    match (v, r) {
+        (Some(v), Some(r)) if r > 0.0 => format!("{}x", sig(v / r)),
+        _ => "-".into(),
+    }
+}
+
+struct Table<'a> {
+    s: &'a Summary,
+    contenders: &'a [Contender],
+    notes: Vec<String>,
+}
+
+impl Table<'_> {
+    /// The text of a cell, and a footnote if it is n/a or failed.
+    fn cell(&mut self, key: &str, c: Contender, metric: &str, scale: f64) -> String {
+        let Some(cell) = self.s.get(key).and_then(|m| m.get(&c)) else {
+            return "-".into();
+        };
+        if !cell.failed.is_empty() {
+            self.notes.push(format!(
+                "{} {key}: FAILED {}",
+                c.name(),
+                cell.failed.join("; ")
+            ));
+            return "FAILED".into();
+        }
+        if let Some(why) = &cell.na {
+            let note = format!("{} {key}: {why}", c.name());
+            if !self.notes.contains(&note) {
+                self.notes.push(note);
+            }
+            return "n/a".into();
+        }
+        cell.values
+            .get(metric)
+            .map(|v| sig(v * scale))
+            .unwrap_or_else(|| "-".into())
+    }
+
+    fn footnotes(&mut self, out: &mut String) {
+        if !self.notes.is_empty() {
+            out.push('\n');
+            for n in self.notes.drain(..) {
+                let _ = writeln!(out, "- n/a or failed: {n}");
+            }
+        }
+    }
+}
+
+/// Whether any of `keys` has a cell for `c` (with `None`: for anyone).
+fn present(s: &Summary, keys: &[String], c: Option<Contender>) -> bool {
+    keys.iter().any(|k| {
+        s.get(k)
+            .is_some_and(|row| c.map_or(!row.is_empty(), |c| row.contains_key(&c)))
+    })
+}
+
+fn header(out: &mut String, cols: &[&str]) {
+    let _ = writeln!(out, "| {} |", cols.join(" | "));
+    let _ = writeln!(
+        out,
+        "|{}|",
+        cols.iter()
+            .enumerate()
+            .map(|(i, _)| if i == 0 { "---" } else { "---:" })
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+}
+
+/// The markdown tables: ping-pong, streaming, idle and wake-up,
+/// multi-producer, and the queue's targets.
+pub fn markdown(s: &Summary, contenders: &[Contender], passes: usize) -> String {
+    let mut out = String::new();
+    let mut t = Table {
+        s,
+        contenders,
+        notes: Vec::new(),
+    };
+    let pipe = Contender::Pipe;
+    let ring = Contender::SpinRing;
+    let _ = writeln!(
+        out,
+        "Medians over {passes} pass(es). Ratios: the contender's number divided by the pipe's \
+         and by the raw copying spin ring's (for times lower is better, for rates higher is better)."
+    );
+    let keys: Vec<String> = [SMALL, PAGE]
+        .iter()
+        .map(|z| format!("pingpong-{z}"))
+        .collect();
+    if present(s, &keys, None) {
+        let _ = writeln!(out, "\n### Ping-pong round trip (µs)\n");
+        header(
+            &mut out,
+            &[
+                "contender",
+                "64 B median",
+                "p99",
+                "p99.9",
+                "÷ pipe",
+                "÷ ring",
+                "4 KiB median",
+                "p99",
+                "p99.9",
+                "÷ pipe",
+                "÷ ring",
+            ],
+        );
+        for &c in t.contenders {
+            if !present(s, &keys, Some(c)) {
+                continue;
+            }
+            let mut row = vec![c.name().to_string()];
+            for size in [SMALL, PAGE] {
+                let key = format!("pingpong-{size}");
+                for m in ["median_us", "p99_us", "p999_us"] {
+                    row.push(t.cell(&key, c, m, 1.0));
+                }
+                let v = get(s, &key, c, "median_us");
+                row.push(ratio(v, get(s, &key, pipe, "median_us")));
+                row.push(ratio(v, get(s, &key, ring, "median_us")));
+            }
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        t.footnotes(&mut out);
+    }
+
+    let keys: Vec<String> = [SMALL, PAGE, LARGE]
+        .iter()
+        .map(|z| format!("stream-{z}"))
+        .collect();
+    if present(s, &keys, None) {
+        let _ = writeln!(out, "\n### Streaming, one producer to one consumer\n");
+        header(
+            &mut out,
+            &[
+                "contender",
+                "64 B M msg/s",
+                "÷ pipe",
+                "÷ ring",
+                "4 KiB M msg/s",
+                "÷ pipe",
+                "÷ ring",
+                "1 MiB MB/s",
+                "÷ pipe",
+                "÷ ring",
+            ],
+        );
+        for &c in t.contenders {
+            if !present(s, &keys, Some(c)) {
+                continue;
+            }
+            let mut row = vec![c.name().to_string()];
+            for (size, metric, scale) in [
+                (SMALL, "msgs_per_s", 1e-6),
+                (PAGE, "msgs_per_s", 1e-6),
+                (LARGE, "mb_per_s", 1.0),
+            ] {
+                let key = format!("stream-{size}");
+                row.push(t.cell(&key, c, metric, scale));
+                let v = get(s, &key, c, metric);
+                row.push(ratio(v, get(s, &key, pipe, metric)));
+                row.push(ratio(v, get(s, &key, ring, metric)));
+            }
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        t.footnotes(&mut out);
+    }
+
+    let keys: Vec<String> = vec!["idle".into(), "wake".into()];
+    if present(s, &keys, None) {
+        let _ = writeln!(
+            out,
+            "\n### Blocked receiver: idle CPU and wake-up latency (64 B)\n"
+        );
+        header(
+            &mut out,
+            &[
+                "contender",
+                "idle CPU, % of a core",
+                "wake-up median µs",
+                "p99 µs",
+                "÷ pipe",
+            ],
+        );
+        for &c in t.contenders {
+            if !present(s, &keys, Some(c)) {
+                continue;
+            }
+            let row = [
+                c.name().to_string(),
+                t.cell("idle", c, "cpu_pct", 1.0),
+                t.cell("wake", c, "median_us", 1.0),
+                t.cell("wake", c, "p99_us", 1.0),
+                ratio(
+                    get(s, "wake", c, "median_us"),
+                    get(s, "wake", pipe, "median_us"),
+                ),
+            ];
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        t.footnotes(&mut out);
+    }
+
+    if present(s, &["mpmc1".to_string()], None) {
+        let _ = writeln!(out, "\n### N producers to N consumers, 64 B (M msg/s)\n");
+        header(
+            &mut out,
+            &["contender", "1 × 1", "2 × 2", "4 × 4", "4 × 4 ÷ pipe"],
+        );
+        for &c in t.contenders {
+            if s.get("mpmc1")
+                .is_none_or(|m| m.get(&c).is_none_or(|cell| cell.na.is_some()))
+            {
+                continue;
+            }
+            let row = [
+                c.name().to_string(),
+                t.cell("mpmc1", c, "msgs_per_s", 1e-6),
+                t.cell("mpmc2", c, "msgs_per_s", 1e-6),
+                t.cell("mpmc4", c, "msgs_per_s", 1e-6),
+                ratio(
+                    get(s, "mpmc4", c, "msgs_per_s"),
+                    get(s, "mpmc4", pipe, "msgs_per_s"),
+                ),
+            ];
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        t.footnotes(&mut out);
+    }
+
+    let _ = writeln!(out, "\n### shm-queue targets (issue 4)\n");
+    header(&mut out, &["target", "measured", "verdict"]);
+    for tg in targets(s) {
+        let _ = writeln!(out, "| {} | {} | {} |", tg.target, tg.measured, tg.verdict);
+    }
+    out
+}
+
+/// One of the queue's performance targets, evaluated.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// What the issue asks.
+    pub target: String,
+    /// What this run measured.
+    pub measured: String,
+    /// "met", "missed by ...", or why it could not be judged.
+    pub verdict: String,
+    /// Whether it was met (`None`: not measured).
+    pub met: Option<bool>,
+}
+
+fn judge(
+    target: &str,
+    v: Option<f64>,
+    r: Option<f64>,
+    limit: f64,
+    at_most: bool,
+    detail: String,
+) -> Target {
+    let (measured, verdict, met) = match (v, r) {
+        (Some(v), Some(r)) if r > 0.0 => {
+            let q = v / r;
+            let ok = if at_most { q <= limit } else { q >= limit };
+            let verdict = if ok {
+                "met".to_string()
+            } else if at_most {
+                format!("missed: {}x over the limit", sig(q / limit))
+            } else {
+                format!("missed: {}% short", sig(100.0 * (1.0 - q / limit)))
+            };
+            (format!("{}x ({detail})", sig(q)), verdict, Some(ok))
+        }
+        _ => ("-".into(), "not measured in this run".into(), None),
+    };
+    Target {
+        target: target.into(),
+        measured,
+        verdict,
+        met,
+    }
+}
+
+/// Issue 4's performance targets against this run.
+pub fn targets(s: &Summary) -> Vec<Target> {
+    use Contender::*;
+    let q = ShmQueue;
+    let mut v = Vec::new();
+    let us = |k: &str, c, m| get(s, k, c, m);
+    let pp = "pingpong-64";
+    v.push(judge(
+        "64 B ping-pong median ≤ 2x the raw ring's",
+        us(pp, q, "median_us"),
+        us(pp, SpinRing, "median_us"),
+        2.0,
+        true,
+        format!(
+            "{} µs vs {} µs; p99 {} µs",
+            us(pp, q, "median_us").map_or("-".into(), sig),
+            us(pp, SpinRing, "median_us").map_or("-".into(), sig),
+            us(pp, q, "p99_us").map_or("-".into(), sig),
+        ),
+    ));
+    let idle = us("idle", q, "cpu_pct");
+    v.push(Target {
+        target: "receiver blocked 2 s on an empty queue uses < 1% of a core".into(),
+        measured: idle.map_or("-".into(), |c| format!("{}%", sig(c))),
+        verdict: match idle {
+            Some(c) if c < 1.0 => "met".into(),
+            Some(c) => format!("missed: {}x over the limit", sig(c / 1.0)),
+            None => "not measured in this run".into(),
+        },
+        met: idle.map(|c| c < 1.0),
+    });
+    for (key, limit, label) in [
+        (
+            "stream-64",
+            0.6,
+            "64 B streaming ≥ 0.6x the raw copying ring",
+        ),
+        (
+            "stream-4096",
+            0.7,
+            "4 KiB streaming ≥ 0.7x the raw copying ring",
+        ),
+    ] {
+        let m = |c| us(key, c, "msgs_per_s");
+        let detail = format!(
+            "{} vs {} M msg/s; {} the condvar ring, {} the pipe",
+            m(q).map_or("-".into(), |x| sig(x / 1e6)),
+            m(SpinRing).map_or("-".into(), |x| sig(x / 1e6)),
+            ratio(m(q), m(CondvarRing)),
+            ratio(m(q), m(Pipe)),
+        );
+        v.push(judge(label, m(q), m(SpinRing), limit, false, detail));
+    }
+    let big = format!("stream-{LARGE}");
+    let mb = |c| us(&big, c, "mb_per_s");
+    v.push(judge(
+        "1 MiB, copying API ≥ 0.9x the raw copying ring",
+        mb(q),
+        mb(SpinRing),
+        0.9,
+        false,
+        format!(
+            "{} vs {} MB/s",
+            mb(q).map_or("-".into(), sig),
+            mb(SpinRing).map_or("-".into(), sig)
+        ),
+    ));
+    v.push(judge(
+        "1 MiB, zero-copy API ≥ 0.9x the raw in-place ring",
+        mb(ShmQueueZeroCopy),
+        mb(SpinRingInPlace),
+        0.9,
+        false,
+        format!(
+            "{} vs {} MB/s",
+            mb(ShmQueueZeroCopy).map_or("-".into(), sig),
+            mb(SpinRingInPlace).map_or("-".into(), sig)
+        ),
+    ));
+    v.push(judge(
+        "wake-up latency of a sleeping receiver ≤ the pipe's",
+        us("wake", q, "median_us"),
+        us("wake", Pipe, "median_us"),
+        1.0,
+        true,
+        format!(
+            "median {} µs vs {} µs",
+            us("wake", q, "median_us").map_or("-".into(), sig),
+            us("wake", Pipe, "median_us").map_or("-".into(), sig)
+        ),
+    ));
+    v
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// CPU model, cores, kernel and glibc of this machine.
+pub fn machine() -> Value {
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let glibc = std::process::Command::new("ldd")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
+    json!({
+        "cpu": model,
+        "cores": cores,
+        "available_parallelism": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "glibc": glibc,
+        "loadavg_at_start": read("/proc/loadavg").trim(),
+        "mq_msg_max": read("/proc/sys/fs/mqueue/msg_max").trim(),
+        "mq_msgsize_max": read("/proc/sys/fs/mqueue/msgsize_max").trim(),
+    })
+}
+
+/// Markdown lines describing the machine.
+pub fn machine_markdown(m: &Value) -> String {
+    format!(
+        "- CPU: {} ({} logical CPUs, {} available to this process)\n- kernel: {}\n- glibc: {}\n- load average at start: {}\n",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["available_parallelism"],
+        m["kernel"].as_str().unwrap_or("?"),
+        m["glibc"].as_str().unwrap_or("?"),
+        m["loadavg_at_start"].as_str().unwrap_or("?"),
+    )
+}
+
+/// The JSON document: machine, options, every run with its raw outputs,
+/// the medians and the targets.
+pub fn json_doc(
+    machine: &Value,
+    options: Value,
+    records: &[Record],
+    s: &Summary,
+    micro: &Value,
+) -> Value {
+    let runs: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            let mut v = json!({ "pass": r.pass, "case": r.case.to_json(), "metrics": r.metrics });
+            match &r.outcome {
+                Ok(Outcome::Ran { outputs, notes }) => {
+                    v["outcome"] = "ran".into();
+                    v["outputs"] = Value::Array(outputs.clone());
+                    v["notes"] = notes.clone();
+                }
+                Ok(Outcome::NotApplicable(why)) => {
+                    v["outcome"] = "n/a".into();
+                    v["reason"] = why.as_str().into();
+                }
+                Err(e) => {
+                    v["outcome"] = "failed".into();
+                    v["error"] = e.as_str().into();
+                }
+            }
+            v
+        })
+        .collect();
+    let mut summary = serde_json::Map::new();
+    for (key, row) in s {
+        let mut r = serde_json::Map::new();
+        for (c, cell) in row {
+            r.insert(
+                c.name().into(),
+                json!({
+                    "medians": cell.values,
+                    "passes": cell.passes,
+                    "na": cell.na,
+                    "failed": cell.failed,
+                }),
+            );
+        }
+        summary.insert(key.clone(), Value::Object(r));
+    }
+    let targets: Vec<Value> = targets(s)
+        .into_iter()
+        .map(|t| json!({ "target": t.target, "measured": t.measured, "verdict": t.verdict, "met": t.met }))
+        .collect();
+    json!({
+        "machine": machine,
+        "options": options,
+        "contenders": Contender::ALL.iter().map(|c| json!({ "name": c.name(), "what": c.describe() })).collect::<Vec<_>>(),
+        "runs": runs,
+        "summary": summary,
+        "targets": targets,
+        "micro": micro,
+    })
+}

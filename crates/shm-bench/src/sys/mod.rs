@@ -1,0 +1,16 @@
+//! The only `unsafe` code of the benchmark, in three named places:
+//!
+//! - [`fd`]: adopting a descriptor number inherited from the parent;
+//! - [`pthread`]: a process-shared `pthread_mutex_t` and two
+//!   `pthread_cond_t` placed in a segment, for the naive ring;
+//! - [`slot`]: handing a closure a slice over a ring slot in place, for the
+//!   zero-copy raw ring.
+//!
+//! Their only callers are `transport::condvar` and `transport::spin`, the
+//! two other modules allowed `unsafe` (for the call sites alone, each with
+//! its `// SAFETY:` argument). Everything else (affinity, CPU time, clocks,
+//! sockets, message queues) goes through safe nix and std calls.
+
+pub mod fd;
+pub mod pthread;
+pub mod slot;

@@ -1,0 +1,194 @@
+//! The ring a user writes by hand: a bounded buffer in a segment under one
+//! process-shared pthread mutex, with a "not empty" and a "not full"
+//! condition variable, signalled on every message.
+//!
+//! # Layout
+//!
+//! | offset | contents                                                     |
+//! |--------|--------------------------------------------------------------|
+//! | 0      | mutex and condition variables ([`crate::sys::pthread`])      |
+//! | 256    | `head`, `tail` (`AtomicU64`, only touched under the mutex)   |
+//! | 272    | capacity, stride, slot size (`AtomicU64`, set by the creator) |
+//! | 384    | slots: length word, then data                                |
+//!
+//! The wait is `pthread_cond_timedwait` with a 100 ms timeout around a
+//! predicate loop, so that a lost wakeup (glibc bug 25847) delays instead of
+//! hanging; a user who read the glibc bug tracker would do the same.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use shm_core::Segment;
+
+use super::{
+    ChanSpec, Check, CreateError, Rx, Tx, checked_len, create_segment, open_segment_static,
+};
+use crate::sys::pthread::{self, Cond, PthreadSync, SYNC_BYTES};
+
+const HEAD: usize = 256;
+const TAIL: usize = 264;
+const CAP: usize = 272;
+const STRIDE: usize = 280;
+const SLOT_SIZE: usize = 288;
+const SLOTS: usize = 384;
+const WAIT: Duration = Duration::from_millis(100);
+
+const _: () = assert!(SYNC_BYTES <= HEAD);
+
+/// Creates and initializes the ring segment `name` for `spec`.
+pub fn create(name: &str, spec: ChanSpec) -> Result<Segment, CreateError> {
+    let stride = (8 + spec.size).div_ceil(8) * 8;
+    let seg = create_segment(name, SLOTS + spec.capacity * stride)?;
+    // SAFETY: the segment was just created exclusively by this process and
+    // no child has been started yet, so no one else uses its bytes; it is
+    // initialized once, here.
+    unsafe { pthread::init(&seg)? };
+    for (off, v) in [
+        (CAP, spec.capacity),
+        (STRIDE, stride),
+        (SLOT_SIZE, spec.size),
+    ] {
+        seg.view::<AtomicU64>(off)
+            .map_err(io::Error::other)?
+            .store(v as u64, Ordering::Release);
+    }
+    Ok(seg)
+}
+
+#[derive(Debug)]
+struct Ring {
+    seg: &'static Segment,
+    sync: PthreadSync<'static>,
+    head: &'static AtomicU64,
+    tail: &'static AtomicU64,
+    cap: u64,
+    stride: usize,
+    slot_size: usize,
+    buf: Vec<u8>,
+}
+
+impl Ring {
+    fn open(name: &str, spec: ChanSpec) -> io::Result<Ring> {
+        let seg = open_segment_static(name)?;
+        let word = |off| seg.view::<AtomicU64>(off).map_err(io::Error::other);
+        let cap = word(CAP)?.load(Ordering::Acquire);
+        let stride = word(STRIDE)?.load(Ordering::Acquire) as usize;
+        let slot_size = word(SLOT_SIZE)?.load(Ordering::Acquire) as usize;
+        let fits = (cap as usize)
+            .checked_mul(stride)
+            .and_then(|b| b.checked_add(SLOTS))
+            .is_some_and(|end| end <= seg.len());
+        if cap == 0 || stride < 8 + slot_size || !fits {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad ring geometry: capacity {cap}, stride {stride}, slot {slot_size}"),
+            ));
+        }
+        // SAFETY: the parent ran `pthread::init` on this segment before it
+        // started this process (see `create`), and only `PthreadSync` writes
+        // the first SYNC_BYTES bytes.
+        let sync = unsafe { PthreadSync::attach(seg)? };
+        Ok(Ring {
+            seg,
+            sync,
+            head: word(HEAD)?,
+            tail: word(TAIL)?,
+            cap,
+            stride,
+            slot_size,
+            buf: vec![0; spec.size],
+        })
+    }
+}
+
+/// Producer end.
+#[derive(Debug)]
+pub struct CondTx(Ring);
+
+impl CondTx {
+    /// Attaches to ring `name`.
+    pub fn open(name: &str, spec: ChanSpec) -> io::Result<Self> {
+        Ring::open(name, spec).map(CondTx)
+    }
+}
+
+impl Tx for CondTx {
+    fn send(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
+        let r = &mut self.0;
+        if len > r.slot_size {
+            return Err(io::Error::other(format!("{len} B exceeds the slot size")));
+        }
+        fill(&mut r.buf[..len]);
+        let mut g = r.sync.lock()?;
+        loop {
+            let head = r.head.load(Ordering::Relaxed);
+            let tail = r.tail.load(Ordering::Relaxed);
+            if head.wrapping_sub(tail) < r.cap {
+                break;
+            }
+            g.wait(Cond::NotFull, WAIT)?;
+        }
+        let head = r.head.load(Ordering::Relaxed);
+        let off = SLOTS + (head % r.cap) as usize * r.stride;
+        r.seg
+            .view::<AtomicU64>(off)
+            .map_err(io::Error::other)?
+            .store(len as u64, Ordering::Relaxed);
+        r.seg
+            .write_at(off + 8, &r.buf[..len])
+            .map_err(io::Error::other)?;
+        r.head.store(head.wrapping_add(1), Ordering::Relaxed);
+        g.signal(Cond::NotEmpty)?;
+        Ok(())
+    }
+}
+
+/// Consumer end.
+#[derive(Debug)]
+pub struct CondRx(Ring);
+
+impl CondRx {
+    /// Attaches to ring `name`.
+    pub fn open(name: &str, spec: ChanSpec) -> io::Result<Self> {
+        Ring::open(name, spec).map(CondRx)
+    }
+}
+
+impl Rx for CondRx {
+    fn recv(&mut self, f: &mut Check<'_>) -> io::Result<()> {
+        let r = &mut self.0;
+        let len = {
+            let mut g = r.sync.lock()?;
+            loop {
+                let head = r.head.load(Ordering::Relaxed);
+                let tail = r.tail.load(Ordering::Relaxed);
+                if head.wrapping_sub(tail) > r.cap {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("head {head} is beyond tail {tail} + capacity"),
+                    ));
+                }
+                if head != tail {
+                    break;
+                }
+                g.wait(Cond::NotEmpty, WAIT)?;
+            }
+            let tail = r.tail.load(Ordering::Relaxed);
+            let off = SLOTS + (tail % r.cap) as usize * r.stride;
+            let raw = r
+                .seg
+                .view::<AtomicU64>(off)
+                .map_err(io::Error::other)?
+                .load(Ordering::Relaxed);
+            let len = checked_len(raw, r.slot_size.min(r.buf.len()))?;
+            r.seg
+                .read_at(off + 8, &mut r.buf[..len])
+                .map_err(io::Error::other)?;
+            r.tail.store(tail.wrapping_add(1), Ordering::Relaxed);
+            g.signal(Cond::NotFull)?;
+            len
+        };
+        f(&r.buf[..len])
+    }
+}

@@ -1,0 +1,351 @@
+//! The contenders: one sending and one receiving endpoint per transport,
+//! behind the same two traits, plus the parent-side objects that create and
+//! remove what the endpoints attach to.
+//!
+//! Every endpoint is handed a closure: the sender's `fill` writes the
+//! message, the receiver's `f` checks it. Copying transports fill a private
+//! buffer and copy it in, and copy out before checking; in-place transports
+//! run the same closures directly on the slot. The work per message is the
+//! same everywhere except for the copies, which is the difference measured.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use serde_json::{Value, json};
+
+pub mod channel;
+// Calls the `unsafe fn`s of `sys::pthread` (init and attach).
+#[allow(unsafe_code)]
+pub mod condvar;
+pub mod fd;
+pub mod mq;
+// Calls the `unsafe fn`s of `sys::slot` (in-place slot access).
+#[allow(unsafe_code)]
+pub mod spin;
+
+/// A sending endpoint.
+pub trait Tx {
+    /// Sends one message of `len` bytes whose contents `fill` writes.
+    fn send(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()>;
+
+    /// Sends `n` messages of `len` bytes, each written by `fill`. Batching
+    /// transports override this; the others send one at a time.
+    fn send_many(
+        &mut self,
+        n: usize,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> io::Result<()> {
+        for _ in 0..n {
+            self.send(len, fill)?;
+        }
+        Ok(())
+    }
+}
+
+/// The checking closure a receiver runs on each message.
+pub type Check<'a> = dyn FnMut(&[u8]) -> io::Result<()> + 'a;
+
+/// A receiving endpoint.
+pub trait Rx {
+    /// Blocks for one message and runs `f` on it.
+    fn recv(&mut self, f: &mut Check<'_>) -> io::Result<()>;
+
+    /// Blocks for at least one and at most `max` messages, runs `f` on each
+    /// and returns how many. Batching transports override this.
+    fn recv_many(&mut self, max: usize, f: &mut Check<'_>) -> io::Result<usize> {
+        let _ = max;
+        self.recv(f)?;
+        Ok(1)
+    }
+}
+
+/// Everything a benchmark can run between two endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Contender {
+    /// `pipe(2)`.
+    Pipe,
+    /// `socketpair(AF_UNIX, SOCK_STREAM)`.
+    UnixStream,
+    /// `socketpair(AF_UNIX, SOCK_SEQPACKET)`.
+    UnixSeqpacket,
+    /// `mq_open`/`mq_send`/`mq_receive`.
+    PosixMq,
+    /// A ring under a process-shared pthread mutex and two condvars.
+    CondvarRing,
+    /// Busy-spinning SPSC ring, copying in and out.
+    SpinRing,
+    /// Busy-spinning SPSC ring, filled and checked in place.
+    SpinRingInPlace,
+    /// shm-queue, `send` / `recv_into` with the default blocking wait.
+    ShmQueue,
+    /// shm-queue, `send_with` / `recv_with` (in place).
+    ShmQueueZeroCopy,
+    /// shm-queue, `send_batch` / `recv_batch`.
+    ShmQueueBatch,
+    /// crossbeam-channel between two threads of one process.
+    Crossbeam,
+}
+
+impl Contender {
+    /// All contenders, in report order.
+    pub const ALL: [Contender; 11] = [
+        Contender::Pipe,
+        Contender::UnixStream,
+        Contender::UnixSeqpacket,
+        Contender::PosixMq,
+        Contender::CondvarRing,
+        Contender::SpinRing,
+        Contender::SpinRingInPlace,
+        Contender::ShmQueue,
+        Contender::ShmQueueZeroCopy,
+        Contender::ShmQueueBatch,
+        Contender::Crossbeam,
+    ];
+
+    /// The name used on the command line, in tables and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Contender::Pipe => "pipe",
+            Contender::UnixStream => "unix-stream",
+            Contender::UnixSeqpacket => "unix-seqpacket",
+            Contender::PosixMq => "posix-mq",
+            Contender::CondvarRing => "condvar-ring",
+            Contender::SpinRing => "spin-ring",
+            Contender::SpinRingInPlace => "spin-ring-inplace",
+            Contender::ShmQueue => "shm-queue",
+            Contender::ShmQueueZeroCopy => "shm-queue-zerocopy",
+            Contender::ShmQueueBatch => "shm-queue-batch",
+            Contender::Crossbeam => "crossbeam",
+        }
+    }
+
+    /// One line saying what it is.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Contender::Pipe => "pipe(2), default 64 KiB buffer",
+            Contender::UnixStream => "AF_UNIX SOCK_STREAM socketpair",
+            Contender::UnixSeqpacket => "AF_UNIX SOCK_SEQPACKET socketpair",
+            Contender::PosixMq => "POSIX message queue, default limits",
+            Contender::CondvarRing => {
+                "ring under a pthread mutex and two condvars (written by hand)"
+            }
+            Contender::SpinRing => "busy-spinning SPSC shm ring, copy in and out (hardware limit)",
+            Contender::SpinRingInPlace => "busy-spinning SPSC shm ring, written and read in place",
+            Contender::ShmQueue => "shm-queue send / recv_into, default blocking wait",
+            Contender::ShmQueueZeroCopy => "shm-queue send_with / recv_with (in place)",
+            Contender::ShmQueueBatch => "shm-queue send_batch / recv_batch",
+            Contender::Crossbeam => "crossbeam-channel bounded, two threads of one process",
+        }
+    }
+
+    /// Parses [`Contender::name`].
+    pub fn from_name(name: &str) -> Option<Contender> {
+        Contender::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// Whether it runs as threads of one child process instead of two
+    /// processes.
+    pub fn in_process(self) -> bool {
+        self == Contender::Crossbeam
+    }
+
+    /// Whether it is one of the library's own contenders.
+    pub fn is_shm_queue(self) -> bool {
+        matches!(
+            self,
+            Contender::ShmQueue | Contender::ShmQueueZeroCopy | Contender::ShmQueueBatch
+        )
+    }
+
+    /// Whether this build can run it at all (`None`) or why not.
+    pub fn available(self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// Size and depth of one channel.
+#[derive(Debug, Clone, Copy)]
+pub struct ChanSpec {
+    /// Every message of the run has exactly this many bytes.
+    pub size: usize,
+    /// Messages the channel holds (where the transport lets us choose).
+    pub capacity: usize,
+}
+
+/// Which end of a channel a participant uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The sending end.
+    Send,
+    /// The receiving end.
+    Recv,
+}
+
+/// What a channel needs from the parent: created before the children start,
+/// removed when the run ends (and early, once every child has attached).
+#[derive(Debug)]
+pub enum Chan {
+    /// A pair of descriptors; each child inherits the one of its end.
+    Fds {
+        /// The receiving end (pipe read end, or one socket).
+        rx: OwnedFd,
+        /// The sending end.
+        tx: OwnedFd,
+    },
+    /// A segment the children open by name (the raw and the naive ring).
+    Segment(shm_core::Segment),
+    /// A POSIX message queue the children open by name.
+    Mq(mq::MqName),
+    /// Nothing: the in-process contender makes its channels itself.
+    InProcess,
+}
+
+/// A contender that cannot run a measure or size, with the reason.
+#[derive(Debug)]
+pub enum CreateError {
+    /// Not applicable here, and why (reported as "n/a").
+    Unsupported(String),
+    /// Failed.
+    Io(io::Error),
+}
+
+impl From<io::Error> for CreateError {
+    fn from(e: io::Error) -> Self {
+        CreateError::Io(e)
+    }
+}
+
+impl Chan {
+    /// Creates the channel `name` (a `/shmrs-bench-...` name, used by the
+    /// named transports) for `contender`.
+    pub fn create(contender: Contender, name: &str, spec: ChanSpec) -> Result<Chan, CreateError> {
+        match contender {
+            Contender::Pipe => fd::pipe(),
+            Contender::UnixStream => fd::stream_pair(),
+            Contender::UnixSeqpacket => fd::seqpacket_pair(spec.size),
+            Contender::PosixMq => mq::create(name, spec).map(Chan::Mq),
+            Contender::CondvarRing => condvar::create(name, spec).map(Chan::Segment),
+            Contender::SpinRing | Contender::SpinRingInPlace => {
+                spin::create(name, spec).map(Chan::Segment)
+            }
+            Contender::ShmQueue | Contender::ShmQueueZeroCopy | Contender::ShmQueueBatch => Err(
+                CreateError::Unsupported("shm-queue is not built into this binary".into()),
+            ),
+            Contender::Crossbeam => Ok(Chan::InProcess),
+        }
+    }
+
+    /// The command-line description of `end` for a child, and the
+    /// descriptor it must inherit, if any.
+    pub fn endpoint(&self, end: End, name: &str) -> (Value, Option<BorrowedFd<'_>>) {
+        match self {
+            Chan::Fds { rx, tx } => {
+                let fd = match end {
+                    End::Send => tx.as_fd(),
+                    End::Recv => rx.as_fd(),
+                };
+                (
+                    json!({ "fd": std::os::fd::AsRawFd::as_raw_fd(&fd) }),
+                    Some(fd),
+                )
+            }
+            Chan::Segment(_) | Chan::Mq(_) => (json!({ "name": name }), None),
+            Chan::InProcess => (Value::Null, None),
+        }
+    }
+
+    /// Removes the name now that every child has attached; what is mapped
+    /// or open keeps working. Errors are ignored: the drop tries again.
+    pub fn unlink_early(&self) {
+        match self {
+            Chan::Segment(seg) => {
+                let _ = seg.remove();
+            }
+            Chan::Mq(mq) => mq.unlink(),
+            Chan::Fds { .. } | Chan::InProcess => {}
+        }
+    }
+}
+
+fn arg_fd(arg: &Value) -> io::Result<OwnedFd> {
+    let raw = arg
+        .get("fd")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| io::Error::other(format!("endpoint {arg} has no fd")))?;
+    crate::sys::fd::adopt(raw as i32)
+}
+
+fn arg_name(arg: &Value) -> io::Result<&str> {
+    arg.get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| io::Error::other(format!("endpoint {arg} has no name")))
+}
+
+/// Opens the sending end described by `arg` (from [`Chan::endpoint`]).
+pub fn open_tx(contender: Contender, arg: &Value, spec: ChanSpec) -> io::Result<Box<dyn Tx>> {
+    Ok(match contender {
+        Contender::Pipe => Box::new(fd::StreamTx::new(arg_fd(arg)?, spec)),
+        Contender::UnixStream => Box::new(fd::StreamTx::new(arg_fd(arg)?, spec)),
+        Contender::UnixSeqpacket => Box::new(fd::PacketTx::new(arg_fd(arg)?, spec)),
+        Contender::PosixMq => Box::new(mq::MqTx::open(arg_name(arg)?, spec)?),
+        Contender::CondvarRing => Box::new(condvar::CondTx::open(arg_name(arg)?, spec)?),
+        Contender::SpinRing => Box::new(spin::SpinTx::open(arg_name(arg)?, spec, false)?),
+        Contender::SpinRingInPlace => Box::new(spin::SpinTx::open(arg_name(arg)?, spec, true)?),
+        other => {
+            return Err(io::Error::other(format!(
+                "{} has no cross-process sender",
+                other.name()
+            )));
+        }
+    })
+}
+
+/// Opens the receiving end described by `arg` (from [`Chan::endpoint`]).
+pub fn open_rx(contender: Contender, arg: &Value, spec: ChanSpec) -> io::Result<Box<dyn Rx>> {
+    Ok(match contender {
+        Contender::Pipe => Box::new(fd::StreamRx::new(arg_fd(arg)?, spec)),
+        Contender::UnixStream => Box::new(fd::StreamRx::new(arg_fd(arg)?, spec)),
+        Contender::UnixSeqpacket => Box::new(fd::PacketRx::new(arg_fd(arg)?, spec)),
+        Contender::PosixMq => Box::new(mq::MqRx::open(arg_name(arg)?, spec)?),
+        Contender::CondvarRing => Box::new(condvar::CondRx::open(arg_name(arg)?, spec)?),
+        Contender::SpinRing => Box::new(spin::SpinRx::open(arg_name(arg)?, spec, false)?),
+        Contender::SpinRingInPlace => Box::new(spin::SpinRx::open(arg_name(arg)?, spec, true)?),
+        other => {
+            return Err(io::Error::other(format!(
+                "{} has no cross-process receiver",
+                other.name()
+            )));
+        }
+    })
+}
+
+/// Opens a segment by name in a child, for the rest of the child's life.
+///
+/// The mapping is leaked on purpose: the endpoints keep `&'static`
+/// references to the indices in it (no bounds check per access), and the
+/// child exits when the run ends. The child is not the owner, so nothing is
+/// left behind: the parent removes the name.
+pub fn open_segment_static(name: &str) -> io::Result<&'static shm_core::Segment> {
+    let id = shm_core::SegmentId::posix(name).map_err(io::Error::other)?;
+    let seg = shm_core::Segment::open(&id).map_err(io::Error::other)?;
+    Ok(Box::leak(Box::new(seg)))
+}
+
+/// Creates a segment of `size` bytes owned by the caller (removed on drop).
+pub fn create_segment(name: &str, size: usize) -> io::Result<shm_core::Segment> {
+    let id = shm_core::SegmentId::posix(name).map_err(io::Error::other)?;
+    shm_core::Segment::create(&id, size as u64, 0o600).map_err(io::Error::other)
+}
+
+/// Reads a length word from shared memory and checks it against the slot.
+pub fn checked_len(raw: u64, slot_size: usize) -> io::Result<usize> {
+    if raw as usize > slot_size || raw > u32::MAX as u64 {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("slot length {raw} exceeds the slot size {slot_size}"),
+        ))
+    } else {
+        Ok(raw as usize)
+    }
+}

@@ -1,0 +1,255 @@
+//! The hardware limit: a single-producer single-consumer ring in a segment,
+//! with busy spinning instead of sleeping, in a copying and an in-place
+//! variant.
+//!
+//! # Layout
+//!
+//! | offset | contents                                                   |
+//! |--------|------------------------------------------------------------|
+//! | 0      | `head: AtomicU64`, messages published (producer writes)    |
+//! | 128    | `tail: AtomicU64`, messages consumed (consumer writes)     |
+//! | 256    | capacity, slot stride, slot size (`AtomicU64`, set once by the creator) |
+//! | 384    | `capacity` slots of `stride` bytes: length word, then data |
+//!
+//! Head and tail each own two cache lines (adjacent-line prefetch), and
+//! each side keeps a private copy of the other's index, reloading it only
+//! when the ring looks full (producer) or empty (consumer): the classic
+//! fast SPSC design. The producer publishes a slot by storing `head` with
+//! Release after writing it; the consumer takes it by loading `head` with
+//! Acquire and gives it back by storing `tail` with Release after reading
+//! it, which the producer loads with Acquire before reusing the slot.
+//!
+//! The spin uses `spin_loop` hints and, after about a thousand of them,
+//! `sched_yield`, so that the ring still makes progress on a machine where
+//! the two processes share a core; on two free cores it never yields.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use shm_core::Segment;
+
+use super::{
+    ChanSpec, Check, CreateError, Rx, Tx, checked_len, create_segment, open_segment_static,
+};
+use crate::sys::slot;
+
+const HEAD: usize = 0;
+const TAIL: usize = 128;
+const CAP: usize = 256;
+const STRIDE: usize = 264;
+const SLOT_SIZE: usize = 272;
+const SLOTS: usize = 384;
+
+/// Spins, then yields.
+#[derive(Debug, Default)]
+pub struct Backoff(u32);
+
+impl Backoff {
+    /// Waits a little longer than last time.
+    pub fn snooze(&mut self) {
+        if self.0 < 1024 {
+            std::hint::spin_loop();
+            self.0 += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+fn stride_for(size: usize) -> usize {
+    (8 + size).div_ceil(8) * 8
+}
+
+/// Creates the ring segment `name` for `spec`.
+pub fn create(name: &str, spec: ChanSpec) -> Result<Segment, CreateError> {
+    let stride = stride_for(spec.size);
+    let seg = create_segment(name, SLOTS + spec.capacity * stride)?;
+    for (off, v) in [
+        (CAP, spec.capacity),
+        (STRIDE, stride),
+        (SLOT_SIZE, spec.size),
+    ] {
+        seg.view::<AtomicU64>(off)
+            .map_err(io::Error::other)?
+            .store(v as u64, Ordering::Release);
+    }
+    Ok(seg)
+}
+
+/// What both ends read when they attach.
+#[derive(Debug)]
+struct Ring {
+    seg: &'static Segment,
+    head: &'static AtomicU64,
+    tail: &'static AtomicU64,
+    cap: u64,
+    stride: usize,
+    slot_size: usize,
+}
+
+impl Ring {
+    fn open(name: &str) -> io::Result<Ring> {
+        let seg = open_segment_static(name)?;
+        let word = |off| seg.view::<AtomicU64>(off).map_err(io::Error::other);
+        let cap = word(CAP)?.load(Ordering::Acquire);
+        let stride = word(STRIDE)?.load(Ordering::Acquire) as usize;
+        let slot_size = word(SLOT_SIZE)?.load(Ordering::Acquire) as usize;
+        let fits = (cap as usize)
+            .checked_mul(stride)
+            .and_then(|b| b.checked_add(SLOTS))
+            .is_some_and(|end| end <= seg.len());
+        if cap == 0 || stride < 8 + slot_size || !stride.is_multiple_of(8) || !fits {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad ring geometry: capacity {cap}, stride {stride}, slot {slot_size}"),
+            ));
+        }
+        Ok(Ring {
+            seg,
+            head: word(HEAD)?,
+            tail: word(TAIL)?,
+            cap,
+            stride,
+            slot_size,
+        })
+    }
+
+    fn slot(&self, pos: u64) -> usize {
+        SLOTS + (pos % self.cap) as usize * self.stride
+    }
+
+    fn len_word(&self, off: usize) -> io::Result<&'static AtomicU64> {
+        self.seg.view::<AtomicU64>(off).map_err(io::Error::other)
+    }
+}
+
+/// Producer end.
+#[derive(Debug)]
+pub struct SpinTx {
+    ring: Ring,
+    pos: u64,
+    cached_tail: u64,
+    in_place: bool,
+    buf: Vec<u8>,
+}
+
+impl SpinTx {
+    /// Attaches to ring `name`; `in_place` fills the slot directly.
+    pub fn open(name: &str, spec: ChanSpec, in_place: bool) -> io::Result<Self> {
+        let ring = Ring::open(name)?;
+        let pos = ring.head.load(Ordering::Acquire);
+        Ok(SpinTx {
+            cached_tail: ring.tail.load(Ordering::Acquire),
+            ring,
+            pos,
+            in_place,
+            buf: vec![0; spec.size],
+        })
+    }
+}
+
+impl Tx for SpinTx {
+    fn send(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
+        if len > self.ring.slot_size {
+            return Err(io::Error::other(format!("{len} B exceeds the slot size")));
+        }
+        if !self.in_place {
+            fill(&mut self.buf[..len]);
+        }
+        let mut backoff = Backoff::default();
+        while self.pos.wrapping_sub(self.cached_tail) >= self.ring.cap {
+            self.cached_tail = self.ring.tail.load(Ordering::Acquire);
+            if self.pos.wrapping_sub(self.cached_tail) >= self.ring.cap {
+                backoff.snooze();
+            }
+        }
+        let off = self.ring.slot(self.pos);
+        self.ring
+            .len_word(off)?
+            .store(len as u64, Ordering::Relaxed);
+        if self.in_place {
+            // SAFETY: slot `pos` is free (tail loaded with Acquire shows the
+            // consumer is done with it) and the consumer will not touch it
+            // until `head` passes `pos`, which happens below, after `fill`.
+            unsafe { slot::with_mut(self.ring.seg, off + 8, len, |s| fill(s)) }
+                .ok_or_else(|| io::Error::other("slot outside the segment"))?;
+        } else {
+            self.ring
+                .seg
+                .write_at(off + 8, &self.buf[..len])
+                .map_err(io::Error::other)?;
+        }
+        self.pos = self.pos.wrapping_add(1);
+        self.ring.head.store(self.pos, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Consumer end.
+#[derive(Debug)]
+pub struct SpinRx {
+    ring: Ring,
+    pos: u64,
+    cached_head: u64,
+    in_place: bool,
+    buf: Vec<u8>,
+}
+
+impl SpinRx {
+    /// Attaches to ring `name`; `in_place` checks the slot directly.
+    pub fn open(name: &str, spec: ChanSpec, in_place: bool) -> io::Result<Self> {
+        let ring = Ring::open(name)?;
+        let pos = ring.tail.load(Ordering::Acquire);
+        Ok(SpinRx {
+            cached_head: ring.head.load(Ordering::Acquire),
+            ring,
+            pos,
+            in_place,
+            buf: vec![0; spec.size],
+        })
+    }
+}
+
+impl Rx for SpinRx {
+    fn recv(&mut self, f: &mut Check<'_>) -> io::Result<()> {
+        let mut backoff = Backoff::default();
+        while self.cached_head == self.pos {
+            self.cached_head = self.ring.head.load(Ordering::Acquire);
+            if self.cached_head == self.pos {
+                backoff.snooze();
+            }
+        }
+        if self.cached_head.wrapping_sub(self.pos) > self.ring.cap {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "head {} is beyond tail {} + capacity",
+                    self.cached_head, self.pos
+                ),
+            ));
+        }
+        let off = self.ring.slot(self.pos);
+        let len = checked_len(
+            self.ring.len_word(off)?.load(Ordering::Relaxed),
+            self.ring.slot_size,
+        )?;
+        if self.in_place {
+            // SAFETY: slot `pos` was published (head loaded with Acquire is
+            // past it) and the producer will not write it again until
+            // `tail` passes `pos`, which happens below, after `f`.
+            let r = unsafe { slot::with_ref(self.ring.seg, off + 8, len, |s| f(s)) }
+                .ok_or_else(|| io::Error::other("slot outside the segment"))?;
+            self.pos = self.pos.wrapping_add(1);
+            self.ring.tail.store(self.pos, Ordering::Release);
+            r
+        } else {
+            self.ring
+                .seg
+                .read_at(off + 8, &mut self.buf[..len])
+                .map_err(io::Error::other)?;
+            self.pos = self.pos.wrapping_add(1);
+            self.ring.tail.store(self.pos, Ordering::Release);
+            f(&self.buf[..len])
+        }
+    }
+}
