@@ -1,1 +1,388 @@
-fn main() {}
+//! `shm`: every shared memory segment on this machine and who holds it,
+//! queue inspection, cleanup after crashes, and a diagnosis of what commonly
+//! breaks shared memory.
+//!
+//! Exit status: 0 success; 1 an error, printed on stderr as one line that
+//! begins with `error:`; 2 a usage error (clap's). The command never panics
+//! on runtime data: every failure becomes an `error:` line. See
+//! `docs/cli.md` for the whole surface.
+#![forbid(unsafe_code)]
+
+mod demo;
+mod doctor;
+mod fmt;
+mod gc;
+mod queue;
+mod segcmd;
+
+pub use queue::queue_stats;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use shm_core::SegmentId;
+
+/// A failure that ends the command with exit status 1, printed as
+/// `error: MESSAGE`.
+#[derive(Debug)]
+pub struct CliError {
+    /// One line saying what failed and why.
+    pub message: String,
+    /// Whether the message was already printed (the command reported each
+    /// failure as it went and only the status is left).
+    pub reported: bool,
+}
+
+impl CliError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            reported: false,
+        }
+    }
+
+    /// The failures were already printed; exit 1 without another line.
+    pub fn reported() -> Self {
+        CliError {
+            message: String::new(),
+            reported: true,
+        }
+    }
+}
+
+impl<E: std::error::Error> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError::new(e.to_string())
+    }
+}
+
+/// What every subcommand returns.
+pub type CliResult = Result<(), CliError>;
+
+/// Writes `text` to stdout. A reader that went away (`shm ls | head`) is
+/// not an error: the rest of the output is simply not wanted.
+pub fn emit(text: &str) -> CliResult {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::new(format!(
+            "cannot write to standard output: {e}"
+        ))),
+    }
+}
+
+/// Prints one `error: ...` line on stderr (for commands that go on after
+/// a failure and exit 1 at the end).
+pub fn error_line(text: &str) {
+    let _ = writeln!(std::io::stderr(), "error: {}", text.replace('\n', " "));
+}
+
+/// Prints one `warning: ...` line on stderr.
+pub fn warn(text: &str) {
+    let _ = writeln!(std::io::stderr(), "warning: {text}");
+}
+
+/// Parses a size in bytes: plain digits, or with a `K`, `M`, `G` or `T`
+/// suffix (powers of 1024, optionally followed by `iB` or `B`).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits_end);
+    if num.is_empty() {
+        return Err(format!(
+            "{s:?} is not a size: expected bytes, optionally with K, M, G or T"
+        ));
+    }
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} does not fit in 64 bits"))?;
+    let shift = match suffix.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => {
+            return Err(format!(
+                "unknown size suffix {suffix:?} in {s:?}: use K, M, G or T"
+            ));
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} does not fit in 64 bits"))
+}
+
+/// Parses permission bits in octal: `600`, `0600` or `0o600`.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    let mode = u32::from_str_radix(digits, 8)
+        .map_err(|_| format!("{s:?} is not an octal mode such as 600 or 0644"))?;
+    if mode > 0o777 {
+        return Err(format!(
+            "mode {s} has bits beyond 0777: only permission bits are allowed"
+        ));
+    }
+    Ok(mode)
+}
+
+/// Parses a segment name: `/NAME`, `sysv:KEY` or `sysv-id:ID`.
+fn parse_segment(s: &str) -> Result<SegmentId, String> {
+    s.parse::<SegmentId>().map_err(|e| e.to_string())
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shm",
+    version,
+    about = "Shared memory segments on this machine: who holds them, queues, cleanup, diagnosis",
+    long_about = "Shared memory segments on this machine: who holds them, queues, cleanup, diagnosis.\n\n\
+                  Segments are named /NAME (POSIX), sysv:KEY (System V by key, decimal or 0x hex) \
+                  or sysv-id:ID (System V by shmid).\n\n\
+                  Exit status: 0 success, 1 error (one `error:` line on stderr), 2 usage error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// List every segment on the machine, ours or not, with the processes
+    /// that map it.
+    Ls {
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only POSIX segments (/dev/shm).
+        #[arg(long, conflicts_with = "sysv")]
+        posix: bool,
+        /// Only System V segments.
+        #[arg(long)]
+        sysv: bool,
+    },
+    /// Show one segment; for a queue, its state too.
+    Stat {
+        /// The segment: /NAME, sysv:KEY or sysv-id:ID.
+        #[arg(value_parser = parse_segment)]
+        seg: SegmentId,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a raw segment (zero-filled, no header) and leave it in place.
+    Create {
+        /// The segment: /NAME or sysv:KEY.
+        #[arg(value_parser = parse_segment)]
+        seg: SegmentId,
+        /// Size in bytes; K, M, G and T suffixes are powers of 1024.
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        /// Permission bits, octal.
+        #[arg(long, value_parser = parse_mode, default_value = "600")]
+        mode: u32,
+    },
+    /// Remove segments. Processes that map them keep their mapping.
+    Rm {
+        /// The segments: /NAME, sysv:KEY or sysv-id:ID.
+        #[arg(required = true, value_parser = parse_segment)]
+        segs: Vec<SegmentId>,
+    },
+    /// Remove segments that no process holds and whose creator is gone.
+    ///
+    /// POSIX segments of this library: nothing maps them and the creator
+    /// recorded in the header is dead. System V: nattch is 0 and the creator
+    /// (cpid) is dead. Foreign POSIX segments (no header of this library)
+    /// that nothing maps are listed as "foreign, unattached" and removed
+    /// only with --all.
+    Gc {
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove foreign POSIX segments that nothing maps.
+        #[arg(long)]
+        all: bool,
+        /// Print one JSON array of the candidates.
+        #[arg(long)]
+        json: bool,
+        /// Consider only these segments (default: every segment).
+        #[arg(value_parser = parse_segment)]
+        segs: Vec<SegmentId>,
+    },
+    /// Check what commonly breaks shared memory on this machine.
+    Doctor {
+        /// Print one JSON array of the checks.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a queue, and send and receive lines through it.
+    Queue {
+        #[command(subcommand)]
+        cmd: QueueCmd,
+    },
+    /// Stream messages between two processes through a queue, live.
+    Demo {
+        /// How many 64-byte messages to stream.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// How many ping-pong round trips to time afterwards.
+        #[arg(long, default_value_t = 5_000)]
+        pings: u64,
+    },
+    /// The producer process of `shm demo`.
+    #[command(name = "__demo-producer", hide = true)]
+    DemoProducer(DemoRole),
+    /// The consumer process of `shm demo`.
+    #[command(name = "__demo-consumer", hide = true)]
+    DemoConsumer(DemoRole),
+}
+
+/// Arguments of the demo's processes.
+#[derive(clap::Args, Debug)]
+struct DemoRole {
+    #[arg(value_parser = parse_segment)]
+    queue: SegmentId,
+    #[arg(value_parser = parse_segment)]
+    pong: SegmentId,
+    messages: u64,
+    pings: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum QueueCmd {
+    /// Create a queue and leave it in place.
+    Create {
+        /// The queue: /NAME.
+        #[arg(value_parser = parse_segment)]
+        queue: SegmentId,
+        /// How many messages it holds.
+        #[arg(long)]
+        capacity: u64,
+        /// The largest message, in bytes (K, M, G suffixes allowed).
+        #[arg(long, value_parser = parse_size)]
+        slot_size: u64,
+        /// Permission bits, octal.
+        #[arg(long, value_parser = parse_mode, default_value = "600")]
+        mode: u32,
+    },
+    /// Send every line of standard input, without its newline, as one
+    /// message; a line longer than the slot is refused, never truncated.
+    Send {
+        /// The queue: /NAME.
+        #[arg(value_parser = parse_segment)]
+        queue: SegmentId,
+        /// Give up when the queue stays full this long.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+    },
+    /// Print each message and a newline. Ends after --count messages, or
+    /// once every producer that joined has left and the queue is drained.
+    Recv {
+        /// The queue: /NAME.
+        #[arg(value_parser = parse_segment)]
+        queue: SegmentId,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Give up when no message arrives for this long.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+    },
+}
+
+fn run(cmd: Cmd) -> CliResult {
+    match cmd {
+        Cmd::Ls { json, posix, sysv } => segcmd::ls(json, posix, sysv),
+        Cmd::Stat { seg, json } => segcmd::stat(&seg, json),
+        Cmd::Create { seg, size, mode } => segcmd::create(&seg, size, mode),
+        Cmd::Rm { segs } => segcmd::rm(&segs),
+        Cmd::Gc {
+            dry_run,
+            all,
+            json,
+            segs,
+        } => gc::gc(dry_run, all, json, &segs),
+        Cmd::Doctor { json } => doctor::doctor(json),
+        Cmd::Queue { cmd } => match cmd {
+            QueueCmd::Create {
+                queue,
+                capacity,
+                slot_size,
+                mode,
+            } => queue::create(&queue, capacity, slot_size, mode),
+            QueueCmd::Send { queue, timeout_ms } => {
+                queue::send(&queue, timeout_ms.map(Duration::from_millis))
+            }
+            QueueCmd::Recv {
+                queue,
+                count,
+                timeout_ms,
+            } => queue::recv(&queue, count, timeout_ms.map(Duration::from_millis)),
+        },
+        Cmd::Demo { messages, pings } => demo::demo(messages, pings),
+        Cmd::DemoProducer(r) => demo::producer(&r.queue, &r.pong, r.messages, r.pings),
+        Cmd::DemoConsumer(r) => demo::consumer(&r.queue, &r.pong, r.messages, r.pings),
+    }
+}
+
+fn main() -> ExitCode {
+    // Usage errors exit with status 2 from here (clap's default).
+    let cli = Cli::parse();
+    match run(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if !e.reported {
+                let line = e.message.replace('\n', " ");
+                let _ = writeln!(std::io::stderr(), "error: {line}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes_and_refuse_garbage() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("2M"), Ok(2 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("3T"), Ok(3 << 40));
+        assert_eq!(parse_size("0"), Ok(0));
+        for bad in [
+            "",
+            "K",
+            "-1",
+            "1.5M",
+            "4X",
+            "99999999999999999999",
+            "16777216T",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn modes_parse_in_octal_and_refuse_other_bits() {
+        assert_eq!(parse_mode("600"), Ok(0o600));
+        assert_eq!(parse_mode("0644"), Ok(0o644));
+        assert_eq!(parse_mode("0o640"), Ok(0o640));
+        for bad in ["", "8", "rw", "1777", "-600"] {
+            assert!(parse_mode(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,184 @@
+//! `shm gc`: remove what crashed programs left behind.
+//!
+//! A segment is stale when no process holds it and whoever created it is
+//! gone:
+//!
+//! - POSIX, made by this library: no process maps it and the creator
+//!   recorded in its header (PID and start time, so a recycled PID does not
+//!   count) is not running.
+//! - POSIX, foreign (no header of this library, or one that could not be
+//!   read): nothing tells who made it, so one that no process maps is only
+//!   listed as "foreign, unattached", and removed with `--all`.
+//! - System V: the kernel's `nattch` is 0 and the creator PID (`cpid`) is
+//!   not running.
+//!
+//! The maps of some processes may not be readable (other users' processes
+//! when not root; in some sandboxes, a supervisor more privileged than
+//! root). `gc` names them in a warning and judges by what it can see:
+//! removing a POSIX segment that an unseen process still maps removes only
+//! its name, and that process's mapping stays valid.
+
+use serde_json::Value;
+use shm_core::list::SegmentInfo;
+use shm_core::{Backend, ProcessId, SegmentId};
+
+use crate::fmt::segment_json;
+use crate::segcmd::{listing, remove_one};
+use crate::{CliError, CliResult, emit, error_line, warn};
+
+/// A segment `gc` would remove, or list.
+struct Candidate {
+    entry: SegmentInfo,
+    reason: String,
+    foreign: bool,
+    /// Whether this run removes it (or would, with `--dry-run`).
+    remove: bool,
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // Start time 0: any process with this PID counts as alive, the
+    // conservative reading.
+    u32::try_from(pid).is_ok_and(|pid| ProcessId { pid, start: 0 }.is_alive())
+}
+
+/// Why `e` is stale, and whether it is foreign; `None` if it is in use.
+fn staleness(e: &SegmentInfo) -> Option<(String, bool)> {
+    match e.backend {
+        Backend::SysV => {
+            let cpid = e.cpid?;
+            (e.nattch == 0 && !pid_alive(cpid)).then(|| {
+                (
+                    format!("nattch is 0 and its creator pid {cpid} is gone"),
+                    false,
+                )
+            })
+        }
+        Backend::Posix => {
+            if !e.pids.is_empty() {
+                return None;
+            }
+            match &e.header {
+                Some(h) if h.creator.is_alive() => None,
+                Some(h) => Some((
+                    format!(
+                        "no process maps it and its creator pid {} is gone",
+                        h.creator.pid
+                    ),
+                    false,
+                )),
+                None => Some((
+                    if e.header_error.is_some() {
+                        "no process maps it; its header could not be read".to_owned()
+                    } else {
+                        "no process maps it; it has no header of this library".to_owned()
+                    },
+                    true,
+                )),
+            }
+        }
+        Backend::Memfd => None,
+    }
+}
+
+/// `shm gc [--dry-run] [--all] [--json] [SEG...]`.
+pub fn gc(dry_run: bool, all: bool, json: bool, only: &[SegmentId]) -> CliResult {
+    let listing = listing()?;
+    for w in &listing.warnings {
+        warn(w);
+    }
+    if !listing.maps_complete {
+        warn(
+            "gc judges POSIX segments by the processes it could inspect; \
+             one mapped only by a process above keeps working there, but loses its name",
+        );
+    }
+    for id in only {
+        if listing.find(id).is_none() {
+            warn(&format!("no segment {id}"));
+        }
+    }
+    let candidates: Vec<Candidate> = listing
+        .entries
+        .iter()
+        .filter(|e| only.is_empty() || only.iter().any(|id| e.matches(id)))
+        .filter_map(|e| {
+            let (reason, foreign) = staleness(e)?;
+            Some(Candidate {
+                entry: e.clone(),
+                reason,
+                foreign,
+                remove: !foreign || all,
+            })
+        })
+        .collect();
+
+    let mut text = String::new();
+    let mut removed = vec![false; candidates.len()];
+    let mut failed = false;
+    for (c, done) in candidates.iter().zip(removed.iter_mut()) {
+        let name = c.entry.display_name();
+        let foreign = if c.foreign {
+            "foreign, unattached: "
+        } else {
+            ""
+        };
+        if !c.remove {
+            text.push_str(&format!(
+                "foreign, unattached: {name}: {} (kept; --all removes it)\n",
+                c.reason
+            ));
+            continue;
+        }
+        if dry_run {
+            text.push_str(&format!("would remove {foreign}{name}: {}\n", c.reason));
+            continue;
+        }
+        let Some(id) = c.entry.segment_id() else {
+            error_line(&format!(
+                "cannot remove {name}: its name is not a valid segment name"
+            ));
+            failed = true;
+            continue;
+        };
+        match remove_one(&id) {
+            Ok(()) => {
+                *done = true;
+                text.push_str(&format!("removed {foreign}{name}: {}\n", c.reason));
+            }
+            Err(msg) => {
+                error_line(&msg);
+                failed = true;
+            }
+        }
+    }
+    if json {
+        let arr: Vec<Value> = candidates
+            .iter()
+            .zip(&removed)
+            .map(|(c, &done)| {
+                let mut v = segment_json(&c.entry);
+                if let Value::Object(map) = &mut v {
+                    map.insert("reason".into(), c.reason.clone().into());
+                    map.insert("foreign".into(), c.foreign.into());
+                    map.insert(
+                        "action".into(),
+                        if c.remove { "remove" } else { "keep" }.into(),
+                    );
+                    map.insert("removed".into(), done.into());
+                }
+                v
+            })
+            .collect();
+        emit(&format!("{}\n", Value::Array(arr)))?;
+    } else {
+        if candidates.is_empty() {
+            text.push_str("nothing to remove\n");
+        }
+        emit(&text)?;
+    }
+    if failed {
+        Err(CliError::reported())
+    } else {
+        Ok(())
+    }
+}

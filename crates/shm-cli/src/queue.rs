@@ -1,0 +1,195 @@
+//! `shm queue create|send|recv`, and the queue part of `shm stat`.
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shm_core::SegmentId;
+use shm_core::list::SegmentInfo;
+use shm_queue::{Queue, QueueOptions, RecvError, SendError, Stats};
+
+use crate::fmt::human_size;
+use crate::{CliError, CliResult, emit, warn};
+
+/// A queue's counters as `shm stat` shows them.
+pub struct QueueInfo(Stats);
+
+impl QueueInfo {
+    /// The `queue` object of `shm stat --json`.
+    pub fn json(&self) -> Value {
+        let s = &self.0;
+        json!({
+            "capacity": s.capacity,
+            "slot_size": s.slot_size,
+            "len": s.len,
+            "sent": s.sent,
+            "received": s.received,
+            "blocked_sends": s.blocked_sends,
+            "blocked_recvs": s.blocked_recvs,
+            "producers": s.producers,
+            "consumers": s.consumers,
+            "closed": s.closed,
+        })
+    }
+
+    /// The lines `shm stat` prints.
+    pub fn lines(&self) -> Vec<(String, String)> {
+        let s = &self.0;
+        vec![
+            (
+                "queue".into(),
+                format!(
+                    "{} of {} slots used, slots of {} bytes",
+                    s.len, s.capacity, s.slot_size
+                ),
+            ),
+            (
+                "messages".into(),
+                format!("{} sent, {} received", s.sent, s.received),
+            ),
+            (
+                "blocked".into(),
+                format!("{} sends, {} receives", s.blocked_sends, s.blocked_recvs),
+            ),
+            (
+                "peers".into(),
+                format!("{} producers, {} consumers", s.producers, s.consumers),
+            ),
+            ("closed".into(), if s.closed { "yes" } else { "no" }.into()),
+        ]
+    }
+}
+
+/// The queue's counters if `e` is a queue of this library; a queue that
+/// cannot be inspected gives a warning and `None`.
+pub fn queue_stats(id: &SegmentId, e: &SegmentInfo) -> Option<QueueInfo> {
+    if e.kind.as_deref() != Some(shm_queue::KIND) {
+        return None;
+    }
+    match Queue::inspect(id) {
+        Ok(s) => Some(QueueInfo(s)),
+        Err(err) => {
+            warn(&format!("cannot read the queue's counters: {err}"));
+            None
+        }
+    }
+}
+
+fn to_u32(what: &str, v: u64) -> Result<u32, CliError> {
+    u32::try_from(v).map_err(|_| CliError::new(format!("{what} {v} is too large")))
+}
+
+/// `shm queue create /NAME --capacity N --slot-size BYTES [--mode OCTAL]`.
+pub fn create(id: &SegmentId, capacity: u64, slot_size: u64, mode: u32) -> CliResult {
+    let opts = QueueOptions::new()
+        .capacity(to_u32("capacity", capacity)?)
+        .slot_size(to_u32("slot size", slot_size)?)
+        .mode(mode);
+    let mut q = Queue::create(id, &opts)?;
+    // Leave it for the senders and receivers to come.
+    q.segment_mut().set_owner(false);
+    emit(&format!(
+        "created queue {id}: {} slots of {} bytes ({} segment), mode {mode:04o}\n",
+        q.capacity(),
+        q.slot_size(),
+        human_size(q.segment().len() as u64)
+    ))
+}
+
+/// `shm queue send /NAME [--timeout-ms MS]`: every line of standard input,
+/// without its newline, is one message.
+pub fn send(id: &SegmentId, timeout: Option<Duration>) -> CliResult {
+    let q = Queue::open(id)?;
+    let tx = q
+        .sender()
+        .map_err(|e| CliError::new(format!("cannot join {id} as a producer: {e}")))?;
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut line = Vec::new();
+    let mut n: u64 = 0;
+    loop {
+        line.clear();
+        let read = input
+            .read_until(b'\n', &mut line)
+            .map_err(|e| CliError::new(format!("cannot read standard input: {e}")))?;
+        if read == 0 {
+            return Ok(());
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        n += 1;
+        let result = match timeout {
+            Some(t) => tx.send_timeout(&line, t),
+            None => tx.send(&line),
+        };
+        match result {
+            Ok(()) => {}
+            Err(SendError::TooLarge { len, max }) => {
+                return Err(CliError::new(format!(
+                    "line {n} is {len} bytes, longer than the {max}-byte slots of {id}: \
+                     not sent ({} lines before it were)",
+                    n - 1
+                )));
+            }
+            Err(SendError::Timeout) => {
+                return Err(CliError::new(format!(
+                    "timed out sending line {n} to {id}: the queue stayed full for {} ms ({} lines were sent)",
+                    timeout.map_or(0, |t| t.as_millis()),
+                    n - 1
+                )));
+            }
+            Err(e) => {
+                return Err(CliError::new(format!(
+                    "cannot send line {n} to {id}: {e} ({} lines were sent)",
+                    n - 1
+                )));
+            }
+        }
+    }
+}
+
+/// `shm queue recv /NAME [--count N] [--timeout-ms MS]`: prints each
+/// message and a newline.
+pub fn recv(id: &SegmentId, count: Option<u64>, timeout: Option<Duration>) -> CliResult {
+    let q = Queue::open(id)?;
+    let rx = q
+        .receiver()
+        .map_err(|e| CliError::new(format!("cannot join {id} as a consumer: {e}")))?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut got: u64 = 0;
+    while count.is_none_or(|c| got < c) {
+        let msg = match timeout {
+            Some(t) => rx.recv_timeout(t),
+            None => rx.recv(),
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(RecvError::Disconnected) | Err(RecvError::Closed) => break,
+            Err(RecvError::Timeout) => {
+                return Err(CliError::new(format!(
+                    "no message arrived on {id} within {} ms ({got} received)",
+                    timeout.map_or(0, |t| t.as_millis())
+                )));
+            }
+            Err(e) => {
+                return Err(CliError::new(format!(
+                    "cannot receive from {id}: {e} ({got} received)"
+                )));
+            }
+        };
+        got += 1;
+        out.write_all(&msg)
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(|e| {
+                CliError::new(format!(
+                    "cannot write message {got} from {id} to standard output: {e} (it was taken from the queue)"
+                ))
+            })?;
+    }
+    // Fewer than `count` messages because every producer left is still
+    // success: the stream ended.
+    out.flush()
+        .map_err(|e| CliError::new(format!("cannot write to standard output: {e}")))
+}

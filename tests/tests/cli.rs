@@ -1,0 +1,1037 @@
+//! The `shm` command, run as a real process: listing checked against
+//! `ipcs`, `lsipc` and `/proc/sysvipc/shm`; segments made and mapped by other
+//! programs (python3, `ipcmk`) listed with the right PIDs; every
+//! subcommand's happy path and its refusals, including another user's.
+//!
+//! The `shm` binary belongs to another package, so cargo does not build it
+//! for these tests: the first test that needs it runs `cargo build -p
+//! shm-cli --bin shm` into this test's own target directory and profile
+//! (or takes `$SHM_BIN`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shm_core::SegmentId;
+use shm_tests::{Cleanup, unique_posix, unique_sysv};
+
+/// How long one `shm` invocation may take before it counts as a hang.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn build_shm() -> PathBuf {
+    if let Some(p) = std::env::var_os("SHM_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("test binary directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let profile_dir = dir;
+    let profile_name = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_owned();
+    let mut root = profile_dir
+        .parent()
+        .expect("target directory")
+        .to_path_buf();
+    let mut triple = None;
+    // `<target>/<triple>/<profile>` when built with --target.
+    if !root.join("CACHEDIR.TAG").exists()
+        && let Some(parent) = root.parent().map(Path::to_path_buf)
+        && parent.join("CACHEDIR.TAG").exists()
+    {
+        triple = root.file_name().and_then(|n| n.to_str()).map(str::to_owned);
+        root = parent;
+    }
+    let profile = match profile_name.as_str() {
+        "debug" => "dev",
+        other => other,
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "shm-cli",
+            "--bin",
+            "shm",
+            "--profile",
+            profile,
+        ])
+        .arg("--target-dir")
+        .arg(&root);
+    if let Some(t) = &triple {
+        cmd.args(["--target", t]);
+    }
+    let status = cmd.status().expect("run cargo build for the shm binary");
+    assert!(status.success(), "cargo build -p shm-cli failed: {status}");
+    let bin = profile_dir.join("shm");
+    assert!(bin.exists(), "{} missing after the build", bin.display());
+    bin
+}
+
+/// The `shm` binary, built once per test process.
+fn shm_path() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(build_shm)
+}
+
+/// What a finished command left.
+#[derive(Debug)]
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn ok(self) -> Out {
+        assert_eq!(self.code, Some(0), "expected success: {self:#?}");
+        self
+    }
+
+    /// Exit 1 with exactly one `error:` line naming `needle`.
+    fn error(self, needle: &str) -> Out {
+        assert_eq!(self.code, Some(1), "expected exit 1: {self:#?}");
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "expected one error line: {self:#?}");
+        assert!(
+            errors[0].contains(needle),
+            "error line lacks {needle:?}: {self:#?}"
+        );
+        assert!(!self.stderr.contains("panicked"), "{self:#?}");
+        self
+    }
+
+    fn usage(self) -> Out {
+        assert_eq!(self.code, Some(2), "expected a usage error: {self:#?}");
+        assert!(self.stderr.starts_with("error:"), "{self:#?}");
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.stdout))
+    }
+}
+
+/// Runs `program args` with `input` on stdin, under a watchdog.
+fn run_program(program: &Path, pre: &[&str], args: &[&str], input: &[u8]) -> Out {
+    let what = format!("{} {}", pre.join(" "), args.join(" "));
+    let mut cmd = if pre.is_empty() {
+        Command::new(program)
+    } else {
+        let mut c = Command::new(pre[0]);
+        c.args(&pre[1..]).arg(program);
+        c
+    };
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start `{what}`: {e}"));
+    let mut stdin = child.stdin.take();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        if let Some(s) = stdin.as_mut() {
+            let _ = s.write_all(&input);
+        }
+    });
+    let reader = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let out = reader(child.stdout.take().map(|s| Box::new(s) as _));
+    let err = reader(child.stderr.take().map(|s| Box::new(s) as _));
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait().expect("try_wait") {
+            Some(s) => break s,
+            None if start.elapsed() > LIMIT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("watchdog: `{what}` ran for more than {LIMIT:?}; killed it");
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let _ = writer.join();
+    Out {
+        code: status.code(),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+fn shm(args: &[&str]) -> Out {
+    run_program(shm_path(), &[], args, b"")
+}
+
+fn shm_input(args: &[&str], input: &[u8]) -> Out {
+    run_program(shm_path(), &[], args, input)
+}
+
+/// Runs `shm` as uid/gid 65534 with no supplementary groups.
+fn shm_as_nobody(args: &[&str]) -> Out {
+    run_program(
+        shm_path(),
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
+        args,
+        b"",
+    )
+}
+
+/// A background process (python3, or `shm` itself) that prints `ready`
+/// once it holds what it should, and exits when its stdin closes. Killed
+/// and reaped when dropped.
+struct Holder {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    what: String,
+}
+
+impl Holder {
+    fn start(program: &Path, args: &[&str]) -> Holder {
+        let what = format!("{} {}", program.display(), args.join(" "));
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start `{what}`: {e}"));
+        let stdin = child.stdin.take();
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("watchdog: `{what}` did not get ready within 30 s"));
+        assert_eq!(line.trim(), "ready", "`{what}` did not get ready");
+        Holder { child, stdin, what }
+    }
+
+    fn python(script: &str, args: &[&str]) -> Holder {
+        let mut all = vec!["-c", script];
+        all.extend_from_slice(args);
+        Holder::start(Path::new("python3"), &all)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Closes stdin and waits (with a watchdog) for a clean exit.
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let start = Instant::now();
+        loop {
+            match self.child.try_wait().expect("try_wait") {
+                Some(s) => {
+                    assert!(s.success(), "`{}` exited with {s}", self.what);
+                    return;
+                }
+                None if start.elapsed() > Duration::from_secs(30) => {
+                    panic!("watchdog: `{}` did not exit within 30 s", self.what)
+                }
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Maps `/dev/shm/NAME` read-write, as any program would.
+const PY_MAP_POSIX: &str = r#"
+import mmap, os, sys
+fd = os.open("/dev/shm/" + sys.argv[1], os.O_RDWR)
+m = mmap.mmap(fd, 0)
+os.close(fd)
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+/// Creates a POSIX segment with Python's own module and maps it.
+const PY_CREATE_POSIX: &str = r#"
+import sys
+from multiprocessing import shared_memory
+s = shared_memory.SharedMemory(name=sys.argv[1], create=True, size=int(sys.argv[2]))
+print("ready", flush=True)
+sys.stdin.read()
+s.close()
+s.unlink()
+"#;
+
+/// Attaches a System V segment by shmid with libc's shmat.
+const PY_ATTACH_SYSV: &str = r#"
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+addr = libc.shmat(int(sys.argv[1]), None, 0)
+if addr is None or addr == ctypes.c_void_p(-1).value:
+    print("shmat failed", ctypes.get_errno(), flush=True)
+    sys.exit(1)
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+/// `shm ls --json`, as an array.
+fn ls_json(extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["ls", "--json"];
+    args.extend_from_slice(extra);
+    match shm(&args).ok().json() {
+        Value::Array(a) => a,
+        other => panic!("ls --json is not an array: {other}"),
+    }
+}
+
+fn find_posix<'a>(list: &'a [Value], name: &str) -> Option<&'a Value> {
+    list.iter().find(|e| e["name"] == name)
+}
+
+fn find_sysv(list: &[Value], shmid: i64) -> Option<&Value> {
+    list.iter()
+        .find(|e| e["backend"] == "sysv" && e["id"] == shmid)
+}
+
+fn pids(v: &Value) -> Vec<u64> {
+    v["pids"]
+        .as_array()
+        .expect("pids array")
+        .iter()
+        .map(|p| p.as_u64().expect("pid"))
+        .collect()
+}
+
+fn name_of(id: &SegmentId) -> String {
+    id.to_string()
+}
+
+fn key_of(id: &SegmentId) -> i32 {
+    match id {
+        SegmentId::SysV(k) => *k,
+        _ => panic!("not a key"),
+    }
+}
+
+/// The shmid of a System V key, from `/proc/sysvipc/shm`.
+fn shmid_of(key: i32) -> i64 {
+    let e = shm_core::list::sysv_entries()
+        .expect("sysvipc")
+        .into_iter()
+        .find(|e| e.key == key)
+        .expect("segment in /proc/sysvipc/shm");
+    i64::from(e.shmid)
+}
+
+/// A number from lsipc's JSON, which prints some versions' numbers as
+/// strings.
+fn lsipc_num(v: &Value) -> i64 {
+    match v {
+        Value::Number(n) => n.as_i64().expect("integer"),
+        Value::String(s) => s.trim().parse().expect("numeric string"),
+        other => panic!("not a number: {other}"),
+    }
+}
+
+#[test]
+fn sysv_listing_matches_ipcs_lsipc_and_proc() {
+    let a = unique_sysv();
+    let b = unique_sysv();
+    let _cleanup = Cleanup::new(&[a.clone(), b.clone()]);
+    shm(&["create", &name_of(&a), "--size", "8K", "--mode", "640"]).ok();
+    shm(&["create", &name_of(&b), "--size", "12288"]).ok();
+    let id_a = shmid_of(key_of(&a));
+    let id_b = shmid_of(key_of(&b));
+    // Another program holds `a` attached.
+    let holder = Holder::python(PY_ATTACH_SYSV, &[&id_a.to_string()]);
+
+    let list = ls_json(&["--sysv"]);
+    assert!(list.iter().all(|e| e["backend"] == "sysv"));
+    let ea = find_sysv(&list, id_a).expect("a listed");
+    let eb = find_sysv(&list, id_b).expect("b listed");
+    assert_eq!(ea["key"], key_of(&a));
+    assert_eq!(ea["name"], Value::Null);
+    assert_eq!(
+        ea["kind"],
+        Value::Null,
+        "System V segments are never attached"
+    );
+    assert_eq!(ea["size"], 8192);
+    assert_eq!(ea["mode"], 0o640);
+    assert_eq!(ea["nattch"], 1);
+    assert_eq!(pids(ea), vec![u64::from(holder.pid())]);
+    assert_eq!(ea["lpid"], holder.pid());
+    assert_eq!(eb["size"], 12288);
+    assert_eq!(eb["mode"], 0o600);
+    assert_eq!(eb["nattch"], 0);
+    assert!(pids(eb).is_empty());
+
+    // /proc/sysvipc/shm, field by field.
+    for (e, id) in [(ea, &a), (eb, &b)] {
+        let p = shm_core::list::sysv_entries()
+            .expect("sysvipc")
+            .into_iter()
+            .find(|p| p.key == key_of(id))
+            .expect("in /proc");
+        assert_eq!(e["id"], p.shmid);
+        assert_eq!(e["size"], p.size);
+        assert_eq!(e["nattch"], p.nattch);
+        assert_eq!(e["cpid"], p.cpid);
+        assert_eq!(e["lpid"], p.lpid);
+        assert_eq!(e["uid"], p.uid);
+        assert_eq!(e["mode"], p.mode);
+    }
+
+    // `ipcs -m` (key, shmid, bytes, nattch) and `ipcs -m -p` (cpid, lpid).
+    let ipcs = run_program(Path::new("ipcs"), &[], &["-m"], b"")
+        .ok()
+        .stdout;
+    let ipcs_p = run_program(Path::new("ipcs"), &[], &["-m", "-p"], b"")
+        .ok()
+        .stdout;
+    for e in [ea, eb] {
+        let id = e["id"].as_i64().expect("id");
+        let key = format!("{:#010x}", e["key"].as_i64().expect("key") as u32);
+        let row: Vec<&str> = ipcs
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.len() >= 6 && f[1] == id.to_string())
+            .unwrap_or_else(|| panic!("shmid {id} not in ipcs -m:\n{ipcs}"));
+        assert_eq!(row[0], key);
+        assert_eq!(row[4], e["size"].to_string());
+        assert_eq!(row[5], e["nattch"].to_string());
+        let row: Vec<&str> = ipcs_p
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.len() >= 4 && f[0] == id.to_string())
+            .unwrap_or_else(|| panic!("shmid {id} not in ipcs -m -p:\n{ipcs_p}"));
+        assert_eq!(row[2], e["cpid"].to_string());
+        assert_eq!(row[3], e["lpid"].to_string());
+    }
+
+    // `lsipc -m --json`.
+    let lsipc = run_program(
+        Path::new("lsipc"),
+        &[],
+        &[
+            "-m",
+            "--json",
+            "--bytes",
+            "-o",
+            "KEY,ID,SIZE,NATTCH,CPID,LPID",
+        ],
+        b"",
+    )
+    .ok()
+    .json();
+    let rows = lsipc["sharedmemory"].as_array().expect("lsipc rows");
+    for e in [ea, eb] {
+        let row = rows
+            .iter()
+            .find(|r| lsipc_num(&r["id"]) == e["id"].as_i64().expect("id"))
+            .expect("in lsipc");
+        let key = row["key"].as_str().expect("key");
+        let key = u32::from_str_radix(key.trim_start_matches("0x"), 16).expect("hex key") as i32;
+        assert_eq!(Value::from(key), e["key"]);
+        assert_eq!(lsipc_num(&row["size"]), e["size"].as_i64().expect("size"));
+        for f in ["nattch", "cpid", "lpid"] {
+            assert_eq!(lsipc_num(&row[f]), e[f].as_i64().expect(f), "{f}");
+        }
+    }
+    holder.finish();
+    let after = ls_json(&["--sysv"]);
+    let ea = find_sysv(&after, id_a).expect("a listed");
+    assert_eq!(ea["nattch"], 0);
+    assert!(pids(ea).is_empty());
+}
+
+#[test]
+fn posix_segment_of_another_program_is_listed_with_every_process_mapping_it() {
+    let id = unique_posix("cli-py");
+    let _cleanup = Cleanup::new(std::slice::from_ref(&id));
+    let name = name_of(&id);
+    let file = &name[1..];
+    let creator = Holder::python(PY_CREATE_POSIX, &[file, "20000"]);
+    let mapper = Holder::python(PY_MAP_POSIX, &[file]);
+    let mut expected = vec![u64::from(creator.pid()), u64::from(mapper.pid())];
+    expected.sort_unstable();
+
+    let list = ls_json(&["--posix"]);
+    assert!(list.iter().all(|e| e["backend"] == "posix"));
+    let e = find_posix(&list, &name).expect("listed");
+    assert_eq!(pids(e), expected);
+    assert_eq!(e["nattch"], 2);
+    assert_eq!(e["kind"], Value::Null, "a foreign segment has no kind");
+    assert_eq!(e["key"], Value::Null);
+    assert_eq!(e["id"], Value::Null);
+    assert_eq!(e["cpid"], Value::Null);
+    assert_eq!(e["lpid"], Value::Null);
+    assert_eq!(e["uid"], 0);
+    assert!(e["size"].as_u64().expect("size") >= 20000);
+    assert_eq!(
+        shm_core::list::attached_pids_posix(&name).expect("pids"),
+        expected.iter().map(|&p| p as u32).collect::<Vec<_>>()
+    );
+    // The table shows the same.
+    let table = shm(&["ls", "--posix"]).ok().stdout;
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name.as_str()))
+        .expect("row in the table");
+    assert!(
+        row.ends_with(&format!("{},{}", expected[0], expected[1])),
+        "{row}"
+    );
+    assert!(table.starts_with("TYPE"), "{table}");
+
+    mapper.finish();
+    let e = ls_json(&["--posix"]);
+    let e = find_posix(&e, &name).expect("listed");
+    assert_eq!(pids(e), vec![u64::from(creator.pid())]);
+    // A live mapper means gc leaves it alone, even with --all.
+    let gc = shm(&["gc", "--dry-run", "--all", "--json", &name])
+        .ok()
+        .json();
+    assert_eq!(gc, Value::Array(vec![]));
+    creator.finish();
+    assert!(find_posix(&ls_json(&["--posix"]), &name).is_none());
+}
+
+#[test]
+fn sysv_segment_made_by_ipcmk_is_listed_attached_and_collected() {
+    let out = run_program(Path::new("ipcmk"), &[], &["-M", "4096", "-p", "0600"], b"")
+        .ok()
+        .stdout;
+    let shmid: i64 = out
+        .split_whitespace()
+        .last()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no shmid in ipcmk output {out:?}"));
+    let id = SegmentId::SysVId(shmid as i32);
+    let _cleanup = Cleanup::new(std::slice::from_ref(&id));
+    let seg = format!("sysv-id:{shmid}");
+
+    let list = ls_json(&[]);
+    let e = find_sysv(&list, shmid).expect("listed");
+    assert_eq!(e["nattch"], 0);
+    let cpid = e["cpid"].as_i64().expect("cpid");
+    assert!(cpid > 0);
+
+    let holder = Holder::python(PY_ATTACH_SYSV, &[&shmid.to_string()]);
+    let e = shm(&["stat", &seg, "--json"]).ok().json();
+    assert_eq!(pids(&e), vec![u64::from(holder.pid())]);
+    assert_eq!(e["nattch"], 1);
+    assert!(e.get("queue").is_none());
+    // Attached: not stale.
+    let gc = shm(&["gc", "--dry-run", "--json", &seg]).ok().json();
+    assert_eq!(gc, Value::Array(vec![]));
+    holder.finish();
+
+    // Unattached, creator (ipcmk) gone: stale.
+    let gc = shm(&["gc", "--dry-run", "--json", &seg]).ok().json();
+    let c = &gc[0];
+    assert_eq!(c["id"], shmid);
+    assert_eq!(c["action"], "remove");
+    assert_eq!(c["removed"], false);
+    assert_eq!(c["foreign"], false);
+    assert!(
+        c["reason"]
+            .as_str()
+            .expect("reason")
+            .contains(&cpid.to_string())
+    );
+    assert!(
+        find_sysv(&ls_json(&[]), shmid).is_some(),
+        "dry run removed it"
+    );
+    let out = shm(&["gc", &seg]).ok();
+    let key = format!("{:#010x}", c["key"].as_i64().expect("key") as u32);
+    assert!(
+        out.stdout.contains(&format!("removed sysv:{key}")),
+        "{out:?}"
+    );
+    assert!(find_sysv(&ls_json(&[]), shmid).is_none());
+}
+
+#[test]
+fn stat_shows_raw_segments_and_queues() {
+    let raw = unique_posix("cli-stat");
+    let q = unique_posix("cli-statq");
+    let key = unique_sysv();
+    let _cleanup = Cleanup::new(&[raw.clone(), q.clone(), key.clone()]);
+    shm(&["create", &name_of(&raw), "--size", "1M", "--mode", "0644"]).ok();
+    shm(&["create", &name_of(&key), "--size", "4096"]).ok();
+    shm(&[
+        "queue",
+        "create",
+        &name_of(&q),
+        "--capacity",
+        "4",
+        "--slot-size",
+        "32",
+    ])
+    .ok();
+
+    let e = shm(&["stat", &name_of(&raw), "--json"]).ok().json();
+    assert_eq!(e["backend"], "posix");
+    assert_eq!(e["name"], name_of(&raw));
+    assert_eq!(e["size"], 1 << 20);
+    assert_eq!(e["mode"], 0o644);
+    assert_eq!(e["kind"], Value::Null);
+    assert!(e.get("queue").is_none(), "not a queue: {e}");
+    for f in [
+        "backend", "name", "key", "id", "size", "uid", "mode", "nattch", "cpid", "lpid", "pids",
+        "kind",
+    ] {
+        assert!(e.get(f).is_some(), "field {f} missing in {e}");
+    }
+
+    let text = shm(&["stat", &name_of(&raw)]).ok().stdout;
+    assert!(text.contains("1048576 bytes (1M)"), "{text}");
+    assert!(text.contains("0644 (rw-r--r--)"), "{text}");
+
+    let e = shm(&["stat", &name_of(&key), "--json"]).ok().json();
+    assert_eq!(e["backend"], "sysv");
+    assert_eq!(e["key"], key_of(&key));
+    assert_eq!(e["id"], shmid_of(key_of(&key)));
+    assert_eq!(e["kind"], Value::Null, "a raw System V segment is foreign");
+
+    shm_input(&["queue", "send", &name_of(&q)], b"a\nbb\n").ok();
+    let e = shm(&["stat", &name_of(&q), "--json"]).ok().json();
+    assert_eq!(e["kind"], "queue");
+    let qs = &e["queue"];
+    assert_eq!(qs["capacity"], 4);
+    assert_eq!(qs["slot_size"], 32);
+    assert_eq!(qs["len"], 2);
+    assert_eq!(qs["sent"], 2);
+    assert_eq!(qs["received"], 0);
+    assert_eq!(qs["producers"], 0);
+    assert_eq!(qs["consumers"], 0);
+    assert_eq!(qs["closed"], false);
+    let text = shm(&["stat", &name_of(&q)]).ok().stdout;
+    assert!(text.contains("2 of 4 slots used"), "{text}");
+    // `ls` tells the queue by its header.
+    let list = ls_json(&["--posix"]);
+    assert_eq!(
+        find_posix(&list, &name_of(&q)).expect("listed")["kind"],
+        "queue"
+    );
+}
+
+#[test]
+fn refusals_bad_names_missing_segments_usage() {
+    let missing = unique_posix("cli-missing");
+    shm(&["stat", &name_of(&missing)]).error("no segment");
+    shm(&["stat", "sysv-id:2147483647"]).error("no segment");
+    shm(&["rm", &name_of(&missing)]).error("no segment");
+    shm_input(&["queue", "send", &name_of(&missing)], b"x\n").error("no segment");
+    shm(&["queue", "recv", &name_of(&missing)]).error("no segment");
+    // Bad names and values are usage errors.
+    for args in [
+        &["stat", "nope"][..],
+        &["stat", "/a/b"],
+        &["stat", "sysv:zz"],
+        &["stat", "sysv:0"],
+        &["rm"],
+        &["create", "/shmrs-test-x"],
+        &["create", "/shmrs-test-x", "--size", "12Q"],
+        &["create", "/shmrs-test-x", "--size", "1", "--mode", "999"],
+        &["ls", "--posix", "--sysv"],
+        &["frobnicate"],
+        &[],
+    ] {
+        let out = shm(args);
+        assert_eq!(out.code, Some(2), "{args:?}: {out:#?}");
+    }
+    shm(&["stat", "/a/b"]).usage();
+    // Refused by the library: exit 1 with its reason.
+    let id = unique_posix("cli-zero");
+    let _cleanup = Cleanup::new(std::slice::from_ref(&id));
+    shm(&["create", &name_of(&id), "--size", "0"]).error("cannot be empty");
+    shm(&["create", "sysv-id:5", "--size", "4096"]).error("by key");
+}
+
+#[test]
+fn create_and_rm_happy_paths_and_conflicts() {
+    let a = unique_posix("cli-rm-a");
+    let b = unique_posix("cli-rm-b");
+    let k = unique_sysv();
+    let _cleanup = Cleanup::new(&[a.clone(), b.clone(), k.clone()]);
+    let out = shm(&["create", &name_of(&a), "--size", "64K"]).ok();
+    assert!(out.stdout.contains("65536 bytes"), "{out:?}");
+    shm(&["create", &name_of(&a), "--size", "64K"]).error("already exists");
+    shm(&["create", &name_of(&b), "--size", "4096", "--mode", "600"]).ok();
+    let out = shm(&["create", &name_of(&k), "--size", "4096"]).ok();
+    assert!(out.stdout.contains("shmid"), "{out:?}");
+    let md = std::fs::metadata(format!("/dev/shm/{}", &name_of(&a)[1..])).expect("file");
+    assert_eq!(md.len(), 65536);
+
+    // One missing among several: the others are removed, exit 1.
+    let missing = unique_posix("cli-rm-missing");
+    let out = shm(&["rm", &name_of(&a), &name_of(&missing), &name_of(&k)]);
+    out.error(&name_of(&missing));
+    let list = ls_json(&[]);
+    assert!(find_posix(&list, &name_of(&a)).is_none());
+    assert!(
+        shm_core::list::sysv_entries()
+            .expect("sysv")
+            .iter()
+            .all(|e| e.key != key_of(&k))
+    );
+    shm(&["rm", &name_of(&b)]).ok();
+    shm(&["rm", &name_of(&b)]).error("no segment");
+}
+
+#[test]
+fn another_user_is_refused_with_mode_and_owner() {
+    let p = unique_posix("cli-other");
+    let q = unique_posix("cli-otherq");
+    let k = unique_sysv();
+    let _cleanup = Cleanup::new(&[p.clone(), q.clone(), k.clone()]);
+    shm(&["create", &name_of(&p), "--size", "4096", "--mode", "600"]).ok();
+    shm(&["create", &name_of(&k), "--size", "4096", "--mode", "600"]).ok();
+    shm(&[
+        "queue",
+        "create",
+        &name_of(&q),
+        "--capacity",
+        "2",
+        "--slot-size",
+        "8",
+        "--mode",
+        "600",
+    ])
+    .ok();
+    let shmid = shmid_of(key_of(&k));
+
+    for seg in [name_of(&p), name_of(&k), format!("sysv-id:{shmid}")] {
+        let out = shm_as_nobody(&["rm", &seg]).error("permission denied");
+        assert!(
+            out.stderr.contains("mode 0600, owner uid 0"),
+            "{seg}: {out:#?}"
+        );
+    }
+    let out = shm_as_nobody(&["queue", "recv", &name_of(&q), "--timeout-ms", "100"])
+        .error("permission denied");
+    assert!(out.stderr.contains("mode 0600, owner uid 0"), "{out:#?}");
+    // What can be seen without permission is still shown, with a warning
+    // for what cannot.
+    let out = shm_as_nobody(&["stat", &name_of(&q), "--json"]).ok();
+    assert_eq!(out.json()["kind"], Value::Null);
+    assert!(out.stderr.contains("warning:"), "{out:#?}");
+    assert!(out.stderr.contains("Permission denied"), "{out:#?}");
+    // Nothing was removed.
+    let list = ls_json(&[]);
+    assert!(find_posix(&list, &name_of(&p)).is_some());
+    assert!(find_sysv(&list, shmid).is_some());
+    // gc as another user removes nothing that is not theirs.
+    shm_as_nobody(&["gc", "--all", &name_of(&p)]).error("permission denied");
+    assert!(find_posix(&ls_json(&[]), &name_of(&p)).is_some());
+}
+
+#[test]
+fn gc_removes_our_orphans_and_foreign_ones_only_with_all() {
+    let orphan = unique_posix("cli-gc-orphan");
+    let held = unique_posix("cli-gc-held");
+    let foreign = unique_posix("cli-gc-foreign");
+    let _cleanup = Cleanup::new(&[orphan.clone(), held.clone(), foreign.clone()]);
+    for q in [&orphan, &held] {
+        // The creating `shm` process exits at once: the creator is gone.
+        shm(&[
+            "queue",
+            "create",
+            &name_of(q),
+            "--capacity",
+            "2",
+            "--slot-size",
+            "8",
+        ])
+        .ok();
+    }
+    shm(&["create", &name_of(&foreign), "--size", "4096"]).ok();
+    let holder = Holder::python(PY_MAP_POSIX, &[&name_of(&held)[1..]]);
+    let segs = [name_of(&orphan), name_of(&held), name_of(&foreign)];
+    let mut args = vec!["gc", "--dry-run", "--json"];
+    args.extend(segs.iter().map(String::as_str));
+
+    let v = shm(&args).ok().json();
+    let arr = v.as_array().expect("array");
+    assert_eq!(arr.len(), 2, "{v}");
+    let o = arr.iter().find(|c| c["name"] == segs[0]).expect("orphan");
+    assert_eq!(o["kind"], "queue");
+    assert_eq!(o["action"], "remove");
+    assert_eq!(o["foreign"], false);
+    let f = arr.iter().find(|c| c["name"] == segs[2]).expect("foreign");
+    assert_eq!(f["action"], "keep");
+    assert_eq!(f["foreign"], true);
+    let text = shm(&["gc", "--dry-run", &segs[0], &segs[1], &segs[2]])
+        .ok()
+        .stdout;
+    assert!(
+        text.contains(&format!("would remove {}", segs[0])),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("foreign, unattached: {}", segs[2])),
+        "{text}"
+    );
+
+    let mut run: Vec<&str> = vec!["gc"];
+    run.extend(segs.iter().map(String::as_str));
+    let out = shm(&run).ok();
+    assert!(
+        out.stdout.contains(&format!("removed {}", segs[0])),
+        "{out:?}"
+    );
+    let list = ls_json(&["--posix"]);
+    assert!(find_posix(&list, &segs[0]).is_none());
+    assert!(find_posix(&list, &segs[1]).is_some(), "a held one stays");
+    assert!(find_posix(&list, &segs[2]).is_some(), "foreign needs --all");
+    run.insert(1, "--all");
+    shm(&run).ok();
+    let list = ls_json(&["--posix"]);
+    assert!(find_posix(&list, &segs[2]).is_none());
+    assert!(find_posix(&list, &segs[1]).is_some(), "a held one stays");
+    holder.finish();
+    // Once nobody maps it, the queue whose creator is gone goes too.
+    shm(&["gc", &segs[1]]).ok();
+    assert!(find_posix(&ls_json(&["--posix"]), &segs[1]).is_none());
+}
+
+#[test]
+fn doctor_gives_every_check_a_verdict_and_a_hint() {
+    let out = shm(&["doctor", "--json"]);
+    let v = out.json();
+    let checks = v.as_array().expect("array");
+    let names: Vec<&str> = checks
+        .iter()
+        .map(|c| c["check"].as_str().expect("check name"))
+        .collect();
+    for want in [
+        "/dev/shm space",
+        "/dev/shm permissions",
+        "kernel.shmmax",
+        "kernel.shmall",
+        "kernel.shmmni",
+        "RemoveIPC",
+        "hugepages",
+        "vm.max_map_count",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let mut failed = false;
+    for c in checks {
+        let verdict = c["verdict"].as_str().expect("verdict");
+        assert!(["OK", "WARN", "FAIL"].contains(&verdict), "{c}");
+        failed |= verdict == "FAIL";
+        assert!(!c["hint"].as_str().expect("hint").is_empty(), "{c}");
+        assert!(!c["value"].as_str().expect("value").is_empty(), "{c}");
+    }
+    assert_eq!(out.code, Some(if failed { 1 } else { 0 }), "{out:#?}");
+    // /dev/shm here is a sticky tmpfs (the test machine's).
+    let perms = checks
+        .iter()
+        .find(|c| c["check"] == "/dev/shm permissions")
+        .expect("check");
+    assert!(
+        perms["value"].as_str().expect("value").contains("1777"),
+        "{perms}"
+    );
+    let text = shm(&["doctor"]).stdout;
+    assert!(text.contains("hint: "), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("OK ") || l.starts_with("WARN")),
+        "{text}"
+    );
+}
+
+#[test]
+fn queue_pipes_lines_from_one_shell_to_another() {
+    let q = unique_posix("cli-pipe");
+    let raw = unique_posix("cli-pipe-raw");
+    let _cleanup = Cleanup::new(&[q.clone(), raw.clone()]);
+    let qn = name_of(&q);
+    shm(&[
+        "queue",
+        "create",
+        &qn,
+        "--capacity",
+        "4",
+        "--slot-size",
+        "16",
+    ])
+    .ok();
+    // A receiver waiting for the first producer, started before it.
+    let recv = std::thread::spawn({
+        let qn = qn.clone();
+        move || shm(&["queue", "recv", &qn, "--timeout-ms", "20000"])
+    });
+    // Wait until the receiver registered, then send more lines than the
+    // queue holds: the sender blocks until they are taken.
+    let start = Instant::now();
+    loop {
+        let s = shm(&["stat", &qn, "--json"]).ok().json();
+        if s["queue"]["consumers"] == 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "receiver never joined"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines: Vec<String> = (0..50).map(|i| format!("line {i}")).collect();
+    let input = format!("{}\n\nlast-no-newline", lines.join("\n"));
+    shm_input(&["queue", "send", &qn], input.as_bytes()).ok();
+    let out = recv.join().expect("receiver thread").ok();
+    let mut want = lines.clone();
+    want.push(String::new());
+    want.push("last-no-newline".into());
+    assert_eq!(out.stdout, format!("{}\n", want.join("\n")));
+
+    // --count stops early; the rest stays queued.
+    shm_input(&["queue", "send", &qn], b"a\nb\nc\n").ok();
+    let out = shm(&["queue", "recv", &qn, "--count", "2"]).ok();
+    assert_eq!(out.stdout, "a\nb\n");
+    let s = shm(&["stat", &qn, "--json"]).ok().json();
+    assert_eq!(s["queue"]["len"], 1);
+    // Producers that came and went, queue drained: recv ends with exit 0.
+    let out = shm(&["queue", "recv", &qn, "--count", "5"]).ok();
+    assert_eq!(out.stdout, "c\n");
+
+    // A line longer than the slot is refused, never truncated; earlier
+    // lines were sent.
+    let out = shm_input(
+        &["queue", "send", &qn],
+        b"ok\nthis line is longer than sixteen bytes\nnever\n",
+    )
+    .error("line 2 is 38 bytes");
+    assert!(out.stderr.contains("not sent"), "{out:?}");
+    let out = shm(&["queue", "recv", &qn, "--timeout-ms", "200"]).ok();
+    assert_eq!(out.stdout, "ok\n");
+
+    // Full, and every consumer that joined has left: the sender is told
+    // rather than left waiting.
+    shm_input(
+        &["queue", "send", &qn, "--timeout-ms", "5000"],
+        b"1\n2\n3\n4\n5\n",
+    )
+    .error("every consumer of the queue is gone (4 lines were sent)");
+    let out = shm(&["queue", "recv", &qn, "--count", "4"]).ok();
+    assert_eq!(out.stdout, "1\n2\n3\n4\n");
+    // Every producer that joined has left and the queue is drained: recv
+    // ends at once with exit 0, timeout or not.
+    let out = shm(&["queue", "recv", &qn, "--timeout-ms", "5000"]).ok();
+    assert_eq!(out.stdout, "");
+
+    // Wrong kind: a raw segment is not a queue.
+    shm(&["create", &name_of(&raw), "--size", "4096"]).ok();
+    let out = shm_input(&["queue", "send", &name_of(&raw)], b"x\n");
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    assert!(out.stderr.starts_with("error: "), "{out:#?}");
+    shm(&[
+        "queue",
+        "create",
+        &qn,
+        "--capacity",
+        "4",
+        "--slot-size",
+        "16",
+    ])
+    .error("already exists");
+    let z = unique_posix("cli-pipe-zero");
+    let _c2 = Cleanup::new(std::slice::from_ref(&z));
+    shm(&[
+        "queue",
+        "create",
+        &name_of(&z),
+        "--capacity",
+        "0",
+        "--slot-size",
+        "16",
+    ])
+    .error("capacity");
+}
+
+#[test]
+fn timeouts_on_a_fresh_queue() {
+    let q = unique_posix("cli-fresh");
+    let r = unique_posix("cli-fresh-r");
+    let _cleanup = Cleanup::new(&[q.clone(), r.clone()]);
+    let (qn, rn) = (name_of(&q), name_of(&r));
+    for n in [&qn, &rn] {
+        shm(&["queue", "create", n, "--capacity", "2", "--slot-size", "8"]).ok();
+    }
+    // No consumer has ever joined: a sender waits for room until its
+    // timeout.
+    shm_input(&["queue", "send", &qn, "--timeout-ms", "200"], b"1\n2\n3\n")
+        .error("timed out sending line 3");
+    let s = shm(&["stat", &qn, "--json"]).ok().json();
+    assert_eq!(s["queue"]["len"], 2);
+    assert_eq!(s["queue"]["sent"], 2);
+    // No producer has ever joined: recv waits for the first, so only the
+    // timeout ends it.
+    shm(&["queue", "recv", &rn, "--timeout-ms", "200"]).error("no message arrived");
+}
+
+#[test]
+fn demo_streams_between_two_processes_and_cleans_up() {
+    let out = shm(&["demo", "--messages", "20000", "--pings", "200"]).ok();
+    let text = &out.stdout;
+    assert!(text.contains("checksum"), "{text}");
+    assert!(text.contains("matches"), "{text}");
+    assert!(text.contains("p50"), "{text}");
+    // The listing printed while it ran shows the queue with three
+    // processes: the demo, the producer and the consumer.
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("posix") && l.contains("/shmrs-demo-") && !l.contains("-pong"))
+        .unwrap_or_else(|| panic!("no listing in {text}"));
+    let pids = row.split_whitespace().last().expect("pids");
+    assert_eq!(pids.split(',').count(), 3, "{row}");
+    let name = row.split_whitespace().nth(1).expect("name");
+    assert!(
+        !Path::new(&format!("/dev/shm/{}", &name[1..])).exists(),
+        "{name} left behind"
+    );
+    assert!(!out.stderr.contains("error"), "{out:#?}");
+}
