@@ -82,6 +82,7 @@ pub(crate) struct RawHeader {
     rest: [AtomicU64; 14],
 }
 
+#[cfg(not(shm_loom))]
 const _: () = assert!(size_of::<RawHeader>() == HEADER_SIZE);
 #[cfg(not(shm_loom))]
 const _: () = assert!(align_of::<RawHeader>() == 8);
@@ -391,12 +392,21 @@ impl SharedOptions {
 /// deadline of [`SharedOptions::timeout`], for the creator to publish ready.
 /// A creator that died during init is reported as
 /// [`OpenError::CreatorDied`], not waited on.
-#[derive(Debug)]
 pub struct Shared<T: ShmSafe> {
     segment: Segment,
     data_offset: usize,
     tail_offset: usize,
     _t: PhantomData<T>,
+}
+
+impl<T: ShmSafe> fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("segment", &self.segment)
+            .field("data_offset", &self.data_offset)
+            .field("tail_offset", &self.tail_offset)
+            .finish()
+    }
 }
 
 /// Why one attempt to open did not finish.
@@ -510,7 +520,13 @@ impl<T: ShmSafe> Shared<T> {
                 Err(Attempt::Pending(e)) => e,
             };
             if start.elapsed() >= opts.timeout {
-                return Err(pending);
+                return Err(match pending {
+                    OpenError::InitTimeout { segment, .. } => OpenError::InitTimeout {
+                        segment,
+                        waited: start.elapsed(),
+                    },
+                    e => e,
+                });
             }
             std::thread::sleep(backoff.min(opts.timeout.saturating_sub(start.elapsed())));
             backoff = (backoff * 2).min(Duration::from_millis(5));
@@ -615,21 +631,25 @@ impl<T: ShmSafe> Shared<T> {
         let name = segment.describe();
         let actual = segment.len() as u64;
         let Ok(raw) = segment.view::<RawHeader>(0) else {
-            let (alive, _) = Self::creator_alive(&segment, None);
-            let e = OpenError::TooSmall {
+            // Not transient: a creator sizes the segment in one call
+            // (`posix_fallocate`, `shmget`), and the size-0 moment before it
+            // is handled by `try_open`. Waiting would only delay the error.
+            return Err(Attempt::Failed(OpenError::TooSmall {
                 segment: name,
                 size: actual,
                 needed: HEADER_SIZE as u64,
-            };
-            return Self::empty(alive, e, empty_since);
+            }));
         };
-        let state = observe(&raw.state);
-        let decoded = HeaderInfo::decode(&raw.snapshot());
         let not_ours = |detail: String| OpenError::NotOurs {
             segment: name.clone(),
             detail,
         };
-        if state == 0 {
+        let decoded = loop {
+            let state = observe(&raw.state);
+            let decoded = HeaderInfo::decode(&raw.snapshot());
+            if state != 0 {
+                break decoded;
+            }
             // Initializing, or a creator that died, or not ours at all.
             let header_pid = decoded.as_ref().ok().map(|h| h.creator);
             let (alive, pid) = Self::creator_alive(&segment, header_pid);
@@ -639,6 +659,10 @@ impl<T: ShmSafe> Shared<T> {
                     waited: Duration::ZERO,
                 }));
             }
+            // The creator may have published ready (and dropped its lock, or
+            // exited) between the first look at the state and the liveness
+            // check: look again before calling it dead.
+
             return match decoded {
                 Ok(_) => Err(Attempt::Failed(OpenError::CreatorDied { segment: name, pid })),
                 Err(HeaderError::BadMagic(0)) if segment.backend() == Backend::SysV && pid != 0 => {
@@ -651,7 +675,7 @@ impl<T: ShmSafe> Shared<T> {
                 ),
                 Err(e) => Err(Attempt::Failed(not_ours(e.to_string()))),
             };
-        }
+        };
         let info = match decoded {
             Ok(i) => i,
             Err(HeaderError::Version(found)) => {
@@ -676,7 +700,14 @@ impl<T: ShmSafe> Shared<T> {
             InitState::Failed => {
                 return Err(Attempt::Failed(OpenError::InitFailed { segment: name }));
             }
-            InitState::Initializing => unreachable_state(),
+            // The word was not 0 a moment ago and no creator ever writes 0:
+            // another process wrote it. Untrusted input, not a panic.
+            InitState::Initializing => {
+                return Err(Attempt::Failed(OpenError::Corrupted {
+                    segment: name,
+                    detail: "the init state went back from ready to initializing".into(),
+                }));
+            }
         }
         let expected = Fingerprint::of::<T>();
         if info.fingerprint != expected {
@@ -757,4 +788,571 @@ impl<T: ShmSafe> Shared<T> {
 #[cold]
 fn unreachable_state() -> ! {
     unreachable!("state ruled out by validation")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{Guard, assert_names, exists, posix_id, sysv_id};
+    use std::sync::atomic::AtomicU64 as StdAtomicU64;
+
+    fn quick() -> SharedOptions {
+        SharedOptions::new().timeout(Duration::from_millis(300))
+    }
+
+    fn sample_info() -> HeaderInfo {
+        let fingerprint = Fingerprint::of::<[u64; 3]>();
+        HeaderInfo {
+            state: InitState::Ready,
+            fingerprint,
+            data_offset: 128,
+            total_size: 4096,
+            creator: ProcessId {
+                pid: 77,
+                start: 12345,
+            },
+            kind: "queue".into(),
+        }
+    }
+
+    /// Deterministic junk: xorshift64.
+    fn junk(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
+    fn open_err<T: ShmSafe>(id: &SegmentId, opts: &SharedOptions) -> OpenError {
+        match Shared::<T>::open(id, opts) {
+            Ok(_) => panic!("{id} opened"),
+            Err(e) => {
+                assert_names(&e, id);
+                e
+            }
+        }
+    }
+
+    #[test]
+    fn encode_then_decode_gives_back_the_header() {
+        for state in [InitState::Initializing, InitState::Ready, InitState::Failed] {
+            let info = HeaderInfo {
+                state,
+                ..sample_info()
+            };
+            let bytes = info.encode();
+            assert_eq!(&bytes[0..8], b"SHMRSv1\0");
+            assert_eq!(HeaderInfo::decode(&bytes), Ok(info.clone()));
+            // Longer input: only the first 128 bytes count.
+            let mut longer = bytes.to_vec();
+            longer.extend_from_slice(&[0xaa; 50]);
+            assert_eq!(HeaderInfo::decode(&longer), Ok(info));
+        }
+        assert_eq!(sample_info().tail_offset(), 192);
+        assert_eq!(
+            HeaderInfo::decode(&sample_info().encode()[..127]),
+            Err(HeaderError::TooShort(127))
+        );
+        assert_eq!(HeaderInfo::decode(&[]), Err(HeaderError::TooShort(0)));
+    }
+
+    #[test]
+    fn decode_refuses_each_kind_of_bad_header() {
+        let good = sample_info().encode();
+        let with = |f: &dyn Fn(&mut [u8; HEADER_SIZE]), fix_sum: bool| {
+            let mut b = good;
+            f(&mut b);
+            if fix_sum {
+                let sum = checksum(&b);
+                b[120..128].copy_from_slice(&sum.to_ne_bytes());
+            }
+            HeaderInfo::decode(&b)
+        };
+        assert_eq!(
+            with(&|b| b[0] = b'X', true),
+            Err(HeaderError::BadMagic(u64::from_le_bytes(*b"XHMRSv1\0")))
+        );
+        assert_eq!(
+            with(&|b| b[8..12].copy_from_slice(&2u32.to_ne_bytes()), true),
+            Err(HeaderError::Version(2))
+        );
+        assert_eq!(with(&|b| b[20] ^= 1, false), Err(HeaderError::Checksum));
+        assert_eq!(with(&|b| b[127] ^= 0x80, false), Err(HeaderError::Checksum));
+        // The state word is outside the checksum, so it is checked by value.
+        assert_eq!(
+            with(&|b| b[12..16].copy_from_slice(&7u32.to_ne_bytes()), false),
+            Err(HeaderError::Invalid("state word"))
+        );
+        let cases: &[(&dyn Fn(&mut [u8; HEADER_SIZE]), &str)] = &[
+            (
+                &|b| b[32..36].copy_from_slice(&3u32.to_ne_bytes()),
+                "type alignment",
+            ),
+            (
+                &|b| b[32..36].copy_from_slice(&0u32.to_ne_bytes()),
+                "type alignment",
+            ),
+            (
+                &|b| b[32..36].copy_from_slice(&8192u32.to_ne_bytes()),
+                "type alignment",
+            ),
+            (
+                &|b| b[24..32].copy_from_slice(&u64::MAX.to_ne_bytes()),
+                "type size",
+            ),
+            (
+                &|b| b[36..40].copy_from_slice(&64u32.to_ne_bytes()),
+                "data offset",
+            ),
+            (
+                &|b| b[40..48].copy_from_slice(&100u64.to_ne_bytes()),
+                "total size",
+            ),
+            (
+                &|b| b[40..48].copy_from_slice(&(crate::MAX_SEGMENT_SIZE + 1).to_ne_bytes()),
+                "total size",
+            ),
+            (&|b| b[52] = 1, "reserved bytes"),
+            (&|b| b[100] = 1, "reserved bytes"),
+            (&|b| b[119] = 1, "reserved bytes"),
+            (&|b| b[66] = b' ', "kind"),
+            (&|b| b[66] = 0x80, "kind"),
+            // A NUL inside the word with text after it.
+            (&|b| b[70] = b'x', "kind"),
+        ];
+        for (f, what) in cases {
+            assert_eq!(with(*f, true), Err(HeaderError::Invalid(what)), "{what}");
+        }
+        // A full 32-byte kind word, no NUL, is fine.
+        let long = HeaderInfo {
+            kind: "k".repeat(32),
+            ..sample_info()
+        };
+        assert_eq!(HeaderInfo::decode(&long.encode()), Ok(long));
+        // All zeros and all ones are not headers.
+        assert_eq!(
+            HeaderInfo::decode(&[0; HEADER_SIZE]),
+            Err(HeaderError::BadMagic(0))
+        );
+        assert!(HeaderInfo::decode(&[0xff; HEADER_SIZE]).is_err());
+        for e in [
+            HeaderError::TooShort(3),
+            HeaderError::BadMagic(1),
+            HeaderError::Version(9),
+            HeaderError::Checksum,
+            HeaderError::Invalid("kind"),
+        ] {
+            assert!(!e.to_string().is_empty());
+        }
+    }
+
+    fn create_then_open(id: SegmentId) {
+        let _g = Guard::new(&[&id]);
+        let opts = SharedOptions::new().kind("counter").extra(1000);
+        let mut ran = false;
+        let a = Shared::<StdAtomicU64>::create(&id, &opts, |c| {
+            assert_eq!(c.load(Ordering::Relaxed), 0, "fresh content is zero");
+            c.store(41, Ordering::Relaxed);
+            ran = true;
+            Ok(())
+        })
+        .expect("create");
+        assert!(ran);
+        assert!(a.segment().is_owner());
+        let h = a.header().unwrap();
+        assert_eq!(h.state, InitState::Ready);
+        assert_eq!(h.kind, "counter");
+        assert_eq!(h.creator, ProcessId::current());
+        assert_eq!(h.fingerprint, Fingerprint::of::<StdAtomicU64>());
+        assert_eq!(h.total_size, a.segment().len() as u64);
+        assert_eq!(h.data_offset, 128);
+        assert_eq!(a.tail_offset(), 192);
+        assert_eq!(a.tail_len(), 1000);
+        assert_eq!(a.segment().stat().unwrap().mode, 0o600, "default mode");
+
+        match Shared::<StdAtomicU64>::create(&id, &opts, |_| panic!("init of a second create")) {
+            Err(e @ CreateError::AlreadyExists { .. }) => assert_names(&e, &id),
+            other => panic!("second create: {other:?}"),
+        }
+
+        // Mapped twice: different addresses, one value.
+        let b = Shared::<StdAtomicU64>::open(&id, &quick()).expect("open");
+        assert!(!b.segment().is_owner());
+        assert_ne!(std::ptr::from_ref(a.get()), std::ptr::from_ref(b.get()));
+        assert_eq!(b.get().fetch_add(1, Ordering::SeqCst), 41);
+        assert_eq!(a.get().load(Ordering::SeqCst), 42);
+        assert_eq!(b.header().unwrap(), h);
+        assert_eq!(b.tail_len(), 1000);
+        b.segment().write_at(b.tail_offset() + 999, b"t").unwrap();
+        let mut t = [0u8; 1];
+        a.segment().read_at(a.tail_offset() + 999, &mut t).unwrap();
+        assert_eq!(&t, b"t");
+
+        // open_or_create of an existing segment opens and does not init.
+        let (c, created) =
+            Shared::<StdAtomicU64>::open_or_create(&id, &quick(), |_| panic!("re-init")).unwrap();
+        assert!(!created);
+        assert_eq!(c.get().load(Ordering::SeqCst), 42);
+        drop((b, c));
+
+        let seg = a.into_segment();
+        assert!(seg.is_owner());
+        drop(seg);
+        assert!(!exists(&id), "the creator owns and removes it");
+        match Shared::<StdAtomicU64>::open(&id, &quick()) {
+            Err(e @ OpenError::NotFound { .. }) => assert_names(&e, &id),
+            other => panic!("open after the owner dropped: {other:?}"),
+        }
+        // open_or_create of a missing segment creates, once.
+        let mut calls = 0;
+        let (d, created) = Shared::<StdAtomicU64>::open_or_create(&id, &quick(), |c| {
+            calls += 1;
+            c.store(7, Ordering::Relaxed);
+            Ok(())
+        })
+        .unwrap();
+        assert!(created && calls == 1);
+        assert!(d.segment().is_owner());
+        assert_eq!(d.get().load(Ordering::SeqCst), 7);
+    }
+
+    fn layout_mismatch(id: SegmentId) {
+        let _g = Guard::new(&[&id]);
+        let _a = Shared::<StdAtomicU64>::create(&id, &quick(), |_| Ok(())).unwrap();
+        match open_err::<[u64; 2]>(&id, &quick()) {
+            OpenError::LayoutMismatch {
+                expected, found, ..
+            } => {
+                assert_eq!(expected, Fingerprint::of::<[u64; 2]>());
+                assert_eq!(found, Fingerprint::of::<StdAtomicU64>());
+            }
+            e => panic!("opened as [u64; 2]: {e:?}"),
+        }
+        // Same size and alignment, another type: the type id tells.
+        match open_err::<u64>(&id, &quick()) {
+            OpenError::LayoutMismatch {
+                expected, found, ..
+            } => {
+                assert_eq!((expected.size, expected.align), (found.size, found.align));
+                assert_ne!(expected.type_id, found.type_id);
+            }
+            e => panic!("opened as u64: {e:?}"),
+        }
+    }
+
+    fn not_ours(id: SegmentId) {
+        let _g = Guard::new(&[&id]);
+        let raw = Segment::create(&id, 4096, 0o600).unwrap();
+        raw.write_at(0, &junk(4096, 0x1234_5678_9abc_def1)).unwrap();
+        let mut state = [0u8; 4];
+        raw.read_at(12, &mut state).unwrap();
+        assert_ne!(state, [0; 4], "the junk must not look like initializing");
+        match open_err::<StdAtomicU64>(&id, &quick()) {
+            OpenError::NotOurs { detail, .. } => assert!(detail.contains("magic"), "{detail}"),
+            e => panic!("junk opened: {e:?}"),
+        }
+        // Our magic but a wrong version.
+        raw.write_at(0, &MAGIC.to_ne_bytes()).unwrap();
+        raw.write_at(8, &2u32.to_ne_bytes()).unwrap();
+        match open_err::<StdAtomicU64>(&id, &quick()) {
+            OpenError::VersionMismatch {
+                found: 2,
+                expected: FORMAT_VERSION,
+                ..
+            } => {}
+            e => panic!("version 2 opened: {e:?}"),
+        }
+    }
+
+    fn too_small(id: SegmentId) {
+        let _g = Guard::new(&[&id]);
+        let raw = Segment::create(&id, 16, 0o600).unwrap();
+        raw.write_at(0, &MAGIC.to_ne_bytes()).unwrap();
+        // The default 5 s deadline: the error must come at once, not after
+        // it (the watchdog of the test run catches a hang).
+        match open_err::<StdAtomicU64>(&id, &SharedOptions::new()) {
+            OpenError::TooSmall {
+                size: 16, needed, ..
+            } => {
+                assert_eq!(needed, HEADER_SIZE as u64)
+            }
+            e => panic!("16 bytes opened: {e:?}"),
+        }
+        match Shared::<StdAtomicU64>::from_segment(raw) {
+            Err(OpenError::TooSmall { size: 16, .. }) => {}
+            other => panic!("from_segment of 16 bytes: {other:?}"),
+        }
+    }
+
+    fn corrupted(id: SegmentId) {
+        let _g = Guard::new(&[&id]);
+        let a = Shared::<StdAtomicU64>::create(&id, &quick(), |_| Ok(())).unwrap();
+        let seg = a.segment();
+        let mut good = [0u8; HEADER_SIZE];
+        seg.read_at(0, &mut good).unwrap();
+        let expect_corrupted = |what: &str| match open_err::<StdAtomicU64>(&id, &quick()) {
+            OpenError::Corrupted { detail, .. } => {
+                assert!(detail.contains(what), "{detail} lacks {what}")
+            }
+            e => panic!("{what}: {e:?}"),
+        };
+        // One byte of the fingerprint changed: the checksum no longer matches.
+        seg.write_at(20, &[good[20] ^ 0x01]).unwrap();
+        expect_corrupted("checksum");
+        // A bad value behind a valid checksum.
+        let mut b = good;
+        b[100] = 9;
+        let sum = checksum(&b);
+        b[120..128].copy_from_slice(&sum.to_ne_bytes());
+        seg.write_at(0, &b).unwrap();
+        expect_corrupted("reserved");
+        // A state word that is no state.
+        seg.write_at(0, &good).unwrap();
+        seg.write_at(12, &0xdead_u32.to_ne_bytes()).unwrap();
+        expect_corrupted("state");
+        // The creator reported failure.
+        seg.write_at(12, &STATE_FAILED.to_ne_bytes()).unwrap();
+        assert!(matches!(
+            open_err::<StdAtomicU64>(&id, &quick()),
+            OpenError::InitFailed { .. }
+        ));
+        // Repaired, it opens again.
+        seg.write_at(0, &good).unwrap();
+        Shared::<StdAtomicU64>::open(&id, &quick()).expect("repaired header opens");
+    }
+
+    fn init_error(id: SegmentId) {
+        let _g = Guard::new(&[&id]);
+        match Shared::<StdAtomicU64>::create(&id, &quick(), |c| {
+            c.store(1, Ordering::Relaxed);
+            Err("no config file".into())
+        }) {
+            Err(e @ CreateError::Init { .. }) => {
+                assert_names(&e, &id);
+                assert!(e.to_string().contains("no config file"), "{e}");
+                let source = std::error::Error::source(&e).expect("source wired");
+                assert_eq!(source.to_string(), "no config file");
+            }
+            other => panic!("failing init: {other:?}"),
+        }
+        assert!(!exists(&id), "a failed init removes the segment");
+        match Shared::<StdAtomicU64>::open_or_create(&id, &quick(), |_| Err("again".into())) {
+            Err(OpenError::Create(CreateError::Init { .. })) => {}
+            other => panic!("open_or_create with failing init: {other:?}"),
+        }
+        assert!(!exists(&id));
+    }
+
+    fn modes(id: SegmentId) {
+        let _g = Guard::new(&[&id]);
+        let a = Shared::<StdAtomicU64>::create(&id, &quick().mode(0o640), |_| Ok(())).unwrap();
+        assert_eq!(a.segment().stat().unwrap().mode, 0o640);
+    }
+
+    macro_rules! for_both_backends {
+        ($($test:ident => $body:ident;)*) => {
+            mod on_posix {
+                use super::*;
+                $(#[test] fn $test() { $body(posix_id(stringify!($test))) })*
+            }
+            mod on_sysv {
+                use super::*;
+                $(#[test] fn $test() { $body(sysv_id()) })*
+            }
+        };
+    }
+
+    for_both_backends! {
+        create_open_and_open_or_create => create_then_open;
+        another_type_is_a_layout_mismatch => layout_mismatch;
+        junk_is_not_ours => not_ours;
+        a_segment_smaller_than_the_header_is_too_small => too_small;
+        damaged_headers_are_corrupted => corrupted;
+        a_failing_initializer_removes_the_segment => init_error;
+        shared_options_mode_is_applied => modes;
+    }
+
+    #[test]
+    fn a_grown_posix_segment_is_a_size_mismatch() {
+        let id = posix_id("grown");
+        let _g = Guard::new(&[&id]);
+        let a = Shared::<StdAtomicU64>::create(&id, &quick(), |_| Ok(())).unwrap();
+        let SegmentId::Posix(name) = &id else {
+            unreachable!()
+        };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/{}", name.file_name()))
+            .unwrap();
+        file.set_len(a.segment().len() as u64 + 4096).unwrap();
+        match open_err::<StdAtomicU64>(&id, &quick()) {
+            OpenError::SizeMismatch { header, actual, .. } => {
+                assert_eq!(header, 192);
+                assert_eq!(actual, 192 + 4096);
+            }
+            e => panic!("grown segment: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn all_zeros_without_a_creator_is_not_ours() {
+        let id = posix_id("zeros");
+        let _g = Guard::new(&[&id]);
+        let _raw = Segment::create(&id, 4096, 0o600).unwrap();
+        assert!(matches!(
+            open_err::<StdAtomicU64>(&id, &quick()),
+            OpenError::NotOurs { .. }
+        ));
+    }
+
+    #[test]
+    fn a_locked_creator_is_waited_for_and_its_death_reported() {
+        // The POSIX handshake in one process: the creator's descriptor holds
+        // the OFD lock, an opener's own descriptor sees it.
+        let id = posix_id("handshake");
+        let _g = Guard::new(&[&id]);
+        let mut creator = Segment::create_inner(&id, 192, 0o600, true).unwrap();
+        let info = HeaderInfo {
+            state: InitState::Initializing,
+            fingerprint: Fingerprint::of::<StdAtomicU64>(),
+            data_offset: 128,
+            total_size: 192,
+            creator: ProcessId::current(),
+            kind: "shared".into(),
+        };
+        creator.write_at(0, &info.encode()).unwrap();
+        let timeout = Duration::from_millis(50);
+        match open_err::<StdAtomicU64>(&id, &quick().timeout(timeout)) {
+            OpenError::InitTimeout { waited, .. } => {
+                assert!(waited >= timeout, "waited {waited:?}, deadline {timeout:?}")
+            }
+            e => panic!("live creator: {e:?}"),
+        }
+        // The creator goes away without publishing: its lock goes with it.
+        creator.set_owner(false);
+        drop(creator);
+        match open_err::<StdAtomicU64>(&id, &SharedOptions::new()) {
+            OpenError::CreatorDied { pid, .. } => assert_eq!(pid, std::process::id()),
+            e => panic!("dead creator: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn an_opener_racing_a_finishing_creator_never_calls_it_dead() {
+        // The creator publishes ready and drops its lock while an opener is
+        // between its look at the state and its look at the lock: the opener
+        // must look at the state again, not report a dead creator.
+        let id = posix_id("finish-race");
+        let _g = Guard::new(&[&id]);
+        let mut opened = 0;
+        for round in 0..300u32 {
+            let done = std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|s| {
+                let creator = s.spawn(|| {
+                    let spin = Instant::now();
+                    let a = Shared::<StdAtomicU64>::create(&id, &quick(), |_| {
+                        while spin.elapsed() < Duration::from_micros(u64::from(round % 40)) {
+                            std::hint::spin_loop();
+                        }
+                        Ok(())
+                    })
+                    .expect("create");
+                    while !done.load(Ordering::Acquire) {
+                        std::thread::yield_now();
+                    }
+                    drop(a);
+                });
+                let start = Instant::now();
+                loop {
+                    match Shared::<StdAtomicU64>::open(&id, &SharedOptions::new()) {
+                        Ok(_) => {
+                            opened += 1;
+                            break;
+                        }
+                        Err(OpenError::NotFound { .. }) => {
+                            assert!(start.elapsed() < Duration::from_secs(10), "watchdog");
+                            std::hint::spin_loop();
+                        }
+                        Err(e) => panic!("round {round}: {e}"),
+                    }
+                }
+                done.store(true, Ordering::Release);
+                creator.join().expect("creator thread");
+            });
+        }
+        assert_eq!(opened, 300);
+    }
+
+    #[test]
+    fn an_anonymous_shared_value_travels_by_descriptor() {
+        let a = Shared::<[StdAtomicU64; 4]>::create_anonymous(&quick(), |v| {
+            v[3].store(99, Ordering::Relaxed);
+            Ok(())
+        })
+        .unwrap();
+        let fd = a.segment().fd().unwrap().try_clone_to_owned().unwrap();
+        let b = Shared::<[StdAtomicU64; 4]>::from_segment(Segment::from_fd(fd).unwrap()).unwrap();
+        assert_ne!(std::ptr::from_ref(a.get()), std::ptr::from_ref(b.get()));
+        assert_eq!(b.get()[3].load(Ordering::SeqCst), 99);
+        let fd = a.segment().fd().unwrap().try_clone_to_owned().unwrap();
+        match Shared::<StdAtomicU64>::from_segment(Segment::from_fd(fd).unwrap()) {
+            Err(OpenError::LayoutMismatch { segment, .. }) => assert_eq!(segment, "memfd"),
+            other => panic!("memfd as another type: {other:?}"),
+        }
+        match Shared::<StdAtomicU64>::create_anonymous(&quick(), |_| Err("nope".into())) {
+            Err(CreateError::Init { segment, .. }) => assert_eq!(segment, "memfd"),
+            other => panic!("failing anonymous init: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_kind_word_is_cut_to_printable_ascii() {
+        let id = posix_id("kind");
+        let _g = Guard::new(&[&id]);
+        let opts = quick().kind(&format!("a b\u{e9}\n{}", "z".repeat(40)));
+        let a = Shared::<u8>::create(&id, &opts, |_| Ok(())).unwrap();
+        let kind = a.header().unwrap().kind;
+        assert_eq!(kind, format!("ab{}", "z".repeat(30)));
+        assert_eq!(kind.len(), 32);
+    }
+
+    #[test]
+    fn absurd_trailing_regions_are_refused() {
+        let id = posix_id("extra");
+        let _g = Guard::new(&[&id]);
+        for extra in [u64::MAX, crate::MAX_SEGMENT_SIZE] {
+            match Shared::<u8>::create(&id, &quick().extra(extra), |_| Ok(())) {
+                Err(e @ CreateError::InvalidSize { .. }) => assert_names(&e, &id),
+                other => panic!("extra {extra}: {other:?}"),
+            }
+        }
+        assert!(!exists(&id));
+    }
+
+    #[test]
+    fn every_error_converts_into_io_error() {
+        let id = posix_id("io");
+        let e = io::Error::from(OpenError::InitTimeout {
+            segment: id.to_string(),
+            waited: Duration::from_secs(1),
+        });
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains(&id.to_string()));
+        let e = io::Error::from(OpenError::LayoutMismatch {
+            segment: id.to_string(),
+            expected: Fingerprint::of::<u8>(),
+            found: Fingerprint::of::<u16>(),
+        });
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let e = io::Error::from(OpenError::from(crate::NameError {
+            name: "x".into(),
+            reason: "because",
+        }));
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+    use std::io;
 }

@@ -24,10 +24,10 @@
 //! index is seen by the next locker at position `tail` (or `head`) and taken
 //! over.
 
-use shm_core::{ShmSafe, combine_type_ids, type_id};
+use shm_core::{ProcessId, ShmSafe, combine_type_ids, type_id};
 use shm_sync::Mutex;
 
-use crate::primitive::{AtomicU32, AtomicU64};
+use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 
 /// Slot state: empty.
 pub(crate) const FREE: u32 = 0;
@@ -69,7 +69,44 @@ pub(crate) struct SlotHeader {
     pub(crate) owner_start: AtomicU64,
 }
 
+#[cfg(not(shm_loom))]
 const _: () = assert!(size_of::<SlotHeader>() == SLOT_HEADER);
+
+impl SlotHeader {
+    /// The state, with Acquire: seeing READY (or FREE) makes the payload
+    /// writes (or reads) of the process that set it happen-before.
+    pub(crate) fn state(&self) -> u32 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// Producer, after writing the payload: commits the message.
+    pub(crate) fn commit(&self, len: u32) {
+        self.len.store(len, Ordering::Relaxed);
+        self.state.store(READY, Ordering::Release);
+    }
+
+    /// Consumer, after reading the payload (or a locker taking over a dead
+    /// claim): the slot may be written again.
+    pub(crate) fn release(&self) {
+        self.state.store(FREE, Ordering::Release);
+    }
+
+    /// Under the lock: records this process's claim of position `pos`.
+    pub(crate) fn claim(&self, me: ProcessId, pos: u64, state: u32) {
+        self.owner_start.store(me.start, Ordering::Relaxed);
+        self.owner_pid.store(me.pid, Ordering::Relaxed);
+        self.seq.store(pos, Ordering::Relaxed);
+        self.state.store(state, Ordering::Release);
+    }
+
+    /// The process holding the claim.
+    pub(crate) fn owner(&self) -> ProcessId {
+        ProcessId {
+            pid: self.owner_pid.load(Ordering::Relaxed),
+            start: self.owner_start.load(Ordering::Relaxed),
+        }
+    }
+}
 
 // SAFETY: `#[repr(C)]` of atomics only: no pointers, any bit pattern valid,
 // all mutation atomic.
@@ -85,6 +122,33 @@ pub(crate) struct Registration {
     pub(crate) pid: AtomicU32,
     pub(crate) _pad: AtomicU32,
     pub(crate) start: AtomicU64,
+}
+
+impl Registration {
+    /// Takes the entry for `me`: `start` first, then `pid` with Release, so
+    /// a reader that sees the pid (Acquire) sees the start too.
+    pub(crate) fn take(&self, me: ProcessId) {
+        self.start.store(me.start, Ordering::Relaxed);
+        self.pid.store(me.pid, Ordering::Release);
+    }
+
+    /// Frees the entry. `start` is left as it was, so an observer that
+    /// read the old `pid` still pairs it with the right start time.
+    pub(crate) fn clear(&self) {
+        self.pid.store(0, Ordering::Release);
+    }
+
+    /// Who holds the entry, if anyone. Writers change entries under the
+    /// queue lock; an observer without it reads `pid`, `start`, `pid` and
+    /// takes an entry that changed meanwhile as free.
+    pub(crate) fn holder(&self) -> Option<ProcessId> {
+        let pid = self.pid.load(Ordering::Acquire);
+        if pid == 0 {
+            return None;
+        }
+        let start = self.start.load(Ordering::Acquire);
+        (self.pid.load(Ordering::Acquire) == pid).then_some(ProcessId { pid, start })
+    }
 }
 
 // SAFETY: as for `SlotHeader`.
@@ -122,6 +186,8 @@ pub(crate) struct ConsumerLine {
     pub(crate) blocked_recvs: AtomicU64,
     /// Claims of dead processes taken over (slots skipped or freed).
     pub(crate) recovered: AtomicU64,
+    /// Times the lock was repaired after its holder died.
+    pub(crate) lock_repairs: AtomicU64,
 }
 
 // SAFETY: as for `SlotHeader` (`align(64)` only adds padding).
@@ -136,8 +202,9 @@ unsafe impl ShmSafe for ConsumerLine {
 /// The queue's control block.
 #[repr(C)]
 pub(crate) struct Control {
-    /// Guards `head`, `tail`, slot claims and registrations. The value
-    /// counts repairs after a holder died.
+    /// Guards `head`, `tail`, slot claims and registrations. (The guarded
+    /// value is unused: the state it guards is atomics, readable by
+    /// observers without the lock.)
     pub(crate) lock: Mutex<u64>,
     /// Number of slots (read-only after init).
     pub(crate) capacity: AtomicU32,

@@ -107,3 +107,7 @@ pub use error::{Corrupted, OpenError, RecvError, RegisterError, SendError};
 pub use layout::MAX_PEERS;
 pub use queue::{KIND, MAX_CAPACITY, MAX_SLOT_SIZE, Queue, QueueOptions, Receiver, Sender, Stats};
 pub use typed::{TypedQueue, TypedReceiver, TypedSender};
+
+#[cfg(all(test, shm_loom))]
+#[allow(unsafe_code)]
+mod loom_tests;

@@ -352,9 +352,9 @@ impl Queue {
     fn lock(&self) -> Result<MutexGuard<'_, u64>, Corrupted> {
         match self.ctl().lock.lock() {
             Ok(g) => Ok(g),
-            Err(LockError::OwnerDied(mut g)) => {
+            Err(LockError::OwnerDied(g)) => {
                 self.indices()?;
-                *g = g.wrapping_add(1);
+                self.ctl().consumer.lock_repairs.fetch_add(1, Ordering::Relaxed);
                 g.make_consistent()
                     .map_err(|e| self.corrupted(format!("cannot mark the lock consistent: {e}")))?;
                 Ok(g)
@@ -381,18 +381,12 @@ impl Queue {
     }
 
     fn owner_alive(&self, slot: &SlotHeader) -> bool {
-        let owner = ProcessId {
-            pid: slot.owner_pid.load(Ordering::Relaxed),
-            start: slot.owner_start.load(Ordering::Relaxed),
-        };
+        let owner = slot.owner();
         owner == self.me || owner.is_alive()
     }
 
     fn claim_for(&self, slot: &SlotHeader, pos: u64, state: u32) {
-        slot.owner_start.store(self.me.start, Ordering::Relaxed);
-        slot.owner_pid.store(self.me.pid, Ordering::Relaxed);
-        slot.seq.store(pos, Ordering::Relaxed);
-        slot.state.store(state, Ordering::Release);
+        slot.claim(self.me, pos, state);
     }
 
     /// Under the lock: claims up to `max` positions at `tail` for writing.
@@ -408,7 +402,7 @@ impl Queue {
         while n < room {
             let pos = tail + n;
             let slot = self.slot(pos)?;
-            let state = slot.state.load(Ordering::Acquire);
+            let state = slot.state();
             let seq = slot.seq.load(Ordering::Relaxed);
             let free = match state {
                 FREE => true,
@@ -459,7 +453,7 @@ impl Queue {
         while head + n < tail && n < max as u64 {
             let pos = head + n;
             let slot = self.slot(pos)?;
-            let state = slot.state.load(Ordering::Acquire);
+            let state = slot.state();
             let seq = slot.seq.load(Ordering::Relaxed);
             if seq != pos {
                 return Err(self
@@ -488,7 +482,7 @@ impl Queue {
                         break;
                     }
                     // Skip a claim its producer will never commit.
-                    slot.state.store(FREE, Ordering::Release);
+                    slot.release();
                     c.consumer.recovered.fetch_add(1, Ordering::Relaxed);
                     head += 1;
                     freed = true;
@@ -527,19 +521,10 @@ impl Queue {
         let mut live = [0u64; 2];
         for (i, table) in [&c.producers, &c.consumers].into_iter().enumerate() {
             for r in table.iter() {
-                let pid = r.pid.load(Ordering::Relaxed);
-                if pid == 0 {
-                    continue;
-                }
-                let who = ProcessId {
-                    pid,
-                    start: r.start.load(Ordering::Relaxed),
-                };
-                if who.is_alive() {
-                    live[i] += 1;
-                } else {
-                    r.pid.store(0, Ordering::Relaxed);
-                    r.start.store(0, Ordering::Relaxed);
+                match r.holder() {
+                    Some(who) if who.is_alive() => live[i] += 1,
+                    Some(_) => r.clear(),
+                    None => {}
                 }
             }
         }
@@ -552,10 +537,7 @@ impl Queue {
             Role::Producer => &self.ctl().producers,
             Role::Consumer => &self.ctl().consumers,
         };
-        table
-            .iter()
-            .filter(|r| r.pid.load(Ordering::Relaxed) != 0)
-            .count()
+        table.iter().filter(|r| r.holder().is_some()).count()
     }
 
     fn register(&self, role: Role) -> Result<usize, RegisterError> {
@@ -572,14 +554,8 @@ impl Queue {
                 Role::Producer => (&c.producers, FLAG_HAD_PRODUCER),
                 Role::Consumer => (&c.consumers, FLAG_HAD_CONSUMER),
             };
-            if let Some((i, r)) = table
-                .iter()
-                .enumerate()
-                .find(|(_, r)| r.pid.load(Ordering::Relaxed) == 0)
-            {
-                // `start` before `pid`: an entry is taken once `pid` is set.
-                r.start.store(self.me.start, Ordering::Relaxed);
-                r.pid.store(self.me.pid, Ordering::Release);
+            if let Some((i, r)) = table.iter().enumerate().find(|(_, r)| r.holder().is_none()) {
+                r.take(self.me);
                 c.flags.fetch_or(flag, Ordering::Release);
                 return Ok(i);
             }
@@ -599,11 +575,9 @@ impl Queue {
         // A corrupted lock leaves the entry to the dead-peer sweep.
         if let Ok(_g) = self.lock()
             && let Some(r) = table.get(index)
-            && r.pid.load(Ordering::Relaxed) == self.me.pid
-            && r.start.load(Ordering::Relaxed) == self.me.start
+            && r.holder() == Some(self.me)
         {
-            r.pid.store(0, Ordering::Relaxed);
-            r.start.store(0, Ordering::Relaxed);
+            r.clear();
         }
         // Peers of the other side may now be disconnected.
         wait::notify(&c.producer.not_empty, &c.producer.recv_waiters, true);
@@ -656,20 +630,14 @@ impl Queue {
         self.slot_size
     }
 
-    /// The counters, read without the lock and without registering.
+    /// The counters, read without the lock and without registering: an
+    /// observer never disturbs the queue (taking the lock could even find
+    /// a dead holder and would then owe the repair).
     pub fn stats(&self) -> Stats {
         let c = self.ctl();
         let live = |t: &[Registration; MAX_PEERS]| {
             t.iter()
-                .filter(|r| {
-                    let pid = r.pid.load(Ordering::Relaxed);
-                    pid != 0
-                        && ProcessId {
-                            pid,
-                            start: r.start.load(Ordering::Relaxed),
-                        }
-                        .is_alive()
-                })
+                .filter(|r| r.holder().is_some_and(|p| p.is_alive()))
                 .count() as u64
         };
         let head = c.consumer.head.load(Ordering::Relaxed);
@@ -686,7 +654,7 @@ impl Queue {
             consumers: live(&c.consumers),
             closed: self.is_closed(),
             recovered: c.consumer.recovered.load(Ordering::Relaxed),
-            lock_repairs: self.ctl().lock.try_lock().map_or(0, |g| *g),
+            lock_repairs: c.consumer.lock_repairs.load(Ordering::Relaxed),
         }
     }
 
@@ -809,9 +777,7 @@ impl Queue {
         let c = self.ctl();
         let mut n = 0;
         for (i, len) in lens.enumerate() {
-            let slot = self.slot(start + i as u64)?;
-            slot.len.store(len as u32, Ordering::Relaxed);
-            slot.state.store(READY, Ordering::Release);
+            self.slot(start + i as u64)?.commit(len as u32);
             n += 1;
         }
         c.producer.sent.fetch_add(n, Ordering::Relaxed);
@@ -823,7 +789,7 @@ impl Queue {
     fn release_recv(&self, start: u64, n: usize) -> Result<(), RecvError> {
         let c = self.ctl();
         for i in 0..n as u64 {
-            self.slot(start + i)?.state.store(FREE, Ordering::Release);
+            self.slot(start + i)?.release();
         }
         c.consumer.received.fetch_add(n as u64, Ordering::Relaxed);
         wait::notify(&c.consumer.not_full, &c.consumer.send_waiters, n > 1);

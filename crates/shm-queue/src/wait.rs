@@ -14,6 +14,7 @@
 
 use std::time::{Duration, Instant};
 
+#[cfg(not(shm_loom))]
 use parking_lot_core::SpinWait;
 use shm_sync::futex;
 
@@ -41,21 +42,31 @@ pub(crate) fn block(
     seen: u32,
     deadline: Option<Instant>,
 ) -> Woke {
-    let mut spin = SpinWait::new();
-    while spin.spin() {
-        if word.load(Ordering::Acquire) != seen {
-            return Woke::Changed;
+    // Under loom, spinning only multiplies the states to explore.
+    #[cfg(not(shm_loom))]
+    {
+        let mut spin = SpinWait::new();
+        while spin.spin() {
+            if word.load(Ordering::Acquire) != seen {
+                return Woke::Changed;
+            }
         }
     }
     let now = Instant::now();
     if deadline.is_some_and(|d| now >= d) {
         return Woke::Deadline;
     }
-    let slice = now + LIVENESS;
-    let until = deadline.map_or(slice, |d| d.min(slice));
+    // Under loom the liveness slice is left out, so that a lost wakeup is a
+    // deadlock the model reports instead of a 100 ms delay.
+    let until = if cfg!(shm_loom) {
+        deadline
+    } else {
+        let slice = now + LIVENESS;
+        Some(deadline.map_or(slice, |d| d.min(slice)))
+    };
     waiters.fetch_add(1, Ordering::SeqCst);
-    let result = if word.load(Ordering::SeqCst) == seen {
-        futex::wait(word, seen, Some(until))
+    let result = if seqcst_read(word) == seen {
+        futex::wait(word, seen, until)
     } else {
         futex::WaitResult::ValueChanged
     };
@@ -73,7 +84,23 @@ pub(crate) fn block(
 /// nobody sleeps.
 pub(crate) fn notify(word: &AtomicU32, waiters: &AtomicU32, all: bool) {
     word.fetch_add(1, Ordering::SeqCst);
-    if waiters.load(Ordering::SeqCst) != 0 {
+    if seqcst_read(waiters) != 0 {
         futex::wake(word, if all { i32::MAX as u32 } else { 1 });
+    }
+}
+
+/// The SeqCst load of the Dekker pair above.
+///
+/// loom treats SeqCst as AcqRel, under which two plain loads could both miss
+/// the other side's increment; in the model the load is therefore an RMW
+/// (`fetch_add(0)`), which reads the latest value in modification order and
+/// so forbids that outcome under AcqRel too. Real builds use the SeqCst load
+/// the C++ memory model already guarantees, without a locked instruction on
+/// the hot path.
+fn seqcst_read(a: &AtomicU32) -> u32 {
+    if cfg!(shm_loom) {
+        a.fetch_add(0, Ordering::SeqCst)
+    } else {
+        a.load(Ordering::SeqCst)
     }
 }
