@@ -347,7 +347,7 @@ pub fn demo(messages: u64, pings: u64) -> CliResult {
 
     let bar = ProgressBar::with_draw_target(Some(messages), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} [{bar:40}] {human_pos}/{human_len} messages, {per_sec}, {eta} left",
+        "{spinner} [{bar:30}] {human_pos}/{human_len} messages {msg}",
     ) {
         bar.set_style(style.progress_chars("=> "));
     }
@@ -359,7 +359,12 @@ pub fn demo(messages: u64, pings: u64) -> CliResult {
     let mut last_plain = Instant::now();
     loop {
         let stats = q.stats();
-        bar.set_position(stats.received.min(messages));
+        let received = stats.received.min(messages);
+        bar.set_position(received);
+        let secs = start.elapsed().as_secs_f64();
+        if secs > 0.0 {
+            bar.set_message(format!("{:.2} M/s", received as f64 / secs / 1e6));
+        }
         if plain && last_plain.elapsed() >= Duration::from_secs(1) {
             last_plain = Instant::now();
             emit(&format!(
