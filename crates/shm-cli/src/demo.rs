@@ -346,9 +346,9 @@ pub fn demo(messages: u64, pings: u64) -> CliResult {
     emit(&ls_table(&shown))?;
 
     let bar = ProgressBar::with_draw_target(Some(messages), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} [{bar:30}] {human_pos}/{human_len} messages {msg}",
-    ) {
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{bar:30}] {human_pos}/{human_len} messages {msg}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     let plain = !std::io::stderr().is_terminal();
