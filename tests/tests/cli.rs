@@ -668,6 +668,51 @@ fn stat_shows_raw_segments_and_queues() {
 }
 
 #[test]
+fn sysv_queue_kind_comes_from_stat_and_ls_leaves_it_untouched() {
+    let key = unique_sysv();
+    let _cleanup = Cleanup::new(std::slice::from_ref(&key));
+    let kn = name_of(&key);
+    shm(&[
+        "queue",
+        "create",
+        &kn,
+        "--capacity",
+        "4",
+        "--slot-size",
+        "8",
+    ])
+    .ok();
+    shm_input(&["queue", "send", &kn], b"x\n").ok();
+    let kernel = || {
+        shm_core::list::sysv_entries()
+            .expect("sysvipc")
+            .into_iter()
+            .find(|e| e.key == key_of(&key))
+            .expect("listed by the kernel")
+    };
+    let before = kernel();
+    // `ls` never attaches: the kernel's lpid, atime and nattch stay.
+    let list = ls_json(&["--sysv"]);
+    let e = find_sysv(&list, i64::from(before.shmid)).expect("listed");
+    assert_eq!(e["kind"], Value::Null);
+    let after = kernel();
+    assert_eq!(
+        (after.lpid, after.atime, after.nattch),
+        (before.lpid, before.atime, before.nattch)
+    );
+    // `stat` reports the kernel's numbers from before it attached, then
+    // attaches to read the header.
+    let s = shm(&["stat", &kn, "--json"]).ok().json();
+    assert_eq!(s["kind"], "queue");
+    assert_eq!(s["lpid"], before.lpid);
+    assert_eq!(s["queue"]["len"], 1);
+    assert_eq!(s["queue"]["slot_size"], 8);
+    assert_ne!(kernel().lpid, before.lpid, "stat attached after reading");
+    let out = shm(&["queue", "recv", &kn]).ok();
+    assert_eq!(out.stdout, "x\n");
+}
+
+#[test]
 fn refusals_bad_names_missing_segments_usage() {
     let missing = unique_posix("cli-missing");
     shm(&["stat", &name_of(&missing)]).error("no segment");

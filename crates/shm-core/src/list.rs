@@ -716,6 +716,25 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_file_of_the_same_name_does_not_count_as_attached() {
+        let name = format!("/shmrs-test-list-reuse-{}", std::process::id());
+        let id = SegmentId::posix(&name).expect("name");
+        let old = Segment::create(&id, 4096, 0o600).expect("create");
+        old.remove().expect("remove");
+        // `old` stays mapped as "/dev/shm/NAME (deleted)".
+        // A new file of the same name, not mapped by anyone.
+        let mut again = Segment::create(&id, 4096, 0o600).expect("create again");
+        again.set_owner(false);
+        drop(again);
+        let listing = segments().expect("listing");
+        let e = listing.find(&id).expect("listed");
+        assert!(e.pids.is_empty(), "{:?}", e.pids);
+        assert!(attached_pids_posix(&name).expect("pids").is_empty());
+        crate::remove(&id).expect("remove the new one");
+        drop(old);
+    }
+
+    #[test]
     fn own_sysv_segment_is_listed_with_this_process() {
         let key = 0x5e7f_0000 | (std::process::id() as i32 & 0xffff);
         let id = SegmentId::SysV(key);
