@@ -97,8 +97,14 @@ pub fn helper_path() -> std::path::PathBuf {
 
 /// Starts the helper binary with `args`; stdout is piped, stderr inherited.
 pub fn spawn(args: &[&str]) -> Proc {
+    spawn_env(args, &[])
+}
+
+/// Starts the helper binary with `args` and extra environment variables.
+pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
     let child = Command::new(helper_path())
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

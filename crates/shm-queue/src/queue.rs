@@ -3,9 +3,10 @@
 use std::time::{Duration, Instant};
 
 use shm_core::{ProcessId, SegmentId, Shared, SharedOptions};
-use shm_sync::{LockError, MutexGuard};
+use shm_sync::{MutexGuard, TryLockError};
 
 use crate::error::{Corrupted, OpenError, RecvError, RegisterError, SendError};
+use crate::kill::kill_point;
 use crate::layout::{
     ABANDONED, Control, FLAG_CLOSED, FLAG_HAD_CONSUMER, FLAG_HAD_PRODUCER, FREE, MAX_PEERS,
     READING, READY, Registration, SLOT_HEADER, SlotHeader, WRITING, stride_for,
@@ -20,6 +21,8 @@ pub const MAX_SLOT_SIZE: u32 = 1 << 30;
 pub const MAX_CAPACITY: u32 = 1 << 24;
 /// The kind word recorded in the segment header.
 pub const KIND: &str = "queue";
+/// How long a lock may be held before it is taken for broken.
+pub const LOCK_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Capacity, slot size and permissions of a new queue, and how long `open`
 /// waits for a creator to finish.
@@ -349,19 +352,32 @@ impl Queue {
     /// Takes the robust lock; after a holder died, validates the indices
     /// (the protocol needs no other repair: see the layout docs) and marks
     /// the lock consistent.
+    ///
+    /// Critical sections are a few dozen instructions, so a lock held for
+    /// [`LOCK_PATIENCE`] is not contention: its holder is stopped or the
+    /// lock word is garbage. That is reported as corruption instead of
+    /// waiting forever.
     fn lock(&self) -> Result<MutexGuard<'_, u64>, Corrupted> {
-        match self.ctl().lock.lock() {
+        match self.ctl().lock.lock_timeout(LOCK_PATIENCE) {
             Ok(g) => Ok(g),
-            Err(LockError::OwnerDied(g)) => {
+            Err(TryLockError::OwnerDied(g)) => {
+                kill_point("repair:locked");
                 self.indices()?;
-                self.ctl().consumer.lock_repairs.fetch_add(1, Ordering::Relaxed);
-                g.make_consistent()
-                    .map_err(|e| self.corrupted(format!("cannot mark the lock consistent: {e}")))?;
+                self.ctl()
+                    .consumer
+                    .lock_repairs
+                    .fetch_add(1, Ordering::Relaxed);
+                g.make_consistent().map_err(|e| {
+                    self.corrupted(format!("cannot mark the lock consistent: {e}"))
+                })?;
                 Ok(g)
             }
-            Err(LockError::NotRecoverable) => Err(self.corrupted(
+            Err(TryLockError::NotRecoverable) => Err(self.corrupted(
                 "its lock is not recoverable (a process died holding it and the repair did not finish)",
             )),
+            Err(TryLockError::TimedOut) => Err(self.corrupted(format!(
+                "its lock has been held for over {LOCK_PATIENCE:?} (a holder is stopped, or the lock word was overwritten)"
+            ))),
             Err(e) => Err(self.corrupted(format!("its lock cannot be taken: {e}"))),
         }
     }
@@ -392,6 +408,7 @@ impl Queue {
     /// Under the lock: claims up to `max` positions at `tail` for writing.
     fn claim_send(&self, max: usize, check_owners: bool) -> Result<Claim, SendError> {
         let _g = self.lock()?;
+        kill_point("send:locked");
         let c = self.ctl();
         if c.flags.load(Ordering::Relaxed) & FLAG_CLOSED != 0 {
             return Err(SendError::Closed);
@@ -435,6 +452,7 @@ impl Queue {
         if n == 0 {
             return Ok(if room == 0 { Claim::None } else { Claim::Busy });
         }
+        kill_point("send:claimed");
         c.producer.tail.store(tail + n, Ordering::Release);
         Ok(Claim::Got {
             start: tail,
@@ -445,6 +463,7 @@ impl Queue {
     /// Under the lock: claims up to `max` committed messages at `head`.
     fn claim_recv(&self, max: usize, check_owners: bool) -> Result<Claim, RecvError> {
         let _g = self.lock()?;
+        kill_point("recv:locked");
         let c = self.ctl();
         let (mut head, tail) = self.indices()?;
         let start_head = head;
@@ -496,6 +515,7 @@ impl Queue {
             }
         }
         if head + n != start_head {
+            kill_point("recv:claimed");
             c.consumer.head.store(head + n, Ordering::Release);
         }
         if freed {
@@ -517,6 +537,7 @@ impl Queue {
     /// live (producers, consumers).
     fn reap_dead(&self) -> Result<(u64, u64), Corrupted> {
         let _g = self.lock()?;
+        kill_point("reap:locked");
         let c = self.ctl();
         let mut live = [0u64; 2];
         for (i, table) in [&c.producers, &c.consumers].into_iter().enumerate() {
@@ -546,6 +567,7 @@ impl Queue {
                 self.reap_dead()?;
             }
             let _g = self.lock()?;
+            kill_point("register:locked");
             let c = self.ctl();
             if c.flags.load(Ordering::Relaxed) & FLAG_CLOSED != 0 {
                 return Err(RegisterError::Closed);
@@ -556,6 +578,7 @@ impl Queue {
             };
             if let Some((i, r)) = table.iter().enumerate().find(|(_, r)| r.holder().is_none()) {
                 r.take(self.me);
+                kill_point("register:taken");
                 c.flags.fetch_or(flag, Ordering::Release);
                 return Ok(i);
             }
@@ -574,6 +597,10 @@ impl Queue {
         };
         // A corrupted lock leaves the entry to the dead-peer sweep.
         if let Ok(_g) = self.lock()
+            && {
+                kill_point("unregister:locked");
+                true
+            }
             && let Some(r) = table.get(index)
             && r.holder() == Some(self.me)
         {
@@ -857,7 +884,13 @@ pub struct Sender<'q> {
 
 impl Sender<'_> {
     fn send_inner(&self, msg: &[u8], how: Wait) -> Result<(), SendError> {
-        self.send_in_place(msg.len(), how, |buf| buf.copy_from_slice(msg))
+        self.send_in_place(msg.len(), how, |buf| {
+            // In two halves, so a kill point can stop a send mid-copy.
+            let half = msg.len() / 2;
+            buf[..half].copy_from_slice(&msg[..half]);
+            kill_point("send:writing");
+            buf[half..].copy_from_slice(&msg[half..]);
+        })
     }
 
     fn send_in_place<R>(
@@ -886,6 +919,7 @@ impl Sender<'_> {
         // WRITING claim until `commit_send` below.
         let out = write(unsafe { slots::payload_mut(ptr, len) });
         guard.n = 0;
+        kill_point("send:written");
         q.commit_send(start, std::iter::once(len))?;
         Ok(out)
     }
@@ -1004,9 +1038,11 @@ impl Receiver<'_> {
         };
         let len = q.msg_len(start)?;
         let ptr = q.payload_ptr(start)?;
+        kill_point("recv:reading");
         // SAFETY: the payload of slot `start`, in bounds for `slot_size >=
         // len` bytes, under our READING claim until `release_recv`.
         let out = read(unsafe { slots::payload(ptr, len) });
+        kill_point("recv:read");
         guard.n = 0;
         q.release_recv(start, n)?;
         Ok(out)

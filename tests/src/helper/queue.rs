@@ -54,9 +54,19 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
         .unwrap_or_else(|| panic!("argument {i} ({what}) missing or invalid"))
 }
 
+/// Opens the queue, or exits with status 1 and the error on stderr: the
+/// torture tests tell an error (allowed) from a panic or a signal (not).
 fn open(name: &str) -> Queue {
-    let id: SegmentId = name.parse().expect("queue name");
-    Queue::open(&id).unwrap_or_else(|e| panic!("open {name}: {e}"))
+    let opened = name
+        .parse::<SegmentId>()
+        .map_err(|e| e.to_string())
+        .and_then(|id| Queue::open(&id).map_err(|e| e.to_string()));
+    opened.unwrap_or_else(|e| fail(&format!("open {name}: {e}")))
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("error: {msg}");
+    std::process::exit(1)
 }
 
 /// Runs a `queue-*` subcommand.
@@ -71,7 +81,9 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
             let count: u64 = arg(args, 2, "count");
             let size: usize = arg(args, 3, "size");
             let report = args.get(4).is_some_and(|a| a == "report");
-            let tx = q.sender().expect("register sender");
+            let tx = q
+                .sender()
+                .unwrap_or_else(|e| fail(&format!("register: {e}")));
             let mut out = std::io::stdout().lock();
             writeln!(out, "registered").ok();
             out.flush().ok();
@@ -96,7 +108,9 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
         "queue-consume" => {
             let q = open(&args[0]);
             let report = args.get(1).is_some_and(|a| a == "report");
-            let rx = q.receiver().expect("register receiver");
+            let rx = q
+                .receiver()
+                .unwrap_or_else(|e| fail(&format!("register: {e}")));
             let mut out = std::io::stdout().lock();
             writeln!(out, "registered").ok();
             out.flush().ok();
