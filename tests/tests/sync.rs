@@ -271,7 +271,7 @@ fn pthread_condvar_waiter_killed_mid_wait_loses_a_wakeup_then_hangs_a_notifier()
     assert_eq!(counter(&o), 3);
     let w3_line = prints_within(&mut w3, Duration::from_secs(1));
     eprintln!(
-        "glibc {version}: round 2 waiter {w2_line:?}, round 3 notifier {n3_line:?},          round 3 waiter {w3_line:?}"
+        "glibc {version}: round 2 waiter {w2_line:?}, round 3 notifier {n3_line:?}, round 3 waiter {w3_line:?}"
     );
     if known_affected {
         assert_eq!(

@@ -14,12 +14,17 @@ use crate::sys::{self, pthread::E_UNINIT, pthread::RawCond};
 ///
 /// # Caveats: read before use
 ///
-/// - **Not robust.** The glibc condvar keeps waiter counts and group state
-///   in the `pthread_cond_t`. A waiter killed inside `wait` never takes
-///   itself out again. docs/sync.md records what the kill tests showed on
-///   glibc 2.36: see there before relying on this type when processes may
-///   be killed; [`crate::FutexCondvar`] has no such state and is the one to
-///   use then.
+/// - **Not robust: do not use it where a waiter may be killed.** The glibc
+///   condvar keeps waiter sequences, group sizes and per-group waiter
+///   references inside the `pthread_cond_t`. A waiter killed inside a wait
+///   never drops its reference. The multi-process kill test shows what
+///   follows on glibc 2.36, every run: the next-but-one `notify_one` goes
+///   to the dead waiter's group and wakes nobody. The one after that has to
+///   switch groups, and blocks **forever** in glibc waiting for the dead
+///   reference, holding the condvar's internal lock, so even other
+///   waiters' timeouts stop working. Nothing outside glibc can repair
+///   that. [`crate::FutexCondvar`] has the same API and no such state; use
+///   it whenever processes may die. docs/sync.md has the evidence.
 /// - **Lost wake-ups.** The condvar rewritten in glibc 2.25 can lose a
 ///   wake-up (sourceware bug 25847: a `pthread_cond_signal` is consumed
 ///   without waking any waiter, under a particular interleaving of waiters
@@ -228,7 +233,8 @@ impl fmt::Debug for Condvar {
     }
 }
 
-#[cfg(all(test, not(shm_loom)))]
+// Miri cannot run process-shared pthread objects or map segments.
+#[cfg(all(test, not(shm_loom), not(miri)))]
 mod tests {
     use super::*;
     use crate::{FutexCondvar, Mutex};

@@ -11,8 +11,8 @@
 //! | type | underneath | owner death | blocking waits |
 //! |---|---|---|---|
 //! | [`Mutex<T>`] | `pthread_mutex_t`, `PROCESS_SHARED`, `ROBUST` | [`LockError::OwnerDied`] carries the guard | `lock`, `lock_timeout` |
-//! | [`Condvar`] | `pthread_cond_t`, `PROCESS_SHARED`, `CLOCK_MONOTONIC` | not robust; see its docs | waits re-check at least every [`Condvar::RECHECK`] |
-//! | [`FutexCondvar`] | sequence counter + shared futex | a dead waiter harms nobody | `wait`, `wait_timeout`, `wait_while` |
+//! | [`Condvar`] | `pthread_cond_t`, `PROCESS_SHARED`, `CLOCK_MONOTONIC` | **not robust**: a waiter killed mid-wait can hang later notifiers (glibc 2.36, shown by the kill tests) | waits re-check at least every [`Condvar::RECHECK`] |
+//! | [`FutexCondvar`] | sequence counter + shared futex | a dead waiter harms nobody: use this one when processes may be killed | `wait`, `wait_timeout`, `wait_while` |
 //! | [`Semaphore`] | count + waiter hint, shared futex | no owner | `wait`, `wait_timeout`, `wait_deadline` |
 //!
 //! See docs/sync.md for the owner-death contract, the clock, and the

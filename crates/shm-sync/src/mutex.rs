@@ -376,7 +376,8 @@ impl<'a, T: ShmSafe> From<LockError<'a, T>> for TryLockError<'a, T> {
     }
 }
 
-#[cfg(all(test, not(shm_loom)))]
+// Miri cannot run robust process-shared pthread mutexes or map segments.
+#[cfg(all(test, not(shm_loom), not(miri)))]
 mod tests {
     use super::*;
     use shm_core::{Segment, Shared, SharedOptions};

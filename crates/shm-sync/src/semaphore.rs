@@ -231,7 +231,6 @@ impl fmt::Debug for Semaphore {
 #[cfg(all(test, not(shm_loom)))]
 mod tests {
     use super::*;
-    use shm_core::{Shared, SharedOptions};
     use std::sync::Arc;
 
     #[test]
@@ -248,7 +247,9 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(miri))] // maps a memfd segment
     fn zeroed_memory_is_an_empty_semaphore_and_timeouts_expire() {
+        use shm_core::{Shared, SharedOptions};
         let shared = Shared::<Semaphore>::create_anonymous(&SharedOptions::new(), |_| Ok(()))
             .expect("anonymous segment");
         let s = shared.get();
