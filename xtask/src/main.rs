@@ -229,7 +229,9 @@ impl Xtask {
         let mut failure = None;
         for (i, step) in CiStep::ALL.into_iter().enumerate() {
             let name = step.name();
-            if failure.is_some() {
+            // After a failure only the leftover check still runs: it is
+            // cheap and says what the failed step left behind.
+            if failure.is_some() && !matches!(step, CiStep::Leftover) {
                 results.push((name, StepResult::Skipped));
                 continue;
             }
@@ -245,7 +247,11 @@ impl Xtask {
                 Err(e) => {
                     println!("<== {name}: FAILED after {}", Hms(took));
                     results.push((name, StepResult::Failed(took)));
-                    failure = Some(failed(format!("ci step `{name}` failed: {e}")));
+                    let msg = format!("ci step `{name}` failed: {e}");
+                    failure = Some(match failure.take() {
+                        Some(Error::Failed(first)) => failed(format!("{first}\n{msg}")),
+                        _ => failed(msg),
+                    });
                 }
             }
         }
@@ -287,10 +293,18 @@ impl Xtask {
     /// Runs `task` between two snapshots and fails if it left segments.
     fn with_leftover_check(&self, what: &str, task: impl FnOnce() -> Result) -> Result {
         let before = Snapshot::take()?;
-        task()?;
-        Snapshot::take()?
-            .check_against(&before)
-            .map_err(|e| failed(format!("{what}: {e}")))
+        let result = task();
+        // Checked even when the task failed: a failing test is the one most
+        // likely to leave something behind.
+        let check = Snapshot::take().and_then(|after| after.check_against(&before));
+        match (result, check) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Ok(()), Err(left)) => Err(failed(format!("{what}: {left}"))),
+            (Err(e), Ok(())) => Err(e),
+            (Err(e), Err(left)) => Err(failed(format!(
+                "{e}\n{what} also left segments behind: {left}"
+            ))),
+        }
     }
 
     fn test_multiproc(&self, opts: &MultiprocOpts) -> Result {
