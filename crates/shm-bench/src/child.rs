@@ -323,7 +323,12 @@ fn ping(case: &Case, tx: &mut dyn Tx, rx: &mut dyn Rx) -> io::Result<Value> {
     let mut ck = Checker::new(case.size, 2, true);
     let total = case.warmup + case.count;
     let mut samples = Vec::with_capacity(case.count as usize);
+    let started = Instant::now();
+    let min_samples = case.count.min(1000) as usize;
     for i in 0..total {
+        if samples.len() >= min_samples && started.elapsed() > case.limit {
+            break;
+        }
         let t = Instant::now();
         tx.send(case.size, &mut |b| st.next(b, 0))?;
         rx.recv(&mut |m| match ck.accept(m)? {
@@ -363,8 +368,9 @@ fn pong(case: &Case, rx: &mut dyn Rx, tx: &mut dyn Tx) -> io::Result<Value> {
 fn produce(case: &Case, id: u32, tx: &mut dyn Tx) -> io::Result<Value> {
     let mut st = Stamper::new(id);
     let t0 = now_ns();
+    let stop = t0 + case.limit.as_nanos() as u64;
     let mut left = case.count as usize;
-    while left > 0 {
+    while left > 0 && now_ns() < stop {
         let n = left.min(case.batch.max(1));
         tx.send_many(n, case.size, &mut |b| st.next(b, 0))?;
         left -= n;

@@ -8,6 +8,8 @@ use std::io;
 use std::time::Instant;
 
 use serde_json::{Value, json};
+use shm_core::{SegmentId, Shared, SharedOptions};
+use shm_queue::{Queue, QueueOptions};
 
 /// One micro-benchmark's result.
 #[derive(Debug, Clone)]
@@ -52,6 +54,39 @@ pub fn run(quick: bool) -> io::Result<Vec<Micro>> {
         *g = black_box(*g + 1);
     }));
 
+    let shared =
+        Shared::<shm_sync::Mutex<u64>>::create_anonymous(&SharedOptions::new(), |m| Ok(m.init(0)?))
+            .map_err(io::Error::other)?;
+    let mx = shared.get();
+    let mut failed = false;
+    out.push(bench(
+        "shm_sync::Mutex lock+unlock (robust, process-shared)",
+        iters,
+        || match mx.lock() {
+            Ok(mut g) => *g = black_box(*g + 1),
+            Err(_) => failed = true,
+        },
+    ));
+    if failed {
+        return Err(io::Error::other("shm_sync::Mutex::lock failed"));
+    }
+
+    let shared = Shared::<shm_sync::Semaphore>::create_anonymous(&SharedOptions::new(), |s| {
+        s.init(0);
+        Ok(())
+    })
+    .map_err(io::Error::other)?;
+    let sem = shared.get();
+    out.push(bench("shm_sync::Semaphore post+wait", iters, || {
+        if sem.post().is_err() {
+            failed = true;
+        }
+        sem.wait();
+    }));
+    if failed {
+        return Err(io::Error::other("shm_sync::Semaphore::post failed"));
+    }
+
     let (tx, rx) = crossbeam_channel::bounded::<[u8; 64]>(1024);
     out.push(bench(
         "crossbeam-channel try_send+try_recv 64 B",
@@ -62,7 +97,62 @@ pub fn run(quick: bool) -> io::Result<Vec<Micro>> {
         },
     ));
 
+    let id = SegmentId::posix(&format!("/shmrs-bench-{}-micro-queue", std::process::id()))
+        .map_err(io::Error::other)?;
+    let queue = Queue::create(&id, &QueueOptions::new().capacity(1024).slot_size(64))
+        .map_err(io::Error::other)?;
+    let result = queue_micro(&queue, iters, &mut out);
+    // The creating handle would remove the segment on drop; do it now.
+    let _ = queue.remove();
+    result?;
     Ok(out)
+}
+
+/// The queue's uncontended paths: one registered producer and consumer in
+/// this process, the queue never full nor empty when it matters.
+fn queue_micro(queue: &Queue, iters: u64, out: &mut Vec<Micro>) -> io::Result<()> {
+    let tx = queue.sender().map_err(io::Error::other)?;
+    let rx = queue.receiver().map_err(io::Error::other)?;
+    let msg = [7u8; 64];
+    let mut errors = 0u64;
+    out.push(bench("shm-queue try_send+try_recv 64 B", iters, || {
+        if tx.try_send(black_box(&msg)).is_err() {
+            errors += 1;
+        }
+        match rx.try_recv() {
+            Ok(v) => {
+                black_box(v);
+            }
+            Err(_) => errors += 1,
+        }
+    }));
+    let mut buf = vec![0u8; queue.slot_size()];
+    out.push(bench("shm-queue send+recv_into 64 B", iters, || {
+        if tx.send(black_box(&msg)).is_err() {
+            errors += 1;
+        }
+        if rx.recv_into(&mut buf).is_err() {
+            errors += 1;
+        }
+    }));
+    out.push(bench(
+        "shm-queue send_with+recv_with 64 B (zero-copy)",
+        iters,
+        || {
+            if tx.send_with(64, |b| b.fill(7)).is_err() {
+                errors += 1;
+            }
+            if rx.recv_with(|m| black_box(m[0])).is_err() {
+                errors += 1;
+            }
+        },
+    ));
+    if errors > 0 {
+        return Err(io::Error::other(format!(
+            "{errors} queue operations failed"
+        )));
+    }
+    Ok(())
 }
 
 /// As a markdown table.

@@ -68,6 +68,11 @@ pub struct Case {
     pub idle: Duration,
     /// How long the sender sleeps before each wake-up sample.
     pub gap: Duration,
+    /// Time limit of a ping-pong or streaming run: a producer stops early
+    /// once it has sent for this long (the rate is over what it sent), a
+    /// ping-pong once it has at least 1000 samples. Keeps a slow
+    /// contender from stretching the run.
+    pub limit: Duration,
     /// Messages per call for the batch API.
     pub batch: usize,
 }
@@ -102,6 +107,7 @@ impl Case {
             "capacity": self.capacity,
             "idle_ms": self.idle.as_millis() as u64,
             "gap_ms": self.gap.as_millis() as u64,
+            "limit_ms": self.limit.as_millis() as u64,
             "batch": self.batch,
         })
     }
@@ -120,6 +126,7 @@ impl Case {
             capacity: u("capacity")? as usize,
             idle: Duration::from_millis(u("idle_ms")?),
             gap: Duration::from_millis(u("gap_ms")?),
+            limit: Duration::from_millis(u("limit_ms")?),
             batch: u("batch")? as usize,
         })
     }
@@ -168,6 +175,7 @@ pub fn pass(quick: bool, contenders: &[Contender]) -> Vec<Case> {
         capacity: if size >= LARGE { 8 } else { 256 },
         idle: Duration::from_millis(0),
         gap: Duration::from_millis(0),
+        limit: Duration::from_millis(if quick { 200 } else { 1_000 }),
         batch: 32,
     };
     let pick = |q: u64, full: u64| if quick { q } else { full };
@@ -180,9 +188,9 @@ pub fn pass(quick: bool, contenders: &[Contender]) -> Vec<Case> {
         }
     }
     for &(size, q, full) in &[
-        (SMALL, 20_000, 500_000),
-        (PAGE, 2_000, 100_000),
-        (LARGE, 20, 1_000),
+        (SMALL, 20_000, 5_000_000),
+        (PAGE, 2_000, 500_000),
+        (LARGE, 100, 5_000),
     ] {
         for &c in contenders {
             cases.push(base(Measure::Stream, c, size, pick(q, full)));
@@ -200,7 +208,12 @@ pub fn pass(quick: bool, contenders: &[Contender]) -> Vec<Case> {
     }
     for n in [1usize, 2, 4] {
         for &c in contenders {
-            let mut case = base(Measure::Mpmc(n), c, SMALL, pick(20_000, 400_000) / n as u64);
+            let mut case = base(
+                Measure::Mpmc(n),
+                c,
+                SMALL,
+                pick(20_000, 2_000_000) / n as u64,
+            );
             case.producers = n;
             case.consumers = n;
             cases.push(case);

@@ -64,7 +64,14 @@ pub fn metrics(case: &Case, outputs: &[Value]) -> BTreeMap<&'static str, f64> {
                 .filter_map(|o| o["t_end"].as_u64())
                 .max();
             if let (Some(t0), Some(t1)) = (t0, t1) {
-                let total = case.count as f64 * case.producers as f64;
+                // What the producers really sent (they stop at the time
+                // limit), all of it checked on arrival.
+                let total: f64 = outputs
+                    .iter()
+                    .filter(|o| o["role"] == "produce")
+                    .filter_map(|o| o["sent"][0][1].as_u64())
+                    .sum::<u64>() as f64;
+                m.insert("messages", total);
                 let secs = (t1.saturating_sub(t0)).max(1) as f64 / 1e9;
                 m.insert("msgs_per_s", total / secs);
                 m.insert("mb_per_s", total * case.size as f64 / secs / 1e6);
@@ -408,7 +415,7 @@ pub fn markdown(s: &Summary, contenders: &[Contender], passes: usize) -> String 
     }
 
     let _ = writeln!(out, "\n### shm-queue targets (issue 4)\n");
-    header(&mut out, &["target", "measured", "verdict"]);
+    let _ = writeln!(out, "| target | measured | verdict |\n|---|---|---|");
     for tg in targets(s) {
         let _ = writeln!(out, "| {} | {} | {} |", tg.target, tg.measured, tg.verdict);
     }
@@ -582,7 +589,8 @@ pub fn machine() -> Value {
         "cores": cores,
         "available_parallelism": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "kernel": read("/proc/sys/kernel/osrelease").trim(),
-        "glibc": glibc,
+        "glibc": shm_sync::glibc_version(),
+        "ldd_version": glibc,
         "loadavg_at_start": read("/proc/loadavg").trim(),
         "mq_msg_max": read("/proc/sys/fs/mqueue/msg_max").trim(),
         "mq_msgsize_max": read("/proc/sys/fs/mqueue/msgsize_max").trim(),
@@ -592,12 +600,13 @@ pub fn machine() -> Value {
 /// Markdown lines describing the machine.
 pub fn machine_markdown(m: &Value) -> String {
     format!(
-        "- CPU: {} ({} logical CPUs, {} available to this process)\n- kernel: {}\n- glibc: {}\n- load average at start: {}\n",
+        "- CPU: {} ({} logical CPUs, {} available to this process)\n- kernel: {}\n- glibc: {} ({})\n- load average at start: {}\n",
         m["cpu"].as_str().unwrap_or("?"),
         m["cores"],
         m["available_parallelism"],
         m["kernel"].as_str().unwrap_or("?"),
         m["glibc"].as_str().unwrap_or("?"),
+        m["ldd_version"].as_str().unwrap_or("?"),
         m["loadavg_at_start"].as_str().unwrap_or("?"),
     )
 }

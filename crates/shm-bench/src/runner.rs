@@ -188,9 +188,6 @@ pub fn run_case(
     if let Err(why) = applicable(case.contender, case.measure) {
         return Ok(Outcome::NotApplicable(why));
     }
-    if let Some(why) = case.contender.available() {
-        return Ok(Outcome::NotApplicable(why.into()));
-    }
     let deadline = Instant::now() + timeout;
     let mut chans = Vec::new();
     let mut names = Vec::new();
