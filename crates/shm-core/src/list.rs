@@ -7,7 +7,7 @@
 //!   attached: `shmat` would rewrite the `lpid`, `atime` and `nattch` that
 //!   are being reported, so [`SegmentInfo::kind`] stays `None` for them.
 //! - POSIX segments are the regular files of `/dev/shm`. The first
-//!   [`HEADER_SIZE`](crate::HEADER_SIZE) bytes are read with plain `read()`
+//!   [`HEADER_SIZE`] bytes are read with plain `read()`
 //!   (never mapped, with `O_NOATIME` where allowed) to tell this library's
 //!   segments, and their kind, from foreign ones.
 //! - The processes holding a segment come from every `/proc/PID/maps`: a
