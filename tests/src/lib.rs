@@ -199,7 +199,6 @@ impl Drop for Proc {
 /// Reads one line from a child's stdout (for "ready" handshakes), with a
 /// watchdog.
 pub fn read_line(p: &mut Proc, limit: Duration) -> String {
-    use std::io::BufRead;
     let out = p
         .child
         .as_mut()
@@ -207,10 +206,18 @@ pub fn read_line(p: &mut Proc, limit: Duration) -> String {
         .expect("child stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut r = std::io::BufReader::new(out);
-        let mut line = String::new();
-        let _ = r.read_line(&mut line);
-        let _ = tx.send((line, r.into_inner()));
+        // Byte by byte: a buffered reader would swallow what follows the
+        // line, and the caller reads that later.
+        let mut out = out;
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while let Ok(1) = std::io::Read::read(&mut out, &mut byte) {
+            if byte[0] == b'\n' {
+                break;
+            }
+            line.push(byte[0]);
+        }
+        let _ = tx.send((String::from_utf8_lossy(&line).into_owned(), out));
     });
     match rx.recv_timeout(limit) {
         Ok((line, out)) => {

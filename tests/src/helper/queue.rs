@@ -64,6 +64,14 @@ fn open(name: &str) -> Queue {
     opened.unwrap_or_else(|e| fail(&format!("open {name}: {e}")))
 }
 
+/// `timeout=MS` among the flags: every send or receive gives up after MS.
+fn op_timeout(flags: &[String]) -> Option<Duration> {
+    flags
+        .iter()
+        .find_map(|f| f.strip_prefix("timeout=")?.parse().ok())
+        .map(Duration::from_millis)
+}
+
 fn fail(msg: &str) -> ! {
     eprintln!("error: {msg}");
     std::process::exit(1)
@@ -72,15 +80,17 @@ fn fail(msg: &str) -> ! {
 /// Runs a `queue-*` subcommand.
 pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
     match cmd {
-        // queue-produce NAME PRODUCER COUNT SIZE [report]
+        // queue-produce NAME PRODUCER COUNT SIZE [report] [timeout=MS]
         // Sends COUNT checked messages; with `report`, prints "s SEQ" after
-        // each send returned success. Prints "done" at the end.
+        // each send returned success. Prints "done" at the end. Any error
+        // exits with status 1.
         "queue-produce" => {
             let q = open(&args[0]);
             let producer: u32 = arg(args, 1, "producer");
             let count: u64 = arg(args, 2, "count");
             let size: usize = arg(args, 3, "size");
-            let report = args.get(4).is_some_and(|a| a == "report");
+            let report = args[4..].iter().any(|a| a == "report");
+            let timeout = op_timeout(&args[4..]);
             let tx = q
                 .sender()
                 .unwrap_or_else(|e| fail(&format!("register: {e}")));
@@ -90,7 +100,11 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
             let mut buf = vec![0u8; size.max(MIN_MSG)];
             for seq in 0..count {
                 encode(&mut buf, producer, seq);
-                if let Err(e) = tx.send(&buf) {
+                let sent = match timeout {
+                    Some(t) => tx.send_timeout(&buf, t),
+                    None => tx.send(&buf),
+                };
+                if let Err(e) = sent {
                     eprintln!("producer {producer}: send {seq} failed: {e}");
                     return Some(1);
                 }
@@ -101,13 +115,15 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
             writeln!(out, "done").ok();
             Some(0)
         }
-        // queue-consume NAME [report]
+        // queue-consume NAME [report] [timeout=MS]
         // Receives until Disconnected. Prints "p COUNT SUM SUMSQ" per
         // producer, "torn N" and "disorder N"; with `report`, also "r P SEQ"
-        // for every message as it arrives (for consumers that get killed).
+        // for every message as it arrives (for consumers that get killed)
+        // and "torn-msg" for a message that fails its checksum.
         "queue-consume" => {
             let q = open(&args[0]);
-            let report = args.get(1).is_some_and(|a| a == "report");
+            let report = args[1..].iter().any(|a| a == "report");
+            let timeout = op_timeout(&args[1..]);
             let rx = q
                 .receiver()
                 .unwrap_or_else(|e| fail(&format!("register: {e}")));
@@ -119,7 +135,14 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
             let (mut torn, mut disorder) = (0u64, 0u64);
             let mut buf = vec![0u8; q.slot_size()];
             loop {
-                match rx.recv_into(&mut buf) {
+                let got = match timeout {
+                    Some(t) => rx.recv_with_timeout(t, |m| {
+                        buf[..m.len()].copy_from_slice(m);
+                        m.len()
+                    }),
+                    None => rx.recv_into(&mut buf),
+                };
+                match got {
                     Ok(n) => match decode(&buf[..n]) {
                         Some((p, seq)) => {
                             let e = per.entry(p).or_insert((0, 0, 0, None));
@@ -134,7 +157,12 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
                                 writeln!(out, "r {p} {seq}").ok();
                             }
                         }
-                        None => torn += 1,
+                        None => {
+                            torn += 1;
+                            if report {
+                                writeln!(out, "torn-msg").ok();
+                            }
+                        }
                     },
                     Err(RecvError::Disconnected) => break,
                     Err(e) => {
