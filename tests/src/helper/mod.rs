@@ -2,6 +2,7 @@
 //! `run` returns `None` for a subcommand it does not know.
 
 pub mod core;
+pub mod limits;
 pub mod queue;
 pub mod sync;
 
@@ -10,4 +11,5 @@ pub fn dispatch(cmd: &str, args: &[String]) -> Option<i32> {
     core::run(cmd, args)
         .or_else(|| sync::run(cmd, args))
         .or_else(|| queue::run(cmd, args))
+        .or_else(|| limits::run(cmd, args))
 }
