@@ -51,6 +51,16 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until the (single-threaded) child sleeps in a futex wait, as the
+/// kernel reports in `/proc/PID/wchan`: then it is really asleep in the
+/// primitive, not merely about to be.
+fn wait_until_asleep(p: &Proc) {
+    let path = format!("/proc/{}/wchan", p.pid());
+    eventually("the child sleeps in a futex wait", || {
+        std::fs::read_to_string(&path).is_ok_and(|w| w.contains("futex"))
+    });
+}
+
 fn counter(o: &Objects) -> u64 {
     match o.mutex().lock() {
         Ok(g) => *g,
@@ -163,8 +173,7 @@ fn start_waiter(id: &SegmentId, o: &Objects, kind: &str, target: u64) -> Proc {
             .map_err(|e| e.to_string())
             .expect("lock"),
     );
-    // Give it time to be asleep in the futex, not just past the unlock.
-    std::thread::sleep(Duration::from_millis(50));
+    wait_until_asleep(&w);
     w
 }
 
@@ -180,7 +189,7 @@ fn start_long_waiter(id: &SegmentId, o: &Objects, kind: &str, target: u64) -> Pr
             .map_err(|e| e.to_string())
             .expect("lock"),
     );
-    std::thread::sleep(Duration::from_millis(50));
+    wait_until_asleep(&w);
     w
 }
 
@@ -322,7 +331,8 @@ fn semaphore_timeouts_expire_and_posts_in_time_are_taken() {
 
     // A post from another process within the timeout is taken.
     let waiter = helper("sync-sem-timeout", &id, &["1", "120000"]);
-    eventually("the waiter sleeps", || o.semaphore(1).waiters() == 1);
+    eventually("the waiter registers", || o.semaphore(1).waiters() == 1);
+    wait_until_asleep(&waiter);
     o.semaphore(1).post().unwrap();
     let out = waiter.success(LIMIT);
     assert!(out.starts_with("got "), "{out}");
@@ -334,7 +344,8 @@ fn semaphore_waiter_killed_mid_wait_loses_no_token() {
     let (id, _cleanup, o) = setup("sync-semkill", 0);
     let s = o.semaphore(0);
     let victim = helper("sync-sem-wait", &id, &["0", "1"]);
-    eventually("the victim sleeps", || s.waiters() == 1);
+    eventually("the victim registers", || s.waiters() == 1);
+    wait_until_asleep(&victim);
     kill(victim);
     // Its hint stays, which only makes posts call FUTEX_WAKE.
     assert_eq!(s.waiters(), 1);
