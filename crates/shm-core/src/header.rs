@@ -662,7 +662,9 @@ impl<T: ShmSafe> Shared<T> {
             // The creator may have published ready (and dropped its lock, or
             // exited) between the first look at the state and the liveness
             // check: look again before calling it dead.
-
+            if observe(&raw.state) != 0 {
+                continue;
+            }
             return match decoded {
                 Ok(_) => Err(Attempt::Failed(OpenError::CreatorDied { segment: name, pid })),
                 Err(HeaderError::BadMagic(0)) if segment.backend() == Backend::SysV && pid != 0 => {
@@ -887,7 +889,8 @@ mod tests {
             with(&|b| b[12..16].copy_from_slice(&7u32.to_ne_bytes()), false),
             Err(HeaderError::Invalid("state word"))
         );
-        let cases: &[(&dyn Fn(&mut [u8; HEADER_SIZE]), &str)] = &[
+        type Damage = dyn Fn(&mut [u8; HEADER_SIZE]);
+        let cases: &[(&Damage, &str)] = &[
             (
                 &|b| b[32..36].copy_from_slice(&3u32.to_ne_bytes()),
                 "type alignment",
@@ -1267,21 +1270,25 @@ mod tests {
                     drop(a);
                 });
                 let start = Instant::now();
-                loop {
+                // No panic before `done` is set: the creator would wait
+                // for it forever and the scope with it.
+                let outcome = loop {
                     match Shared::<StdAtomicU64>::open(&id, &SharedOptions::new()) {
-                        Ok(_) => {
-                            opened += 1;
-                            break;
+                        Ok(_) => break Ok(()),
+                        Err(OpenError::NotFound { .. })
+                            if start.elapsed() < Duration::from_secs(10) =>
+                        {
+                            std::hint::spin_loop()
                         }
-                        Err(OpenError::NotFound { .. }) => {
-                            assert!(start.elapsed() < Duration::from_secs(10), "watchdog");
-                            std::hint::spin_loop();
-                        }
-                        Err(e) => panic!("round {round}: {e}"),
+                        Err(e) => break Err(e),
                     }
-                }
+                };
                 done.store(true, Ordering::Release);
                 creator.join().expect("creator thread");
+                if let Err(e) = outcome {
+                    panic!("round {round}: {e}");
+                }
+                opened += 1;
             });
         }
         assert_eq!(opened, 300);

@@ -48,6 +48,8 @@ mod segment;
 #[allow(unsafe_code)]
 mod shareable;
 mod sys;
+#[cfg(test)]
+mod test_util;
 
 pub use error::{BoundsError, CreateError, NameError, OpenError, Owner};
 pub use header::{

@@ -1,7 +1,247 @@
 //! `core-*` subcommands: segments and the header handshake.
+//!
+//! Each prints `key=value` lines on stdout for the test to check and exits 0
+//! on success, 1 when what it checked was wrong, 2 on bad arguments or a
+//! failed call, 3 when its own deadline passed.
+//!
+//! | subcommand | arguments | does |
+//! |---|---|---|
+//! | `core-write` | ID SIZE SEED | creates a raw segment, fills it with a pattern, leaves it |
+//! | `core-read` | ID SIZE SEED | opens it, checks size and pattern |
+//! | `core-race` | ID GATE | waits at the gate, then `Shared::open_or_create` |
+//! | `core-init-hang` | ID | creates; its init prints `initializing` and sleeps 60 s |
+//! | `core-slow-create` | ID GATE | creates; its init prints `initializing`, waits for the gate, sleeps 300 ms |
+//! | `core-open` | ID TIMEOUT_MS | `Shared::open`; prints the value or the error |
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use shm_core::{HeaderInfo, InitState, OpenError, Segment, SegmentId, Shared, SharedOptions};
+
+/// What the handshake tests put in a segment: `[MAGIC_VALUE, creator pid]`.
+pub type Cell = [AtomicU64; 2];
+
+/// The value a creator's initializer writes into `Cell[0]`.
+pub const MAGIC_VALUE: u64 = 0x5eed_c0de_0000_0001;
+
+/// A start gate the test creates: `[arrived, go]`.
+pub type Gate = [AtomicU32; 2];
+
+/// How long a helper waits for the test to open its gate before giving up.
+const GATE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The byte at `i` of the pattern `core-write` writes and `core-read` checks.
+pub fn pattern(seed: u64, i: u64) -> u8 {
+    let x = (i ^ seed)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(29);
+    (x >> 56) as u8
+}
+
+/// The name of an `OpenError` variant, for the tests to match on.
+pub fn variant(e: &OpenError) -> &'static str {
+    match e {
+        OpenError::InvalidName(_) => "InvalidName",
+        OpenError::NotFound { .. } => "NotFound",
+        OpenError::PermissionDenied { .. } => "PermissionDenied",
+        OpenError::TooSmall { .. } => "TooSmall",
+        OpenError::NotOurs { .. } => "NotOurs",
+        OpenError::VersionMismatch { .. } => "VersionMismatch",
+        OpenError::LayoutMismatch { .. } => "LayoutMismatch",
+        OpenError::SizeMismatch { .. } => "SizeMismatch",
+        OpenError::CreatorDied { .. } => "CreatorDied",
+        OpenError::InitFailed { .. } => "InitFailed",
+        OpenError::InitTimeout { .. } => "InitTimeout",
+        OpenError::Corrupted { .. } => "Corrupted",
+        OpenError::Create(_) => "Create",
+        OpenError::Io { .. } => "Io",
+        _ => "Other",
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn fail(line: &str, code: i32) -> i32 {
+    eprintln!("shm-test-helper: {line}");
+    say(&format!("error={line}"));
+    code
+}
+
+fn id_arg(args: &[String], i: usize) -> Result<SegmentId, String> {
+    let text = args
+        .get(i)
+        .ok_or(format!("argument {i}: missing segment id"))?;
+    text.parse().map_err(|e| format!("argument {i}: {e}"))
+}
+
+fn u64_arg(args: &[String], i: usize) -> Result<u64, String> {
+    let text = args.get(i).ok_or(format!("argument {i}: missing number"))?;
+    text.parse()
+        .map_err(|e| format!("argument {i}: {text:?}: {e}"))
+}
+
+/// Opens the test's gate, says it arrived and waits until it is opened.
+fn pass_gate(gate_id: &SegmentId) -> Result<(), i32> {
+    let gate = Shared::<Gate>::open(gate_id, &SharedOptions::new())
+        .map_err(|e| fail(&format!("gate {gate_id}: {e}"), 1))?;
+    gate.get()[0].fetch_add(1, Ordering::AcqRel);
+    let start = Instant::now();
+    while gate.get()[1].load(Ordering::Acquire) == 0 {
+        if start.elapsed() > GATE_DEADLINE {
+            return Err(fail("the gate never opened", 3));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
+fn init_cell(cell: &Cell) {
+    cell[0].store(MAGIC_VALUE, Ordering::Relaxed);
+    cell[1].store(u64::from(std::process::id()), Ordering::Relaxed);
+}
+
+fn report(cell: &Shared<Cell>, created: bool) {
+    let creator = cell.header().map_or(0, |h| h.creator.pid);
+    say(&format!(
+        "created={created} value={:#x} pid={} creator={creator} me={}",
+        cell.get()[0].load(Ordering::Acquire),
+        cell.get()[1].load(Ordering::Acquire),
+        std::process::id()
+    ));
+}
+
+fn write(args: &[String]) -> Result<i32, String> {
+    let (id, size, seed) = (id_arg(args, 0)?, u64_arg(args, 1)?, u64_arg(args, 2)?);
+    let mut seg = Segment::create(&id, size, 0o600).map_err(|e| e.to_string())?;
+    let data: Vec<u8> = (0..size).map(|i| pattern(seed, i)).collect();
+    seg.write_at(0, &data).map_err(|e| e.to_string())?;
+    // Leave it behind for the reader; the test removes it.
+    seg.set_owner(false);
+    say(&format!("written={size}"));
+    Ok(0)
+}
+
+fn read(args: &[String]) -> Result<i32, String> {
+    let (id, size, seed) = (id_arg(args, 0)?, u64_arg(args, 1)?, u64_arg(args, 2)?);
+    let seg = Segment::open(&id).map_err(|e| e.to_string())?;
+    if seg.len() as u64 != size {
+        return Ok(fail(&format!("size {} instead of {size}", seg.len()), 1));
+    }
+    let mut data = vec![0u8; seg.len()];
+    seg.read_at(0, &mut data).map_err(|e| e.to_string())?;
+    if let Some(i) = (0..size).find(|&i| data[i as usize] != pattern(seed, i)) {
+        return Ok(fail(
+            &format!(
+                "byte {i} is {:#04x}, expected {:#04x}",
+                data[i as usize],
+                pattern(seed, i)
+            ),
+            1,
+        ));
+    }
+    say(&format!("verified={size}"));
+    Ok(0)
+}
+
+fn race(args: &[String]) -> Result<i32, String> {
+    let (id, gate) = (id_arg(args, 0)?, id_arg(args, 1)?);
+    if let Err(code) = pass_gate(&gate) {
+        return Ok(code);
+    }
+    let opts = SharedOptions::new().timeout(Duration::from_secs(20));
+    match Shared::<Cell>::open_or_create(&id, &opts, |c| {
+        init_cell(c);
+        // Widen the window in which the others find it initializing.
+        std::thread::sleep(Duration::from_millis(50));
+        Ok(())
+    }) {
+        Ok((mut cell, created)) => {
+            // Leave it for the processes still to come; the test removes it.
+            cell.segment_mut().set_owner(false);
+            report(&cell, created);
+            Ok(0)
+        }
+        Err(e) => Ok(fail(&format!("{}: {e}", variant(&e)), 1)),
+    }
+}
+
+fn init_hang(args: &[String]) -> Result<i32, String> {
+    let id = id_arg(args, 0)?;
+    let r = Shared::<Cell>::create(&id, &SharedOptions::new(), |c| {
+        init_cell(c);
+        say("initializing");
+        std::thread::sleep(Duration::from_secs(60));
+        Ok(())
+    });
+    // Only reached if nobody killed us.
+    Ok(fail(&format!("init finished: {:?}", r.map(|_| ())), 1))
+}
+
+fn slow_create(args: &[String]) -> Result<i32, String> {
+    let (id, gate) = (id_arg(args, 0)?, id_arg(args, 1)?);
+    let mut gate_code = 0;
+    let r = Shared::<Cell>::create(&id, &SharedOptions::new(), |c| {
+        say("initializing");
+        if let Err(code) = pass_gate(&gate) {
+            gate_code = code;
+            return Err("the gate never opened".into());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        init_cell(c);
+        Ok(())
+    });
+    match r {
+        Ok(mut cell) => {
+            cell.segment_mut().set_owner(false);
+            report(&cell, true);
+            Ok(0)
+        }
+        Err(_) if gate_code != 0 => Ok(gate_code),
+        Err(e) => Ok(fail(&e.to_string(), 1)),
+    }
+}
+
+fn open(args: &[String]) -> Result<i32, String> {
+    let (id, ms) = (id_arg(args, 0)?, u64_arg(args, 1)?);
+    // First a raw look, so the test knows what the opener found.
+    let seen = match Segment::open(&id) {
+        Ok(seg) => match HeaderInfo::read(&seg) {
+            Ok(h) if h.state == InitState::Initializing => "initializing".to_owned(),
+            Ok(h) if h.state == InitState::Ready => "ready".to_owned(),
+            Ok(_) => "failed".to_owned(),
+            Err(e) => format!("unreadable ({e})"),
+        },
+        Err(e) => format!("unopenable ({})", variant(&e)),
+    };
+    say(&format!("state={seen}"));
+    let opts = SharedOptions::new().timeout(Duration::from_millis(ms));
+    match Shared::<Cell>::open(&id, &opts) {
+        Ok(cell) => {
+            report(&cell, false);
+            Ok(0)
+        }
+        Err(e) => {
+            say(&format!("error={}: {e}", variant(&e)));
+            Ok(1)
+        }
+    }
+}
 
 /// Runs a `core-*` subcommand.
 pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
-    let _ = (cmd, args);
-    None
+    let r = match cmd {
+        "core-write" => write(args),
+        "core-read" => read(args),
+        "core-race" => race(args),
+        "core-init-hang" => init_hang(args),
+        "core-slow-create" => slow_create(args),
+        "core-open" => open(args),
+        _ => return None,
+    };
+    Some(r.unwrap_or_else(|e| fail(&format!("{cmd}: {e}"), 2)))
 }

@@ -49,6 +49,10 @@ pub(crate) struct FileStat {
     pub(crate) mode: u32,
     pub(crate) atime: i64,
     pub(crate) ctime: i64,
+    /// Device and inode: which file this descriptor is, whatever its name
+    /// now points to.
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
 }
 
 /// `fstat(fd)`.
@@ -61,6 +65,8 @@ pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<FileStat> {
         mode: st.st_mode & 0o7777,
         atime: st.st_atime,
         ctime: st.st_ctime,
+        dev: st.st_dev,
+        ino: st.st_ino,
     })
 }
 
