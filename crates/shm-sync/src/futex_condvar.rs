@@ -60,8 +60,12 @@ pub struct FutexCondvar {
     /// The two RMWs are ordered: either the notifier sees the waiter and
     /// wakes it, or the waiter's RMW synchronizes with the notifier's and
     /// its load of `seq` sees the new value, so it does not sleep on the old
-    /// one. A waiter killed mid-wait leaves the hint one too high: later
-    /// notifies then make a needless `FUTEX_WAKE`, nothing worse.
+    /// one. (When the notifier changed the condition under the mutex, the
+    /// mutex alone already orders the waiter's increment before the
+    /// notifier's read; the RMW keeps the argument independent of that, for
+    /// one locked instruction per notify.) A waiter killed mid-wait leaves
+    /// the hint one too high: later notifies then make a needless
+    /// `FUTEX_WAKE`, nothing worse.
     waiters: AtomicU32,
 }
 
