@@ -357,3 +357,60 @@ fn semaphore_waiter_killed_mid_wait_loses_no_token() {
     assert_eq!(s.value(), 0);
     assert!(!s.wait_timeout(Duration::from_millis(10)));
 }
+
+/// utime + stime of `pid`, in clock ticks (fields 14 and 15 of
+/// `/proc/PID/stat`, counted after the command name).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn sleeping_waiters_cost_no_cpu() {
+    let (id, _cleanup, o) = setup("sync-idle", 0);
+    let sem = helper("sync-sem-wait", &id, &["0", "1"]);
+    let cv = start_waiter(&id, &o, "futex", 1);
+    wait_until_asleep(&sem);
+    let before = (cpu_ticks(sem.pid()), cpu_ticks(cv.pid()));
+    std::thread::sleep(Duration::from_secs(1));
+    let after = (cpu_ticks(sem.pid()), cpu_ticks(cv.pid()));
+    // A spinning waiter would burn ~100 ticks in that second; a sleeping
+    // one burns none (one tick of slack for accounting at the boundary).
+    assert!(
+        after.0 - before.0 <= 1,
+        "semaphore waiter used {} ticks",
+        after.0 - before.0
+    );
+    assert!(
+        after.1 - before.1 <= 1,
+        "condvar waiter used {} ticks",
+        after.1 - before.1
+    );
+    o.semaphore(0).post().unwrap();
+    assert_eq!(sem.success(LIMIT).trim(), "got 1");
+    *o.mutex().lock().map_err(|e| e.to_string()).unwrap() = 1;
+    o.futex_condvar().notify_all();
+    assert_eq!(cv.success(LIMIT).trim(), "woke 1");
+}
+
+#[test]
+fn condvar_waiters_learn_that_the_mutex_holder_died() {
+    for kind in ["futex", "pthread"] {
+        let (id, _cleanup, o) = setup(&format!("sync-cvowner-{kind}"), 0);
+        let waiter = start_long_waiter(&id, &o, kind, 1);
+        // The holder takes the mutex, writes the dirty marker (which ends
+        // the waiter's condition) and is killed before it can notify.
+        let mut holder = helper("sync-hold", &id, &[]);
+        expect_line(&mut holder, "locked");
+        kill(holder);
+        match kind {
+            "futex" => o.futex_condvar().notify_all(),
+            _ => o.condvar().notify_all(),
+        }
+        assert_eq!(waiter.success(LIMIT).trim(), format!("owner-died {DIRTY}"));
+        // The waiter marked it consistent: the mutex is normal again.
+        assert_eq!(counter(&o), DIRTY);
+    }
+}

@@ -288,6 +288,97 @@ mod tests {
     }
 }
 
+/// `EINTR`: a signal handler interrupts the futex wait again and again; the
+/// wait neither returns early nor loses its absolute deadline.
+#[cfg(all(test, not(shm_loom), not(miri)))]
+#[allow(unsafe_code)]
+mod eintr_tests {
+    use super::*;
+    use std::os::unix::thread::JoinHandleExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+    static HANDLED: AtomicUsize = AtomicUsize::new(0);
+
+    extern "C" fn on_signal(_: libc::c_int) {
+        HANDLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Installs a SIGUSR1 handler without `SA_RESTART`, so that a futex
+    /// wait in the signalled thread returns `EINTR`.
+    fn install() {
+        // SAFETY: `sa` is fully initialized (zeroed, then the handler and
+        // an empty mask); the handler only touches an atomic, which is
+        // async-signal-safe; SIGUSR1 is used by no other test.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            sa.sa_flags = 0;
+            assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+        }
+    }
+
+    /// Runs `body` in a thread while this one sends it SIGUSR1 every
+    /// millisecond, `post_after` ms in (if any) posting once.
+    fn bombard<R: Send + 'static>(
+        s: Arc<Semaphore>,
+        post_after: Option<Duration>,
+        body: impl FnOnce(&Semaphore) -> R + Send + 'static,
+    ) -> R {
+        install();
+        let done = Arc::new(AtomicBool::new(false));
+        let d = Arc::clone(&done);
+        let s2 = Arc::clone(&s);
+        let t = std::thread::spawn(move || {
+            let r = body(&s2);
+            d.store(true, std::sync::atomic::Ordering::Release);
+            r
+        });
+        let pt = t.as_pthread_t();
+        let start = Instant::now();
+        let mut posted = false;
+        while !done.load(std::sync::atomic::Ordering::Acquire) {
+            // SAFETY: `pt` names a thread that has not been joined yet (we
+            // join it below, after `done`), so it is valid; SIGUSR1 has a
+            // handler installed.
+            unsafe { libc::pthread_kill(pt, libc::SIGUSR1) };
+            if let Some(after) = post_after {
+                if !posted && start.elapsed() >= after {
+                    s.post().unwrap();
+                    posted = true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        t.join().unwrap()
+    }
+
+    #[test]
+    fn interrupted_timed_wait_keeps_its_deadline() {
+        let before = HANDLED.load(std::sync::atomic::Ordering::Relaxed);
+        let d = Duration::from_millis(300);
+        let (got, elapsed) = bombard(Arc::new(Semaphore::new(0)), None, move |s| {
+            let start = Instant::now();
+            (s.wait_timeout(d), start.elapsed())
+        });
+        assert!(!got);
+        assert!(elapsed >= d, "{elapsed:?}");
+        // The signals really arrived (and so interrupted the futex wait).
+        assert!(HANDLED.load(std::sync::atomic::Ordering::Relaxed) > before + 10);
+    }
+
+    #[test]
+    fn interrupted_wait_still_gets_the_token() {
+        let s = Arc::new(Semaphore::new(0));
+        bombard(Arc::clone(&s), Some(Duration::from_millis(100)), |s| {
+            s.wait()
+        });
+        assert_eq!(s.value(), 0);
+        assert_eq!(s.waiters(), 0);
+    }
+}
+
 #[cfg(all(test, shm_loom))]
 mod loom_tests {
     use super::*;
