@@ -323,6 +323,7 @@ fn ping(case: &Case, tx: &mut dyn Tx, rx: &mut dyn Rx) -> io::Result<Value> {
     let mut ck = Checker::new(case.size, 2, true);
     let total = case.warmup + case.count;
     let mut samples = Vec::with_capacity(case.count as usize);
+    let v0 = usage();
     let started = Instant::now();
     let min_samples = case.count.min(1000) as usize;
     for i in 0..total {
@@ -339,9 +340,11 @@ fn ping(case: &Case, tx: &mut dyn Tx, rx: &mut dyn Rx) -> io::Result<Value> {
             samples.push(t.elapsed().as_nanos() as u64);
         }
     }
+    let switches = csw_since(v0);
     tx.send(case.size, &mut |b| st.end(b))?;
     Ok(json!({
         "role": "ping",
+        "switches": switches,
         "rtt": stats(&mut samples),
         "sent": sent(&st, 0),
         "received": received(&ck),
@@ -351,6 +354,7 @@ fn ping(case: &Case, tx: &mut dyn Tx, rx: &mut dyn Rx) -> io::Result<Value> {
 fn pong(case: &Case, rx: &mut dyn Rx, tx: &mut dyn Tx) -> io::Result<Value> {
     let mut st = Stamper::new(1);
     let mut ck = Checker::new(case.size, 2, true);
+    let v0 = usage();
     loop {
         let mut got = Got::End;
         rx.recv(&mut |m| {
@@ -362,11 +366,17 @@ fn pong(case: &Case, rx: &mut dyn Rx, tx: &mut dyn Tx) -> io::Result<Value> {
             Got::Data { seq, .. } => tx.send(case.size, &mut |b| st.reply(b, seq))?,
         }
     }
-    Ok(json!({ "role": "pong", "sent": sent(&st, 1), "received": received(&ck) }))
+    Ok(json!({
+        "role": "pong",
+        "switches": csw_since(v0),
+        "sent": sent(&st, 1),
+        "received": received(&ck),
+    }))
 }
 
 fn produce(case: &Case, id: u32, tx: &mut dyn Tx) -> io::Result<Value> {
     let mut st = Stamper::new(id);
+    let v0 = usage();
     let t0 = now_ns();
     let stop = t0 + case.limit.as_nanos() as u64;
     let mut left = case.count as usize;
@@ -379,11 +389,18 @@ fn produce(case: &Case, id: u32, tx: &mut dyn Tx) -> io::Result<Value> {
     for _ in 0..case.consumers {
         tx.send(case.size, &mut |b| st.end(b))?;
     }
-    Ok(json!({ "role": "produce", "t0": t0, "t1": t1, "sent": sent(&st, id) }))
+    Ok(json!({
+        "role": "produce",
+        "t0": t0,
+        "t1": t1,
+        "switches": csw_since(v0),
+        "sent": sent(&st, id),
+    }))
 }
 
 fn consume(case: &Case, rx: &mut dyn Rx) -> io::Result<Value> {
     let mut ck = Checker::new(case.size, case.producers, case.consumers == 1);
+    let v0 = usage();
     let t0 = now_ns();
     while ck.ends() < case.producers {
         rx.recv_many(case.batch.max(1), &mut |m| {
@@ -399,7 +416,13 @@ fn consume(case: &Case, rx: &mut dyn Rx) -> io::Result<Value> {
         )));
     }
     let t_end = now_ns();
-    Ok(json!({ "role": "consume", "t0": t0, "t_end": t_end, "received": received(&ck) }))
+    Ok(json!({
+        "role": "consume",
+        "t0": t0,
+        "t_end": t_end,
+        "switches": csw_since(v0),
+        "received": received(&ck),
+    }))
 }
 
 fn idle_send(case: &Case, tx: &mut dyn Tx) -> io::Result<Value> {
@@ -413,6 +436,42 @@ fn thread_cpu_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)
+}
+
+/// Context switches of this thread so far: voluntary (a sleep in the
+/// kernel: a blocking read, a futex wait) and involuntary (preempted, or
+/// gave the CPU away with `sched_yield` while others were runnable).
+fn csw() -> (u64, u64) {
+    getrusage(UsageWho::RUSAGE_THREAD).map_or((0, 0), |u| {
+        (
+            u.voluntary_context_switches() as u64,
+            u.involuntary_context_switches() as u64,
+        )
+    })
+}
+
+/// Counters at the start of a timed part: context switches and CPU time.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    csw: (u64, u64),
+    cpu_ns: u64,
+}
+
+fn usage() -> Usage {
+    Usage {
+        csw: csw(),
+        cpu_ns: thread_cpu_ns(),
+    }
+}
+
+/// Context switches and CPU time since `start`.
+fn csw_since(start: Usage) -> Value {
+    let now = csw();
+    json!({
+        "voluntary": now.0 - start.csw.0,
+        "involuntary": now.1 - start.csw.1,
+        "cpu_ns": thread_cpu_ns() - start.cpu_ns,
+    })
 }
 
 fn rusage_us() -> io::Result<(u64, u64)> {
@@ -470,4 +529,52 @@ fn wake_recv(case: &Case, rx: &mut dyn Rx) -> io::Result<Value> {
         "gap_ms": Duration::as_millis(&case.gap) as u64,
         "received": received(&ck),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let mut v: Vec<u64> = (1..=1000).rev().collect();
+        let s = stats(&mut v);
+        assert_eq!(s["median"], 500);
+        assert_eq!(s["p99"], 990);
+        assert_eq!(s["p999"], 999);
+        assert_eq!(s["min"], 1);
+        assert_eq!(s["max"], 1000);
+        assert_eq!(stats(&mut [])["median"], 0);
+    }
+
+    #[test]
+    fn roles_round_trip() {
+        for r in [
+            Role::Ping,
+            Role::Pong,
+            Role::Produce(3),
+            Role::Consume,
+            Role::IdleSend,
+            Role::IdleRecv,
+            Role::WakeSend,
+            Role::WakeRecv,
+        ] {
+            assert_eq!(Role::parse(&r.name()), Some(r));
+        }
+    }
+
+    #[test]
+    fn crossbeam_threads_run_a_checked_stream() {
+        let mut case = crate::plan::pass(true, &[Contender::Crossbeam])
+            .into_iter()
+            .find(|c| c.measure == Measure::Stream)
+            .expect("a stream case");
+        case.count = 1000;
+        let (mut tx, mut rx) = transport::channel::pair(case.capacity);
+        let c2 = case.clone();
+        let producer = std::thread::spawn(move || run(&c2, Role::Produce(0), Some(&mut tx), None));
+        let consumer = run(&case, Role::Consume, None, Some(&mut rx)).expect("consumer");
+        let producer = producer.join().expect("thread").expect("producer");
+        crate::runner::check_transfers(&[producer, consumer]).expect("exactly once");
+    }
 }

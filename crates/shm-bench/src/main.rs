@@ -206,7 +206,7 @@ fn bench(o: &Options) -> Result<bool, String> {
             run += 1;
             let outcome = runner::run_case(&case, run, &cpus, timeout);
             let metrics = match &outcome {
-                Ok(Outcome::Ran { outputs, .. }) => report::metrics(&case, outputs),
+                Ok(Outcome::Ran { outputs, notes }) => report::metrics(&case, outputs, notes),
                 _ => Default::default(),
             };
             if !matches!(outcome, Ok(Outcome::NotApplicable(_))) {

@@ -96,12 +96,18 @@ fn pattern_ok(buf: &[u8], producer: u32, seq: u64) -> bool {
     bad == 0
 }
 
+/// Environment variable that makes every producer corrupt one bit of the
+/// payload of its message with this sequence number: proves, in the test
+/// suite, that a bad transfer fails the run.
+pub const CORRUPT_ENV: &str = "SHM_BENCH_CORRUPT_SEQ";
+
 /// The producer side: sequence numbers and checksum of what was sent.
 #[derive(Debug)]
 pub struct Stamper {
     producer: u32,
     next: u64,
     sum: u64,
+    corrupt: Option<u64>,
 }
 
 impl Stamper {
@@ -111,12 +117,17 @@ impl Stamper {
             producer,
             next: 0,
             sum: 0,
+            corrupt: std::env::var(CORRUPT_ENV).ok().and_then(|v| v.parse().ok()),
         }
     }
 
     /// Fills `buf` with the next message; `stamp` goes into word 2.
     pub fn next(&mut self, buf: &mut [u8], stamp: u64) {
         fill(buf, self.producer, self.next, stamp);
+        if self.corrupt == Some(self.next) {
+            let last = buf.len() - 1;
+            buf[last] ^= 0x10;
+        }
         self.sum = self
             .sum
             .wrapping_add(term(self.producer, self.next, buf.len()));

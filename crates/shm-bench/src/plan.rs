@@ -221,3 +221,32 @@ pub fn pass(quick: bool, contenders: &[Contender]) -> Vec<Case> {
     }
     cases
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cases_survive_the_command_line() {
+        for case in pass(true, &Contender::ALL) {
+            let back = Case::from_json(&case.to_json()).expect("parses");
+            assert_eq!(back.to_json(), case.to_json());
+            assert_eq!(back.key(), case.key());
+        }
+    }
+
+    #[test]
+    fn every_measure_has_its_references() {
+        for m in [
+            Measure::PingPong,
+            Measure::Stream,
+            Measure::Idle,
+            Measure::Wake,
+        ] {
+            assert!(applicable(Contender::Pipe, m).is_ok());
+            assert!(applicable(Contender::SpinRing, m).is_ok());
+            assert!(applicable(Contender::ShmQueue, m).is_ok());
+        }
+        assert!(applicable(Contender::ShmQueue, Measure::Mpmc(4)).is_ok());
+    }
+}

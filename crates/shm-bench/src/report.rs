@@ -30,9 +30,26 @@ fn f(v: &Value) -> Option<f64> {
 
 /// The numbers of one run: `median_us`, `p99_us`, `p999_us` (ping-pong and
 /// wake-up), `msgs_per_s` and `mb_per_s` (streaming), `cpu_pct` (idle).
-pub fn metrics(case: &Case, outputs: &[Value]) -> BTreeMap<&'static str, f64> {
+pub fn metrics(case: &Case, outputs: &[Value], notes: &Value) -> BTreeMap<&'static str, f64> {
     let mut m = BTreeMap::new();
+    let qs = &notes["queue_stats"];
+    if let (Some(sent), Some(recv)) = (qs["sent"].as_f64(), qs["received"].as_f64()) {
+        if let Some(b) = qs["blocked_sends"].as_f64() {
+            m.insert("blocked_send_pct", 100.0 * b / sent.max(1.0));
+        }
+        if let Some(b) = qs["blocked_recvs"].as_f64() {
+            m.insert("blocked_recv_pct", 100.0 * b / recv.max(1.0));
+        }
+    }
     let role = |r: &str| outputs.iter().find(|o| o["role"] == r);
+    let sw = |k: &str| -> f64 {
+        outputs
+            .iter()
+            .filter_map(|o| o["switches"][k].as_u64())
+            .sum::<u64>() as f64
+    };
+    let (vcsw, ivcsw) = (sw("voluntary"), sw("involuntary"));
+    let cpu_us = sw("cpu_ns") / 1e3;
     match case.measure {
         Measure::PingPong | Measure::Wake => {
             let (r, k) = if case.measure == Measure::PingPong {
@@ -40,6 +57,15 @@ pub fn metrics(case: &Case, outputs: &[Value]) -> BTreeMap<&'static str, f64> {
             } else {
                 ("wake-recv", "latency")
             };
+            if case.measure == Measure::PingPong {
+                if let Some(n) = role(r).and_then(|o| o[k]["n"].as_f64()) {
+                    // Warm-up round trips are counted in the switches too.
+                    let n = (n + case.warmup as f64).max(1.0);
+                    m.insert("vcsw_per_msg", vcsw / n);
+                    m.insert("ivcsw_per_msg", ivcsw / n);
+                    m.insert("cpu_us_per_msg", cpu_us / n);
+                }
+            }
             if let Some(s) = role(r).map(|o| &o[k]) {
                 for (name, key) in [
                     ("median_us", "median"),
@@ -72,6 +98,9 @@ pub fn metrics(case: &Case, outputs: &[Value]) -> BTreeMap<&'static str, f64> {
                     .filter_map(|o| o["sent"][0][1].as_u64())
                     .sum::<u64>() as f64;
                 m.insert("messages", total);
+                m.insert("vcsw_per_msg", vcsw / total.max(1.0));
+                m.insert("ivcsw_per_msg", ivcsw / total.max(1.0));
+                m.insert("cpu_us_per_msg", cpu_us / total.max(1.0));
                 let secs = (t1.saturating_sub(t0)).max(1) as f64 / 1e9;
                 m.insert("msgs_per_s", total / secs);
                 m.insert("mb_per_s", total * case.size as f64 / secs / 1e6);
@@ -352,6 +381,47 @@ pub fn markdown(s: &Summary, contenders: &[Contender], passes: usize) -> String 
         t.footnotes(&mut out);
     }
 
+    let keys: Vec<String> = vec![
+        "pingpong-64".into(),
+        "stream-64".into(),
+        "stream-4096".into(),
+        format!("stream-{LARGE}"),
+    ];
+    if present(s, &keys, None) {
+        let _ = writeln!(
+            out,
+            "\n### Context switches per message, both sides together: voluntary / involuntary\n\n\
+             (per round trip for ping-pong; `getrusage(RUSAGE_THREAD)`. Voluntary: slept in the \
+             kernel, each costing about a wake-up latency. Involuntary: preempted, or gave the CPU \
+             away in `sched_yield` while other work was runnable.)\n"
+        );
+        header(
+            &mut out,
+            &[
+                "contender",
+                "64 B ping-pong",
+                "64 B stream",
+                "4 KiB stream",
+                "1 MiB stream",
+            ],
+        );
+        for &c in t.contenders {
+            if !keys.iter().any(|k| get(s, k, c, "vcsw_per_msg").is_some()) {
+                continue;
+            }
+            let mut row = vec![c.name().to_string()];
+            for k in &keys {
+                row.push(
+                    match (get(s, k, c, "vcsw_per_msg"), get(s, k, c, "ivcsw_per_msg")) {
+                        (Some(v), Some(i)) => format!("{} / {}", sig(v), sig(i)),
+                        _ => "-".into(),
+                    },
+                );
+            }
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+    }
+
     let keys: Vec<String> = vec!["idle".into(), "wake".into()];
     if present(s, &keys, None) {
         let _ = writeln!(
@@ -412,6 +482,50 @@ pub fn markdown(s: &Summary, contenders: &[Contender], passes: usize) -> String 
             let _ = writeln!(out, "| {} |", row.join(" | "));
         }
         t.footnotes(&mut out);
+    }
+
+    let rows: Vec<(String, &str)> = vec![
+        ("pingpong-64".into(), "64 B ping-pong"),
+        ("stream-64".into(), "64 B stream"),
+        ("stream-4096".into(), "4 KiB stream"),
+        (format!("stream-{LARGE}"), "1 MiB stream"),
+        ("mpmc4".into(), "4 × 4, 64 B"),
+    ];
+    let qs: Vec<Contender> = t
+        .contenders
+        .iter()
+        .copied()
+        .filter(|c| c.is_shm_queue())
+        .collect();
+    if qs.iter().any(|&c| {
+        rows.iter()
+            .any(|(k, _)| get(s, k, c, "blocked_recv_pct").is_some())
+    }) {
+        let _ = writeln!(
+            out,
+            "\n### shm-queue: share of sends and receives that went to sleep (queue stats)\n"
+        );
+        let _ = writeln!(
+            out,
+            "| run | contender | sends that slept | receives that slept |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|");
+        for (k, label) in &rows {
+            for &c in &qs {
+                if let (Some(bs), Some(br)) = (
+                    get(s, k, c, "blocked_send_pct"),
+                    get(s, k, c, "blocked_recv_pct"),
+                ) {
+                    let _ = writeln!(
+                        out,
+                        "| {label} | {} | {}% | {}% |",
+                        c.name(),
+                        sig(bs),
+                        sig(br)
+                    );
+                }
+            }
+        }
     }
 
     let _ = writeln!(out, "\n### shm-queue targets (issue 4)\n");
@@ -671,4 +785,32 @@ pub fn json_doc(
         "targets": targets,
         "micro": micro,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_sig() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(sig(12.345), "12.3");
+        assert_eq!(sig(0.5), "0.500");
+        assert_eq!(sig(1234.5), "1234");
+        assert_eq!(sig(0.0), "0");
+    }
+
+    #[test]
+    fn targets_say_by_how_much() {
+        let t = judge("x", Some(3.0), Some(1.0), 2.0, true, String::new());
+        assert_eq!(t.met, Some(false));
+        assert!(t.verdict.contains("1.50x over"), "{}", t.verdict);
+        let t = judge("x", Some(0.3), Some(1.0), 0.6, false, String::new());
+        assert!(t.verdict.contains("50.0% short"), "{}", t.verdict);
+        assert_eq!(
+            judge("x", None, Some(1.0), 2.0, true, String::new()).met,
+            None
+        );
+    }
 }

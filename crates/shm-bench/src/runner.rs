@@ -200,7 +200,7 @@ pub fn run_case(
         }
         names.push(name);
     }
-    let notes = match chans.first() {
+    let mut notes = match chans.first() {
         Some(Chan::Mq(m)) => json!({ "capacity": m.capacity }),
         _ => json!({ "capacity": case.capacity }),
     };
@@ -240,10 +240,22 @@ pub fn run_case(
             return Err(format!("{}: expected ready, got {line:?}", kids.kids[i].2));
         }
     }
-    drop(chans);
+    // Keep the queues (to read their counters at the end), close the rest.
+    chans.retain(|c| matches!(c, Chan::Queue(_)));
     kids.go()?;
     let lines = kids.one_line_each(deadline, "result")?;
     kids.reap(deadline)?;
+    if let Some(Chan::Queue(q)) = chans.first() {
+        let s = q.stats();
+        notes["queue_stats"] = json!({
+            "sent": s.sent,
+            "received": s.received,
+            "blocked_sends": s.blocked_sends,
+            "blocked_recvs": s.blocked_recvs,
+            "recovered": s.recovered,
+            "lock_repairs": s.lock_repairs,
+        });
+    }
     let mut outputs = Vec::new();
     for line in lines {
         let v: Value =
@@ -254,6 +266,7 @@ pub fn run_case(
         }
     }
     check_transfers(&outputs)?;
+    drop(chans);
     Ok(Outcome::Ran { outputs, notes })
 }
 
@@ -307,4 +320,27 @@ pub fn check_transfers(outputs: &[Value]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfers_must_add_up_across_consumers() {
+        let producer = json!({ "sent": [[0, 10, 1000]] });
+        let a = json!({ "received": [[4, 400]] });
+        let b = json!({ "received": [[6, 600]] });
+        assert!(check_transfers(&[producer.clone(), a.clone(), b]).is_ok());
+        // One message missing.
+        let short = json!({ "received": [[5, 500]] });
+        assert!(check_transfers(&[producer.clone(), a.clone(), short]).is_err());
+        // Right count, wrong checksum (a duplicate in place of a loss).
+        let dup = json!({ "received": [[6, 601]] });
+        assert!(check_transfers(&[producer.clone(), a, dup]).is_err());
+        // Nothing arrived.
+        assert!(check_transfers(&[producer]).is_err());
+        // From a producer that never sent.
+        assert!(check_transfers(&[json!({ "received": [[0, 0], [1, 5]] })]).is_err());
+    }
 }
