@@ -181,16 +181,17 @@ impl Condvar {
     /// nothing on an uninitialized condvar.
     #[doc(alias = "pthread_cond_signal")]
     pub fn notify_one(&self) {
-        let r = self.raw.signal();
-        debug_assert!(matches!(r, Ok(()) | Err(E_UNINIT)), "{r:?}");
+        // Ignored: fails only on an uninitialized (or corrupted) condvar,
+        // which has nobody to wake.
+        let _ = self.raw.signal();
     }
 
     /// Wakes every waiter, in every process (`pthread_cond_broadcast`).
     /// Does nothing on an uninitialized condvar.
     #[doc(alias = "pthread_cond_broadcast")]
     pub fn notify_all(&self) {
-        let r = self.raw.broadcast();
-        debug_assert!(matches!(r, Ok(()) | Err(E_UNINIT)), "{r:?}");
+        // Ignored, as in `notify_one`.
+        let _ = self.raw.broadcast();
     }
 
     fn wait_until<'a, T: ShmSafe>(

@@ -290,9 +290,11 @@ impl<T: ShmSafe> Drop for MutexGuard<'_, T> {
         // SAFETY: a guard exists only while this thread holds the lock, and
         // this is its only unlock.
         let r = unsafe { self.mutex.raw.unlock() };
-        // An errorcheck mutex reports EPERM for an unlock by a non-owner;
-        // a guard is always the owner, so there is nothing to report.
-        debug_assert!(r.is_ok(), "unlock failed: {r:?}");
+        // Ignored: an errorcheck mutex fails an unlock only for a non-owner
+        // (EPERM), and a guard is always the owner, unless another process
+        // scribbled over the lock word. A drop has nobody to report to, and
+        // panicking here could abort an unwinding thread.
+        let _ = r;
     }
 }
 

@@ -149,7 +149,9 @@ impl RawMutex {
     /// shows it. `pthread_mutex_lock` and `pthread_mutex_clocklock` release
     /// the word before returning `ENOTRECOVERABLE`. The price is a system
     /// call when the mutex is contended (the kernel returns `ETIMEDOUT` at
-    /// once); a free mutex is still taken by one CAS in user space.
+    /// once, and glibc has set `FUTEX_WAITERS`, so the holder's unlock makes
+    /// one `FUTEX_WAKE`); a free mutex is still taken by one CAS in user
+    /// space.
     pub(crate) fn try_lock(&self) -> Result<(), libc::c_int> {
         let past = libc::timespec {
             tv_sec: 0,
