@@ -57,14 +57,14 @@ pub fn metrics(case: &Case, outputs: &[Value], notes: &Value) -> BTreeMap<&'stat
             } else {
                 ("wake-recv", "latency")
             };
-            if case.measure == Measure::PingPong {
-                if let Some(n) = role(r).and_then(|o| o[k]["n"].as_f64()) {
-                    // Warm-up round trips are counted in the switches too.
-                    let n = (n + case.warmup as f64).max(1.0);
-                    m.insert("vcsw_per_msg", vcsw / n);
-                    m.insert("ivcsw_per_msg", ivcsw / n);
-                    m.insert("cpu_us_per_msg", cpu_us / n);
-                }
+            if case.measure == Measure::PingPong
+                && let Some(n) = role(r).and_then(|o| o[k]["n"].as_f64())
+            {
+                // Warm-up round trips are counted in the switches too.
+                let n = (n + case.warmup as f64).max(1.0);
+                m.insert("vcsw_per_msg", vcsw / n);
+                m.insert("ivcsw_per_msg", ivcsw / n);
+                m.insert("cpu_us_per_msg", cpu_us / n);
             }
             if let Some(s) = role(r).map(|o| &o[k]) {
                 for (name, key) in [
