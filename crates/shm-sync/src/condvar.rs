@@ -373,6 +373,40 @@ mod tests {
         }
     }
 
+    /// The lost-wake-up insurance: a change made without any notify (what a
+    /// lost wake-up looks like to the waiter) still ends `wait_while`,
+    /// because `wait` re-checks after at most `RECHECK`. Watchdog: 30 s.
+    #[test]
+    fn pthread_wait_while_survives_a_missing_notify() {
+        let s = std::sync::Arc::new(pair());
+        let s2 = std::sync::Arc::clone(&s);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let p = s2.get();
+            let mut g = p.m.lock().unwrap();
+            // 1: "waiting"; the lock is released only inside the wait.
+            *g = 1;
+            let g = p.cv.wait_while(g, |v| *v == 1).unwrap();
+            tx.send(*g).unwrap();
+        });
+        // Once the lock shows 1, the waiter is inside the condvar wait.
+        loop {
+            let mut g = s.get().m.lock().unwrap();
+            if *g == 1 {
+                // Changed under the lock, never notified.
+                *g = 5;
+                break;
+            }
+            drop(g);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let seen = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("watchdog: wait_while never re-checked without a notify");
+        assert_eq!(seen, 5);
+        waiter.join().unwrap();
+    }
+
     #[test]
     fn wait_returns_owner_died_from_the_relock() {
         let s = pair();
