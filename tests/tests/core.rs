@@ -175,6 +175,44 @@ fn opener_waits_for_a_slow_creator(id: SegmentId) {
     shm_core::remove(&id).expect("remove");
 }
 
+fn another_user_is_denied(id: SegmentId) {
+    let _c = Cleanup::new(std::slice::from_ref(&id));
+    // As root the helper drops to `nobody` and meets a 0600 segment; as
+    // anyone else it stays itself and meets a 0000 one.
+    let root = nix::unistd::Uid::effective().is_root();
+    let mode = if root { 0o600 } else { 0o000 };
+    let seg = Segment::create(&id, 4096, mode).expect("create");
+    let out = spawn(&["core-denied", &id.to_string()]).success(LIMIT);
+    let line = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+            .to_owned()
+    };
+    if root {
+        assert_eq!(line("uid="), "65534", "{out}");
+    }
+    assert_eq!(line("open="), "PermissionDenied", "{out}");
+    assert_eq!(line("shared="), "PermissionDenied", "{out}");
+    let message = line("open-message: ");
+    assert!(message.contains(&id.to_string()), "{message}");
+    let me = nix::unistd::Uid::effective();
+    assert!(
+        message.contains(&format!("mode {mode:04o}, owner uid {me}")),
+        "the message says who owns it: {message}"
+    );
+    if root {
+        assert_eq!(line("remove="), "PermissionDenied", "{out}");
+        assert!(line("remove-message: ").contains("owner uid 0"), "{out}");
+        assert!(exists(&id), "a denied remove removed nothing");
+    } else {
+        // Its owner may remove it whatever the mode.
+        assert_eq!(line("remove="), "ok", "{out}");
+        assert!(!exists(&id));
+    }
+    drop(seg);
+}
+
 macro_rules! for_both_backends {
     ($($test:ident => $body:ident;)*) => {
         mod posix {
@@ -193,4 +231,5 @@ for_both_backends! {
     eight_processes_race_open_or_create => racing_open_or_create;
     a_creator_killed_during_init_is_reported => creator_killed_during_init;
     an_opener_waits_for_a_slow_live_creator => opener_waits_for_a_slow_creator;
+    another_user_is_denied_with_the_owner_named => another_user_is_denied;
 }

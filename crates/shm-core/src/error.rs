@@ -436,3 +436,224 @@ impl fmt::Display for BoundsError {
 }
 
 impl Error for BoundsError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEG: &str = "/shmrs-test-core-messages";
+
+    fn owner() -> Option<Owner> {
+        Some(Owner {
+            mode: 0o640,
+            uid: 1000,
+            gid: 100,
+        })
+    }
+
+    fn create_errors() -> Vec<CreateError> {
+        let seg = || SEG.to_owned();
+        vec![
+            CreateError::InvalidName(NameError {
+                name: seg(),
+                reason: "because",
+            }),
+            CreateError::InvalidSize {
+                segment: seg(),
+                size: 0,
+                reason: "a segment cannot be empty".into(),
+            },
+            CreateError::AlreadyExists { segment: seg() },
+            CreateError::PermissionDenied {
+                segment: seg(),
+                owner: owner(),
+            },
+            CreateError::PermissionDenied {
+                segment: seg(),
+                owner: None,
+            },
+            CreateError::NoSpace {
+                segment: seg(),
+                size: 1 << 30,
+                detail: "/dev/shm has 0 bytes free".into(),
+            },
+            CreateError::Limit {
+                segment: seg(),
+                detail: "kernel.shmmni = 4096".into(),
+            },
+            CreateError::Init {
+                segment: seg(),
+                source: "bad config".into(),
+            },
+            CreateError::Io {
+                op: "mmap",
+                segment: seg(),
+                source: io::Error::from_raw_os_error(libc::ENOMEM),
+            },
+        ]
+    }
+
+    fn open_errors() -> Vec<OpenError> {
+        let seg = || SEG.to_owned();
+        let fp = Fingerprint {
+            size: 8,
+            align: 8,
+            type_id: 1,
+        };
+        vec![
+            OpenError::InvalidName(NameError {
+                name: seg(),
+                reason: "because",
+            }),
+            OpenError::NotFound { segment: seg() },
+            OpenError::PermissionDenied {
+                segment: seg(),
+                owner: owner(),
+            },
+            OpenError::TooSmall {
+                segment: seg(),
+                size: 16,
+                needed: 128,
+            },
+            OpenError::NotOurs {
+                segment: seg(),
+                detail: "bad magic".into(),
+            },
+            OpenError::VersionMismatch {
+                segment: seg(),
+                found: 2,
+                expected: 1,
+            },
+            OpenError::LayoutMismatch {
+                segment: seg(),
+                expected: fp,
+                found: Fingerprint { size: 16, ..fp },
+            },
+            OpenError::SizeMismatch {
+                segment: seg(),
+                header: 192,
+                actual: 4288,
+            },
+            OpenError::CreatorDied {
+                segment: seg(),
+                pid: 4242,
+            },
+            OpenError::InitFailed { segment: seg() },
+            OpenError::InitTimeout {
+                segment: seg(),
+                waited: Duration::from_millis(1500),
+            },
+            OpenError::Corrupted {
+                segment: seg(),
+                detail: "checksum".into(),
+            },
+            OpenError::Create(CreateError::AlreadyExists { segment: seg() }),
+            OpenError::Io {
+                op: "fstat",
+                segment: seg(),
+                source: io::Error::from_raw_os_error(libc::EINTR),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_names_the_segment() {
+        for e in create_errors() {
+            let text = e.to_string();
+            assert!(text.contains(SEG), "{text}");
+        }
+        for e in open_errors() {
+            let text = e.to_string();
+            assert!(text.contains(SEG), "{text}");
+        }
+    }
+
+    #[test]
+    fn messages_carry_what_a_person_acts_on() {
+        let text = |e: &dyn Error| e.to_string();
+        let c = create_errors();
+        assert!(
+            text(&c[2]).contains(&format!("shm rm {SEG}")),
+            "{}",
+            text(&c[2])
+        );
+        assert!(
+            text(&c[3]).contains("mode 0640, owner uid 1000 gid 100"),
+            "{}",
+            text(&c[3])
+        );
+        assert!(!text(&c[4]).contains("mode"), "{}", text(&c[4]));
+        assert!(text(&c[5]).contains("/dev/shm has 0 bytes free"));
+        assert!(text(&c[6]).contains("kernel.shmmni = 4096"));
+        assert!(text(&c[7]).contains("bad config"));
+        assert!(text(&c[8]).starts_with("mmap failed for"));
+        let o = open_errors();
+        assert!(text(&o[1]).contains("shm ls"));
+        assert!(text(&o[2]).contains("mode 0640, owner uid 1000"));
+        assert!(text(&o[3]).contains("16 bytes") && text(&o[3]).contains("128"));
+        assert!(text(&o[6]).contains("size 16") && text(&o[6]).contains("size 8"));
+        assert!(text(&o[7]).contains("4288") && text(&o[7]).contains("192"));
+        assert!(text(&o[8]).contains("pid 4242") && text(&o[8]).contains("shm rm"));
+        assert!(text(&o[10]).contains("1.5s"), "{}", text(&o[10]));
+    }
+
+    #[test]
+    fn sources_and_io_kinds_are_wired() {
+        let kinds: Vec<io::ErrorKind> = create_errors().iter().map(CreateError::kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                io::ErrorKind::InvalidInput,
+                io::ErrorKind::InvalidInput,
+                io::ErrorKind::AlreadyExists,
+                io::ErrorKind::PermissionDenied,
+                io::ErrorKind::PermissionDenied,
+                io::ErrorKind::StorageFull,
+                io::ErrorKind::QuotaExceeded,
+                io::ErrorKind::Other,
+                io::ErrorKind::OutOfMemory,
+            ]
+        );
+        let with_source: Vec<bool> = create_errors()
+            .iter()
+            .map(|e| e.source().is_some())
+            .collect();
+        assert_eq!(
+            with_source,
+            [true, false, false, false, false, false, false, true, true]
+        );
+        let kinds: Vec<io::ErrorKind> = open_errors().iter().map(OpenError::kind).collect();
+        use io::ErrorKind::*;
+        assert_eq!(
+            kinds,
+            [
+                InvalidInput,
+                NotFound,
+                PermissionDenied,
+                InvalidData,
+                InvalidData,
+                InvalidData,
+                InvalidData,
+                InvalidData,
+                InvalidData,
+                InvalidData,
+                TimedOut,
+                InvalidData,
+                AlreadyExists,
+                Interrupted,
+            ]
+        );
+        for e in open_errors() {
+            let has_source = e.source().is_some();
+            let expected = matches!(
+                e,
+                OpenError::InvalidName(_) | OpenError::Create(_) | OpenError::Io { .. }
+            );
+            assert_eq!(has_source, expected, "{e:?}");
+            let text = e.to_string();
+            let io = io::Error::from(e);
+            assert_eq!(io.to_string(), text, "io::Error keeps the message");
+            assert!(io.get_ref().is_some());
+        }
+    }
+}

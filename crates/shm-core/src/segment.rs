@@ -238,7 +238,9 @@ impl Segment {
     /// O_EXCL)`, `fchmod(mode)`, `posix_fallocate(size)`, `mmap`. System V:
     /// `shmget(IPC_CREAT | IPC_EXCL | mode)`, `shmat`. The caller owns it.
     ///
-    /// `mode` is applied exactly (the umask does not narrow it).
+    /// `mode` is applied exactly (the umask does not narrow it), and the
+    /// creator maps the segment read-write whatever the mode says, on both
+    /// backends.
     #[doc(alias = "shm_open")]
     #[doc(alias = "shmget")]
     pub fn create(id: &SegmentId, size: u64, mode: u32) -> Result<Segment, CreateError> {
@@ -315,7 +317,10 @@ impl Segment {
                 })
             }
             SegmentId::SysV(key) => {
-                let flags = libc::IPC_CREAT | libc::IPC_EXCL | mode as i32;
+                // `shmat` checks the mode even for the creator (unlike
+                // `open` of a file it just created), so a mode without owner
+                // read and write is set only after the attach.
+                let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode | 0o600) as i32;
                 let shmid = sysv::shmget(*key, len.get(), flags).map_err(|e| match e.raw_os_error() {
                     Some(libc::EEXIST) => CreateError::AlreadyExists { segment: seg.clone() },
                     Some(libc::EACCES) | Some(libc::EPERM) => CreateError::PermissionDenied {
@@ -356,6 +361,16 @@ impl Segment {
                         source: e,
                     }
                 })?;
+                if mode & 0o600 != 0o600 {
+                    sysv::ipc_set_mode(shmid, mode).map_err(|e| {
+                        let _ = sysv::ipc_rmid(shmid);
+                        CreateError::Io {
+                            op: "shmctl(IPC_SET)",
+                            segment: seg.clone(),
+                            source: e,
+                        }
+                    })?;
+                }
                 Ok(Segment {
                     map,
                     handle: Handle::SysV(shmid),
@@ -706,7 +721,32 @@ impl Segment {
                 })
             }
             Handle::SysV(shmid) => {
-                let st = sysv::ipc_stat(*shmid)?;
+                let st = match sysv::ipc_stat(*shmid) {
+                    Ok(st) => st,
+                    // IPC_STAT needs read permission, which a mode such as
+                    // 0200 or 0000 denies even the creator; the kernel's
+                    // table in /proc says the same to everyone.
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                        let entry = crate::list::sysv_entries()?
+                            .into_iter()
+                            .find(|x| x.shmid == *shmid)
+                            .ok_or(e)?;
+                        sysv::SysvStat {
+                            key: entry.key,
+                            size: entry.size,
+                            uid: entry.uid,
+                            gid: entry.gid,
+                            mode: entry.mode & 0o777,
+                            nattch: entry.nattch,
+                            cpid: entry.cpid,
+                            lpid: entry.lpid,
+                            atime: entry.atime,
+                            dtime: entry.dtime,
+                            ctime: entry.ctime,
+                        }
+                    }
+                    Err(e) => return Err(e),
+                };
                 Ok(Stat {
                     backend: Backend::SysV,
                     size: st.size,
@@ -1049,9 +1089,12 @@ mod tests {
 
     fn mode_is_exact(id: SegmentId) {
         let _g = Guard::new(&[&id]);
-        for mode in [0o600, 0o640, 0o644, 0o660, 0o666, 0o400] {
-            let seg = Segment::create(&id, 4096, mode).unwrap();
+        for mode in [0o600, 0o640, 0o644, 0o660, 0o666, 0o400, 0o040, 0o000] {
+            let seg = Segment::create(&id, 4096, mode)
+                .unwrap_or_else(|e| panic!("create with mode {mode:o}: {e}"));
             assert_eq!(seg.stat().unwrap().mode, mode, "mode {mode:o}");
+            // The creator maps it read-write whatever the mode.
+            seg.write_at(0, b"rw").unwrap();
             if let SegmentId::Posix(name) = &id {
                 use std::os::unix::fs::MetadataExt;
                 let md = std::fs::metadata(format!("/dev/shm/{}", name.file_name())).unwrap();

@@ -12,6 +12,7 @@
 //! | `core-init-hang` | ID | creates; its init prints `initializing` and sleeps 60 s |
 //! | `core-slow-create` | ID GATE | creates; its init prints `initializing`, waits for the gate, sleeps 300 ms |
 //! | `core-open` | ID TIMEOUT_MS | `Shared::open`; prints the value or the error |
+//! | `core-denied` | ID | as `nobody` (if root), tries to open and remove |
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -232,6 +233,33 @@ fn open(args: &[String]) -> Result<i32, String> {
     }
 }
 
+/// Drops to uid and gid 65534 (`nobody`) when run as root, then tries to
+/// open and remove a segment it should not be allowed to touch.
+fn denied(args: &[String]) -> Result<i32, String> {
+    use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+    let id = id_arg(args, 0)?;
+    if Uid::effective().is_root() {
+        setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+        setgid(Gid::from_raw(65534)).map_err(|e| format!("setgid: {e}"))?;
+        setuid(Uid::from_raw(65534)).map_err(|e| format!("setuid: {e}"))?;
+    }
+    say(&format!("uid={}", Uid::effective()));
+    let show = |what: &str, r: Result<(), OpenError>| match r {
+        Ok(()) => say(&format!("{what}=ok")),
+        Err(e) => {
+            say(&format!("{what}={}", variant(&e)));
+            say(&format!("{what}-message: {e}"));
+        }
+    };
+    show("open", Segment::open(&id).map(drop));
+    show(
+        "shared",
+        Shared::<Cell>::open(&id, &SharedOptions::new()).map(drop),
+    );
+    show("remove", shm_core::remove(&id));
+    Ok(0)
+}
+
 /// Runs a `core-*` subcommand.
 pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
     let r = match cmd {
@@ -241,6 +269,7 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
         "core-init-hang" => init_hang(args),
         "core-slow-create" => slow_create(args),
         "core-open" => open(args),
+        "core-denied" => denied(args),
         _ => return None,
     };
     Some(r.unwrap_or_else(|e| fail(&format!("{cmd}: {e}"), 2)))

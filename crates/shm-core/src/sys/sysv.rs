@@ -1,4 +1,5 @@
-//! System V shared memory: `shmget`, `shmctl(IPC_STAT)`, `shmctl(IPC_RMID)`.
+//! System V shared memory: `shmget`, `shmctl(IPC_STAT)`, `shmctl(IPC_SET)`,
+//! `shmctl(IPC_RMID)`.
 //! (`shmat`/`shmdt` live with the mapping in [`super::map`].)
 //!
 //! Neither nix nor rustix wraps these, so they call `libc` directly.
@@ -49,6 +50,19 @@ pub(crate) fn ipc_stat(shmid: i32) -> io::Result<SysvStat> {
         dtime: ds.shm_dtime,
         ctime: ds.shm_ctime,
     })
+}
+
+/// `shmctl(shmid, IPC_STAT)` then `shmctl(shmid, IPC_SET)` with the
+/// permission bits replaced by `mode` (owner and group unchanged).
+#[doc(alias = "IPC_SET")]
+pub(crate) fn ipc_set_mode(shmid: i32, mode: u32) -> io::Result<()> {
+    // SAFETY: `shmid_ds` is plain C data; all-zero is a valid value.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: `ds` is a valid, writable `shmid_ds` that outlives the call.
+    cvt(unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut ds) })?;
+    ds.shm_perm.mode = (mode & 0o777) as _;
+    // SAFETY: `ds` is a valid `shmid_ds`; IPC_SET reads uid, gid and mode.
+    cvt(unsafe { libc::shmctl(shmid, libc::IPC_SET, &mut ds) }).map(drop)
 }
 
 /// `shmctl(shmid, IPC_RMID, NULL)`: marks the segment for removal; it goes
