@@ -76,5 +76,44 @@ mod tests {
         };
         assert!(!other.is_alive());
         assert!(!ProcessId { pid: 0, start: 0 }.is_alive());
+        assert!(
+            !ProcessId {
+                pid: u32::MAX,
+                start: 0
+            }
+            .is_alive()
+        );
+    }
+
+    #[test]
+    fn a_killed_child_is_dead_while_a_zombie_and_after_reaping() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("start sleep");
+        let who = ProcessId {
+            pid: child.id(),
+            start: start_time(child.id()).expect("child's start time"),
+        };
+        assert!(who.is_alive());
+        assert!(
+            ProcessId { start: 0, ..who }.is_alive(),
+            "start 0 means any"
+        );
+        child.kill().expect("kill");
+        // Not reaped yet: a zombie (once the kernel delivered the kill),
+        // which counts as dead. A watchdog, not a timing assertion.
+        let since = std::time::Instant::now();
+        while stat_fields(who.pid).is_some_and(|(state, _)| state != 'Z') {
+            assert!(
+                since.elapsed() < std::time::Duration::from_secs(30),
+                "watchdog: the killed child never became a zombie"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(stat_fields(who.pid).map(|(s, _)| s), Some('Z'));
+        assert!(!who.is_alive(), "a zombie is dead");
+        child.wait().expect("reap");
+        assert!(!who.is_alive(), "a reaped process is dead");
     }
 }

@@ -18,12 +18,13 @@ pub(crate) fn posix_id(tag: &str) -> SegmentId {
     .expect("valid test name")
 }
 
-/// A System V key with top byte 0x5d, built from the PID and a counter, and
-/// skipped if a segment with it already exists.
+/// A System V key with top byte 0x5e (the byte `cargo xtask clean-shm`
+/// knows as a test key), built from the PID and a counter, and skipped if a
+/// segment with it already exists.
 pub(crate) fn sysv_id() -> SegmentId {
     loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let key = 0x5d00_0000 | ((std::process::id() & 0xfff) << 12) | (n & 0xfff);
+        let key = 0x5e00_0000 | ((std::process::id() & 0xfff) << 12) | (n & 0xfff);
         let id = SegmentId::SysV(key as i32);
         if matches!(Segment::open(&id), Err(OpenError::NotFound { .. })) {
             return id;
