@@ -133,6 +133,14 @@ impl Proc {
         self.child.as_ref().map_or(0, |c| c.id())
     }
 
+    /// The exit status if the child has ended, without waiting.
+    pub fn try_status(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait(),
+            None => Ok(None),
+        }
+    }
+
     /// Sends SIGKILL (the child is reaped on drop or by `wait`).
     pub fn kill(&mut self) {
         if let Some(c) = self.child.as_mut() {

@@ -73,12 +73,12 @@ fn lines<'a>(out: &'a str, prefix: &str) -> impl Iterator<Item = Vec<u64>> + 'a 
 
 fn round(seed: u64, figures: &mut Figures) {
     let mut rng = Rng(seed);
-    let id = if rng.next() % 2 == 0 {
+    let id = if rng.next().is_multiple_of(2) {
         unique_posix("chaos")
     } else {
         unique_sysv()
     };
-    let _clean = Cleanup::new(&[id.clone()]);
+    let _clean = Cleanup::new(std::slice::from_ref(&id));
     let capacity = rng.range(1, 32) as u32;
     let slot = rng.range(24, 512) as u32;
     let mut q = Queue::create(&id, &QueueOptions::new().capacity(capacity).slot_size(slot))

@@ -57,7 +57,7 @@ fn a_producer_killed_at_any_send_step_loses_nothing_it_was_promised() {
     ];
     for (point, hit, holds_lock) in points {
         let id = unique_posix("kp-send");
-        let _clean = Cleanup::new(&[id.clone()]);
+        let _clean = Cleanup::new(std::slice::from_ref(&id));
         let q = queue(&id);
         let name = id.to_string();
         let mut consumer = spawn(&["queue-consume", &name, "report"]);
@@ -134,7 +134,7 @@ fn a_consumer_killed_at_any_recv_step_loses_at_most_the_message_it_took() {
     ];
     for (point, may_lose, holds_lock) in points {
         let id = unique_posix("kp-recv");
-        let _clean = Cleanup::new(&[id.clone()]);
+        let _clean = Cleanup::new(std::slice::from_ref(&id));
         let q = queue(&id);
         let name = id.to_string();
         let kp = format!("{point}:10");
@@ -184,7 +184,7 @@ fn a_consumer_killed_at_any_recv_step_loses_at_most_the_message_it_took() {
 #[test]
 fn deaths_while_sweeping_dead_peers_or_repairing_the_lock_are_survived() {
     let id = unique_posix("kp-repair");
-    let _clean = Cleanup::new(&[id.clone()]);
+    let _clean = Cleanup::new(std::slice::from_ref(&id));
     let q = queue(&id);
     let name = id.to_string();
     // A consumer dies holding the lock in its dead-peer sweep (it sweeps

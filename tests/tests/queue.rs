@@ -72,7 +72,7 @@ fn expected(count: u64) -> (u64, u128, u128) {
 }
 
 fn transfer(id: SegmentId, producers: u32, consumers: u32, count: u64, size: usize) {
-    let _clean = Cleanup::new(&[id.clone()]);
+    let _clean = Cleanup::new(std::slice::from_ref(&id));
     let _q = create(&id, 64, size as u32);
     let name = id.to_string();
     let count_s = count.to_string();
@@ -136,7 +136,7 @@ fn exactly_once_large_messages() {
 #[test]
 fn killed_producers_leave_a_prefix_and_disconnect_still_arrives() {
     let id = unique_posix("qkillp");
-    let _clean = Cleanup::new(&[id.clone()]);
+    let _clean = Cleanup::new(std::slice::from_ref(&id));
     let _q = create(&id, 16, 128);
     let name = id.to_string();
     let mut rng = Rng::new();
@@ -168,8 +168,8 @@ fn killed_producers_leave_a_prefix_and_disconnect_still_arrives() {
         let (_, out) = v.wait(LIMIT);
         let last = out
             .lines()
-            .filter_map(|l| l.strip_prefix("s ").and_then(|s| s.parse::<u64>().ok()))
-            .last();
+            .rev()
+            .find_map(|l| l.strip_prefix("s ").and_then(|s| s.parse::<u64>().ok()));
         reported.insert(i as u32 + 1, last);
     }
     assert!(steady.success(LIMIT).contains("done"));
@@ -205,7 +205,7 @@ fn killed_producers_leave_a_prefix_and_disconnect_still_arrives() {
 #[test]
 fn killed_consumers_lose_at_most_what_they_took() {
     let id = unique_posix("qkillc");
-    let _clean = Cleanup::new(&[id.clone()]);
+    let _clean = Cleanup::new(std::slice::from_ref(&id));
     let _q = create(&id, 8, 64);
     let name = id.to_string();
     let mut rng = Rng::new();
@@ -253,7 +253,7 @@ fn killed_consumers_lose_at_most_what_they_took() {
 #[test]
 fn receiver_learns_of_a_producer_killed_while_registered() {
     let id = unique_posix("qdisc");
-    let _clean = Cleanup::new(&[id.clone()]);
+    let _clean = Cleanup::new(std::slice::from_ref(&id));
     let _q = create(&id, 4, 64);
     let name = id.to_string();
     let mut consumer = spawn(&["queue-consume", &name]);
@@ -269,7 +269,7 @@ fn receiver_learns_of_a_producer_killed_while_registered() {
 #[test]
 fn sender_learns_that_every_consumer_died() {
     let id = unique_posix("qsdisc");
-    let _clean = Cleanup::new(&[id.clone()]);
+    let _clean = Cleanup::new(std::slice::from_ref(&id));
     let _q = create(&id, 4, 64);
     let name = id.to_string();
     let mut consumer = spawn(&["queue-register-and-wait", &name, "consumer"]);
@@ -289,7 +289,7 @@ fn sender_learns_that_every_consumer_died() {
 #[test]
 fn recv_timeout_expires_across_processes() {
     let id = unique_posix("qtimeout");
-    let _clean = Cleanup::new(&[id.clone()]);
+    let _clean = Cleanup::new(std::slice::from_ref(&id));
     let _q = create(&id, 4, 64);
     let out = spawn(&["queue-recv-one", &id.to_string(), "200"]).success(LIMIT);
     assert!(out.contains("err timed out"), "{out}");

@@ -24,9 +24,9 @@
 //! index is seen by the next locker at position `tail` (or `head`) and taken
 //! over.
 
-use shm_core::{ProcessId, ShmSafe, combine_type_ids, type_id};
-use shm_sync::Mutex;
+use shm_core::{ProcessId, ShmSafe, type_id};
 
+use crate::lock::QueueLock;
 use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 
 /// Slot state: empty.
@@ -202,10 +202,9 @@ unsafe impl ShmSafe for ConsumerLine {
 /// The queue's control block.
 #[repr(C)]
 pub(crate) struct Control {
-    /// Guards `head`, `tail`, slot claims and registrations. (The guarded
-    /// value is unused: the state it guards is atomics, readable by
-    /// observers without the lock.)
-    pub(crate) lock: Mutex<u64>,
+    /// Guards `head`, `tail`, slot claims and registrations (all atomics,
+    /// so observers read them without the lock). See [`crate::lock`].
+    pub(crate) lock: QueueLock,
     /// Number of slots (read-only after init).
     pub(crate) capacity: AtomicU32,
     /// Largest payload (read-only after init).
@@ -222,10 +221,10 @@ pub(crate) struct Control {
     pub(crate) consumers: [Registration; MAX_PEERS],
 }
 
-// SAFETY: `#[repr(C)]` of `ShmSafe` fields only (the robust mutex is
-// `ShmSafe` per shm-sync); no pointers, any bit pattern valid.
+// SAFETY: `#[repr(C)]` of atomics only (the lock is two atomic words): no
+// pointers, any bit pattern valid, all mutation atomic.
 unsafe impl ShmSafe for Control {
-    const TYPE_ID: u64 = combine_type_ids(type_id("shm_queue::Control/v1"), Mutex::<u64>::TYPE_ID);
+    const TYPE_ID: u64 = type_id("shm_queue::Control/v1");
 }
 
 /// Bytes from one slot to the next for a payload size.

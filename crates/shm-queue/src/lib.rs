@@ -2,7 +2,11 @@
 //! processes, in one shared memory segment, that survives `kill -9`.
 //!
 //! Built on [`shm_core`] (the segment, its header and init handshake) and
-//! [`shm_sync`] (a robust process-shared mutex and the shared futex).
+//! [`shm_sync`] (the shared futex). Its lock is a futex mutex of its own
+//! whose holder is named in the segment (PID and start time), rather than
+//! shm-sync's robust `pthread_mutex_t`: glibc follows pointers stored inside
+//! a robust mutex, so a process that scribbles over the segment could crash
+//! its peers through it; see `src/lock.rs`.
 //!
 //! # Example: the whole life of a queue
 //!
@@ -66,10 +70,10 @@
 //! - a consumer killed while reading frees nothing; producers take the slot
 //!   back once they see its owner is dead — that one message is lost, since
 //!   the receiver that took it died;
-//! - a process killed holding the lock: the next locker gets `EOWNERDEAD`
-//!   from the robust mutex, validates the indices and marks it consistent;
-//!   claims are committed by a single index store, so a half-done claim is
-//!   simply taken over;
+//! - a process killed holding the lock: a waiter finds the holder named
+//!   next to the lock word dead, takes the lock over and validates the
+//!   indices; claims are committed by a single index store, so a half-done
+//!   claim is simply taken over;
 //! - registrations of dead processes (PID plus start time, so a recycled PID
 //!   is not mistaken for the dead one) are cleared, so disconnect still
 //!   arrives.
@@ -83,16 +87,21 @@
 //!
 //! # Layout
 //!
-//! See [`layout`](crate#layout) in the source: the shm-core header, the
-//! control block (lock, configuration, producer line, consumer line, two
-//! registration tables of [`MAX_PEERS`]), then the slots; each slot is a
-//! 32-byte header (state, length, sequence, owner PID and start time) and
-//! the payload, padded to 64 bytes.
+//! The shm-core header (kind `queue`), then the control block: the lock
+//! (word, holder PID, holder start time), capacity, slot size, stride,
+//! flags, message type, the producer line (tail, `not_empty` futex word,
+//! sleeping receivers, sent, blocked sends), the consumer line (head,
+//! `not_full` futex word, sleeping senders, received, blocked receives,
+//! recovered claims, lock repairs), and two registration tables of
+//! [`MAX_PEERS`] entries (PID, start time). Then `capacity` slots: a 32-byte
+//! header (state, length, sequence, owner PID and start time) and the
+//! payload, padded to 64 bytes. docs/layout.md has the offsets.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;
 mod kill;
+mod lock;
 // `unsafe impl ShmSafe` for the on-segment structs.
 #[allow(unsafe_code)]
 mod layout;

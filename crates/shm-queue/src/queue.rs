@@ -3,7 +3,6 @@
 use std::time::{Duration, Instant};
 
 use shm_core::{ProcessId, SegmentId, Shared, SharedOptions};
-use shm_sync::{MutexGuard, TryLockError};
 
 use crate::error::{Corrupted, OpenError, RecvError, RegisterError, SendError};
 use crate::kill::kill_point;
@@ -11,6 +10,7 @@ use crate::layout::{
     ABANDONED, Control, FLAG_CLOSED, FLAG_HAD_CONSUMER, FLAG_HAD_PRODUCER, FREE, MAX_PEERS,
     READING, READY, Registration, SLOT_HEADER, SlotHeader, WRITING, stride_for,
 };
+use crate::lock::{LockGuard, Stuck};
 use crate::primitive::Ordering;
 use crate::slots;
 use crate::wait::{self, Woke};
@@ -176,7 +176,7 @@ impl Queue {
         let (stride, extra) = Self::check_config(id, opts)?;
         let sopts = Self::shared_options(opts).extra(extra);
         let shared = Shared::<Control>::create(id, &sopts, |c| {
-            c.lock.init(0)?;
+            // The lock, indices, flags and tables start as zeros.
             c.capacity.store(opts.capacity, Ordering::Relaxed);
             c.slot_size.store(opts.slot_size, Ordering::Relaxed);
             c.stride.store(stride, Ordering::Relaxed);
@@ -349,36 +349,33 @@ impl Queue {
             .map_err(|e| self.corrupted(e.to_string()))
     }
 
-    /// Takes the robust lock; after a holder died, validates the indices
-    /// (the protocol needs no other repair: see the layout docs) and marks
-    /// the lock consistent.
+    /// Takes the queue lock; after a holder died, validates the indices
+    /// (the protocol needs no other repair: see the layout docs).
     ///
     /// Critical sections are a few dozen instructions, so a lock held for
     /// [`LOCK_PATIENCE`] is not contention: its holder is stopped or the
     /// lock word is garbage. That is reported as corruption instead of
     /// waiting forever.
-    fn lock(&self) -> Result<MutexGuard<'_, u64>, Corrupted> {
-        match self.ctl().lock.lock_timeout(LOCK_PATIENCE) {
-            Ok(g) => Ok(g),
-            Err(TryLockError::OwnerDied(g)) => {
+    fn lock(&self) -> Result<LockGuard<'_>, Corrupted> {
+        let me = self.me;
+        match self
+            .ctl()
+            .lock
+            .lock(me, LOCK_PATIENCE, |p| p == me || p.is_alive())
+        {
+            Ok((g, false)) => Ok(g),
+            Ok((g, true)) => {
                 kill_point("repair:locked");
                 self.indices()?;
                 self.ctl()
                     .consumer
                     .lock_repairs
                     .fetch_add(1, Ordering::Relaxed);
-                g.make_consistent().map_err(|e| {
-                    self.corrupted(format!("cannot mark the lock consistent: {e}"))
-                })?;
                 Ok(g)
             }
-            Err(TryLockError::NotRecoverable) => Err(self.corrupted(
-                "its lock is not recoverable (a process died holding it and the repair did not finish)",
-            )),
-            Err(TryLockError::TimedOut) => Err(self.corrupted(format!(
-                "its lock has been held for over {LOCK_PATIENCE:?} (a holder is stopped, or the lock word was overwritten)"
+            Err(Stuck { pid }) => Err(self.corrupted(format!(
+                "its lock has been held by pid {pid} for over {LOCK_PATIENCE:?} (that process is stopped, or the lock word was overwritten)"
             ))),
-            Err(e) => Err(self.corrupted(format!("its lock cannot be taken: {e}"))),
         }
     }
 

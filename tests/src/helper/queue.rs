@@ -208,6 +208,72 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
             std::thread::sleep(Duration::from_secs(600));
             Some(0)
         }
+        // queue-scribble NAME SEED MILLIS
+        // A hostile process: for MILLIS ms writes random bytes, extreme
+        // values and stale copies into the queue's segment (header, control
+        // block with its lock, slot headers, payloads).
+        "queue-scribble" => {
+            let id: SegmentId = args[0].parse().expect("segment name");
+            let seed: u64 = arg(args, 1, "seed");
+            let millis: u64 = arg(args, 2, "millis");
+            let seg = shm_core::Segment::open(&id).unwrap_or_else(|e| fail(&format!("open: {e}")));
+            let header =
+                shm_core::HeaderInfo::read(&seg).unwrap_or_else(|e| fail(&format!("header: {e}")));
+            let data = header.data_offset as usize;
+            let tail = header.tail_offset() as usize;
+            let len = seg.len();
+            let mut snapshot = vec![0u8; len.min(1 << 20)];
+            seg.read_at(0, &mut snapshot)
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            let mut rng = seed | 1;
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let extremes = [
+                0u64,
+                u64::MAX,
+                1 << 63,
+                1,
+                2,
+                u64::from(u32::MAX),
+                (1 << 63) - 1,
+            ];
+            let deadline = std::time::Instant::now() + Duration::from_millis(millis);
+            let mut writes = 0u64;
+            while std::time::Instant::now() < deadline {
+                // Pick a region: 0 header, 1 control block, 2 slot headers
+                // and payloads.
+                let (lo, hi) = match next() % 8 {
+                    0 => (0, data),
+                    1..=4 => (data, tail),
+                    _ => (tail, len),
+                };
+                if hi <= lo + 8 {
+                    continue;
+                }
+                let off = (lo + (next() as usize) % (hi - lo - 8)) & !7;
+                let off = off.max(lo);
+                let value = match next() % 4 {
+                    0 => next(),
+                    1 => extremes[(next() as usize) % extremes.len()],
+                    // A stale copy of what was there when we started.
+                    2 if off + 8 <= snapshot.len() => {
+                        u64::from_ne_bytes(snapshot[off..off + 8].try_into().unwrap_or_default())
+                    }
+                    _ => next() % 64,
+                };
+                let _ = seg.write_at(off, &value.to_ne_bytes());
+                writes += 1;
+                if writes.is_multiple_of(64) {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            println!("writes {writes}");
+            Some(0)
+        }
         _ => None,
     }
 }

@@ -1,0 +1,126 @@
+//! Hostile bytes: while real producers and consumers use a queue, another
+//! process writes random bytes, extreme values and stale copies into its
+//! header, control block and slots. The users must get errors or carry on,
+//! never panic, crash on a signal, or hang (a watchdog turns a hang into a
+//! failure). Also: segments that are not queues, or not ours at all.
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use shm_core::{Segment, SegmentId, Shared, SharedOptions};
+use shm_queue::{OpenError, Queue, QueueOptions};
+use shm_tests::{Cleanup, Proc, read_line, spawn, unique_posix, unique_sysv};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn assert_error_or_success(p: Proc, what: &str, seed: u64) -> String {
+    let (status, out) = p.wait(LIMIT);
+    assert!(
+        status.signal().is_none(),
+        "seed {seed}: {what} was killed by signal {:?}",
+        status.signal()
+    );
+    // 0: finished; 1: stopped on a reported error. 101 would be a panic.
+    assert!(
+        matches!(status.code(), Some(0) | Some(1)),
+        "seed {seed}: {what} exited with {status}"
+    );
+    out
+}
+
+fn hostile_round(id: SegmentId, seed: u64) {
+    let _clean = Cleanup::new(std::slice::from_ref(&id));
+    let mut q =
+        Queue::create(&id, &QueueOptions::new().capacity(16).slot_size(64)).expect("create");
+    q.segment_mut().set_owner(false);
+    let name = id.to_string();
+    let mut users = Vec::new();
+    for _ in 0..2 {
+        let mut c = spawn(&["queue-consume", &name, "timeout=1000"]);
+        assert_eq!(read_line(&mut c, LIMIT), "registered");
+        c.drain();
+        users.push(("consumer", c));
+    }
+    for p in 0..2 {
+        let mut c = spawn(&[
+            "queue-produce",
+            &name,
+            &p.to_string(),
+            "1000000",
+            "64",
+            "timeout=1000",
+        ]);
+        assert_eq!(read_line(&mut c, LIMIT), "registered");
+        c.drain();
+        users.push(("producer", c));
+    }
+    let scribbler = spawn(&["queue-scribble", &name, &seed.to_string(), "1500"]);
+    let out = scribbler.success(LIMIT);
+    assert!(out.contains("writes"), "{out}");
+    // The users were told to stop by errors or timeouts, or still run: stop
+    // whatever still runs after a while, but first give them time to fail
+    // on their own.
+    std::thread::sleep(Duration::from_millis(300));
+    for (what, mut u) in users {
+        // A user still moving messages through the mangled queue is fine;
+        // it is ended here. One that exited did so on an error, not a
+        // panic or a signal.
+        if let Ok(Some(status)) = u.try_status() {
+            assert!(
+                status.signal().is_none() && matches!(status.code(), Some(0) | Some(1)),
+                "seed {seed}: {what} ended with {status}"
+            );
+        } else {
+            u.kill();
+        }
+        let _ = u.wait(LIMIT);
+    }
+    // A newcomer gets an error or a working queue, never a crash.
+    let newcomer = spawn(&["queue-recv-one", &name, "100"]);
+    assert_error_or_success(newcomer, "a late opener", seed);
+}
+
+#[test]
+fn users_survive_a_scribbler_posix() {
+    for seed in [11u64, 23, 37] {
+        hostile_round(unique_posix("hostile"), seed);
+    }
+}
+
+#[test]
+fn users_survive_a_scribbler_sysv() {
+    for seed in [41u64, 53] {
+        hostile_round(unique_sysv(), seed);
+    }
+}
+
+#[test]
+fn segments_of_another_kind_or_not_ours_are_refused() {
+    let raw_id = unique_posix("notours");
+    let typed_id = unique_posix("othertype");
+    let _clean = Cleanup::new(&[raw_id.clone(), typed_id.clone()]);
+    // Not made by this library: random bytes.
+    let raw = Segment::create(&raw_id, 65536, 0o600).unwrap();
+    let junk: Vec<u8> = (0..65536u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    raw.write_at(0, &junk).unwrap();
+    match Queue::open(&raw_id) {
+        Err(OpenError::Open(shm_core::OpenError::NotOurs { .. })) => {}
+        other => panic!("a foreign segment opened as a queue: {other:?}"),
+    }
+    // Ours, but holding another type.
+    let _other = Shared::<std::sync::atomic::AtomicU64>::create(
+        &typed_id,
+        &SharedOptions::new(),
+        |_| Ok(()),
+    )
+    .unwrap();
+    match Queue::open(&typed_id) {
+        Err(OpenError::Open(shm_core::OpenError::LayoutMismatch { .. })) => {}
+        other => panic!("another type opened as a queue: {other:?}"),
+    }
+    // Through a process too: an error on stderr and exit 1, no panic.
+    let (status, _) = spawn(&["queue-recv-one", &raw_id.to_string(), "100"]).wait(LIMIT);
+    assert_eq!(status.code(), Some(1));
+}
