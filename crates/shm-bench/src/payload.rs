@@ -202,7 +202,7 @@ impl Checker {
 
     /// Checks one received message.
     pub fn accept(&mut self, msg: &[u8]) -> io::Result<Got> {
-        if msg.len() != self.len {
+        if msg.len() != self.len || msg.len() < HEADER {
             return Err(corrupt(format!(
                 "message of {} bytes, expected {}",
                 msg.len(),

@@ -420,6 +420,35 @@ pub fn markdown(s: &Summary, contenders: &[Contender], passes: usize) -> String 
             }
             let _ = writeln!(out, "| {} |", row.join(" | "));
         }
+        let _ = writeln!(
+            out,
+            "\n### CPU time per message, both sides together (µs)\n\n\
+             (per round trip for ping-pong; `CLOCK_THREAD_CPUTIME_ID`; includes writing and \
+             checking every payload word, and the spinning of the spin ring)\n"
+        );
+        header(
+            &mut out,
+            &[
+                "contender",
+                "64 B ping-pong",
+                "64 B stream",
+                "4 KiB stream",
+                "1 MiB stream",
+            ],
+        );
+        for &c in t.contenders {
+            if !keys
+                .iter()
+                .any(|k| get(s, k, c, "cpu_us_per_msg").is_some())
+            {
+                continue;
+            }
+            let mut row = vec![c.name().to_string()];
+            for k in &keys {
+                row.push(get(s, k, c, "cpu_us_per_msg").map_or("-".into(), sig));
+            }
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
     }
 
     let keys: Vec<String> = vec!["idle".into(), "wake".into()];
