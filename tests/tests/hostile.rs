@@ -124,3 +124,80 @@ fn segments_of_another_kind_or_not_ours_are_refused() {
     let (status, _) = spawn(&["queue-recv-one", &raw_id.to_string(), "100"]).wait(LIMIT);
     assert_eq!(status.code(), Some(1));
 }
+
+fn truncate_posix(id: &SegmentId, len: u64) {
+    let SegmentId::Posix(name) = id else {
+        panic!("a POSIX id")
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/{}", name.file_name()))
+        .and_then(|f| f.set_len(len))
+        .expect("truncate the segment's file");
+}
+
+#[test]
+fn a_segment_truncated_after_mapping_gives_an_error_not_sigbus() {
+    let id = unique_posix("trunc-raw");
+    let _clean = Cleanup::new(std::slice::from_ref(&id));
+    let seg = Segment::create(&id, 64 * 1024, 0o600).unwrap();
+    seg.write_at(60_000, b"before").unwrap();
+    assert!(!seg.is_truncated());
+    truncate_posix(&id, 4096);
+    // These pages are gone from the file: without the guard this access is
+    // a SIGBUS that kills the test process.
+    seg.write_at(60_000, b"after").unwrap();
+    let mut back = [0u8; 5];
+    seg.read_at(60_000, &mut back).unwrap();
+    assert!(seg.is_truncated(), "the truncation was not noticed");
+    // What is left of the file is still shared.
+    seg.write_at(0, b"head").unwrap();
+}
+
+#[test]
+fn queue_users_get_errors_when_the_segment_is_truncated_under_them() {
+    let id = unique_posix("trunc-queue");
+    let _clean = Cleanup::new(std::slice::from_ref(&id));
+    let mut q = Queue::create(&id, &QueueOptions::new().capacity(256).slot_size(1024)).unwrap();
+    q.segment_mut().set_owner(false);
+    let name = id.to_string();
+    let mut users = Vec::new();
+    let mut c = spawn(&["queue-consume", &name, "timeout=2000"]);
+    assert_eq!(read_line(&mut c, LIMIT), "registered");
+    c.drain();
+    users.push(c);
+    let mut p = spawn(&[
+        "queue-produce",
+        &name,
+        "0",
+        "100000000",
+        "512",
+        "timeout=2000",
+    ]);
+    assert_eq!(read_line(&mut p, LIMIT), "registered");
+    p.drain();
+    users.push(p);
+    std::thread::sleep(Duration::from_millis(100));
+    truncate_posix(&id, 4096);
+    for u in users {
+        let (status, _) = u.wait(LIMIT);
+        assert_eq!(
+            status.signal(),
+            None,
+            "a user died of a signal after the truncation"
+        );
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "a user did not stop on an error ({status})"
+        );
+    }
+    // The test's own mapping notices too, on its first touch past the end.
+    let mut byte = [0u8; 1];
+    q.segment().read_at(200_000, &mut byte).unwrap();
+    assert!(q.segment().is_truncated());
+    assert!(matches!(
+        q.sender(),
+        Err(shm_queue::RegisterError::Corrupted(_))
+    ));
+}

@@ -632,6 +632,15 @@ impl Segment {
         self.map.ptr().as_ptr()
     }
 
+    /// Whether this mapping found its file cut short: another process
+    /// truncated the segment after it was mapped. Touching the lost pages
+    /// does not raise `SIGBUS` here (a handler patches them with private
+    /// zeros), but the bytes are no longer shared: treat the segment as
+    /// broken.
+    pub fn is_truncated(&self) -> bool {
+        self.map.is_truncated()
+    }
+
     /// The descriptor of a POSIX or memfd segment (`None` for System V).
     /// Pass it to another process to share an anonymous segment.
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {

@@ -357,6 +357,7 @@ impl Queue {
     /// lock word is garbage. That is reported as corruption instead of
     /// waiting forever.
     fn lock(&self) -> Result<LockGuard<'_>, Corrupted> {
+        self.intact()?;
         let me = self.me;
         match self
             .ctl()
@@ -376,6 +377,15 @@ impl Queue {
             Err(Stuck { pid }) => Err(self.corrupted(format!(
                 "its lock has been held by pid {pid} for over {LOCK_PATIENCE:?} (that process is stopped, or the lock word was overwritten)"
             ))),
+        }
+    }
+
+    /// Fails once another process truncated the segment under our mapping.
+    fn intact(&self) -> Result<(), Corrupted> {
+        if self.shared.segment().is_truncated() {
+            Err(self.corrupted("it was truncated by another process after it was mapped"))
+        } else {
+            Ok(())
         }
     }
 
@@ -1039,6 +1049,8 @@ impl Receiver<'_> {
         // SAFETY: the payload of slot `start`, in bounds for `slot_size >=
         // len` bytes, under our READING claim until `release_recv`.
         let out = read(unsafe { slots::payload(ptr, len) });
+        // Bytes read from pages lost to a truncation are zeros: not a message.
+        q.intact()?;
         kill_point("recv:read");
         guard.n = 0;
         q.release_recv(start, n)?;

@@ -28,6 +28,9 @@ pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
     kind: MapKind,
+    /// Entry in the SIGBUS guard's table (file mappings only: a System V
+    /// segment cannot be truncated).
+    guard: Option<usize>,
 }
 
 // SAFETY: the mapping is plain memory shared with other processes anyway;
@@ -51,10 +54,12 @@ impl Mapping {
                 0,
             )
         }?;
+        let guard = super::sigbus::register(ptr.as_ptr() as usize, len.get());
         Ok(Mapping {
             ptr: ptr.cast(),
             len: len.get(),
             kind: MapKind::Mmap,
+            guard,
         })
     }
 
@@ -72,7 +77,15 @@ impl Mapping {
             ptr,
             len: len.get(),
             kind: MapKind::Shmat,
+            guard: None,
         })
+    }
+
+    /// Whether a touch found the file cut short under the mapping (another
+    /// process truncated it); the pages past its end now read zeros that no
+    /// one else sees.
+    pub(crate) fn is_truncated(&self) -> bool {
+        self.guard.is_some_and(super::sigbus::is_truncated)
     }
 
     /// The first byte of the mapping.
@@ -133,6 +146,9 @@ impl Drop for Mapping {
         // Errors are ignored: `munmap`/`shmdt` fail only for an address that
         // is not a mapping, which the invariant rules out, and a destructor
         // has no one to report to.
+        if let Some(g) = self.guard {
+            super::sigbus::unregister(g);
+        }
         match self.kind {
             MapKind::Mmap => {
                 // SAFETY: `ptr..ptr+len` is our own mapping (invariant) and

@@ -10,6 +10,7 @@
 
 pub(crate) mod map;
 pub(crate) mod posix;
+pub(crate) mod sigbus;
 pub(crate) mod sysv;
 
 use std::io;
