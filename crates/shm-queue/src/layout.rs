@@ -233,3 +233,24 @@ pub(crate) fn stride_for(slot_size: u32) -> Option<u32> {
         .checked_add(slot_size)?
         .checked_next_multiple_of(64)
 }
+
+// The offsets docs/layout.md documents (format version 1).
+#[cfg(not(shm_loom))]
+const _: () = {
+    use std::mem::offset_of;
+    assert!(size_of::<Control>() == 2240 && align_of::<Control>() == 64);
+    assert!(size_of::<QueueLock>() == 16);
+    assert!(offset_of!(Control, lock) == 0);
+    assert!(offset_of!(Control, capacity) == 16);
+    assert!(offset_of!(Control, slot_size) == 20);
+    assert!(offset_of!(Control, stride) == 24);
+    assert!(offset_of!(Control, flags) == 28);
+    assert!(offset_of!(Control, message_type) == 32);
+    assert!(offset_of!(Control, producer) == 64);
+    assert!(offset_of!(Control, consumer) == 128);
+    assert!(offset_of!(Control, producers) == 192);
+    assert!(offset_of!(Control, consumers) == 192 + 16 * MAX_PEERS);
+    assert!(offset_of!(ProducerLine, not_empty) == 8 && offset_of!(ProducerLine, sent) == 16);
+    assert!(offset_of!(ConsumerLine, not_full) == 8 && offset_of!(ConsumerLine, lock_repairs) == 40);
+    assert!(offset_of!(SlotHeader, seq) == 8 && offset_of!(SlotHeader, owner_start) == 24);
+};
