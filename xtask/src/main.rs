@@ -394,25 +394,46 @@ impl Xtask {
             "san: {} on {host}",
             info.lines().next().unwrap_or("nightly")
         );
-        let mut cmd = Command::new(&rustup);
-        cmd.current_dir(&self.root)
-            .args(["run", "nightly", "cargo", "test", "--workspace"])
-            .args([
-                "--exclude",
-                "shm-bench",
-                "--target",
-                &host,
-                "--lib",
-                "--tests",
-            ])
-            .env("RUSTFLAGS", "-Zsanitizer=address")
-            .env("CARGO_TARGET_DIR", self.target_base.join("asan"))
-            // `$CARGO` and friends point at the stable toolchain we were
-            // started from; let the nightly cargo set its own.
-            .env_remove("CARGO")
-            .env_remove("RUSTC")
-            .env_remove("RUSTDOC")
-            .env_remove("RUSTUP_TOOLCHAIN");
+        let asan_dir = self.target_base.join("asan");
+        let nightly_cargo = |args: &[&str]| {
+            let mut cmd = Command::new(&rustup);
+            cmd.current_dir(&self.root)
+                .args(["run", "nightly", "cargo"])
+                .args(args)
+                // With `--target`, the flag reaches only the target's code,
+                // not proc-macros and build scripts, which the uninstrumented
+                // compiler must load and run.
+                .args(["--target", &host])
+                .env("RUSTFLAGS", "-Zsanitizer=address")
+                .env("CARGO_TARGET_DIR", &asan_dir)
+                // `$CARGO` and friends point at the stable toolchain we were
+                // started from; let the nightly cargo set its own.
+                .env_remove("CARGO")
+                .env_remove("RUSTC")
+                .env_remove("RUSTDOC")
+                .env_remove("RUSTUP_TOOLCHAIN");
+            cmd
+        };
+        // No test target builds the `shm` binary that tests/tests/cli.rs
+        // runs; left to itself that test builds it with `$CARGO` and the
+        // inherited RUSTFLAGS, and (when it cannot tell the `--target`
+        // layout) without `--target`, which instruments the clap_derive
+        // proc-macro and fails. Build it here, instrumented, and hand it
+        // over through `SHM_BIN`. The helper binary of tests/ is built by
+        // the test run itself, with the same flags.
+        run_cmd(&mut nightly_cargo(&[
+            "build", "-p", "shm-cli", "--bin", "shm",
+        ]))?;
+        let shm = asan_dir.join(&host).join("debug").join("shm");
+        let mut cmd = nightly_cargo(&[
+            "test",
+            "--workspace",
+            "--exclude",
+            "shm-bench",
+            "--lib",
+            "--tests",
+        ]);
+        cmd.env("SHM_BIN", &shm);
         run_cmd(&mut cmd)
     }
 }
