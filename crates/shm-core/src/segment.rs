@@ -216,6 +216,23 @@ fn names_this_file(name: &PosixName, fd: BorrowedFd<'_>) -> bool {
     }
 }
 
+/// Which System V limit an `ENOSPC` from `shmget` hit: the kernel gives the
+/// same error for the segment count (`shmmni`) and the page total
+/// (`shmall`), so count the segments to tell them apart.
+fn sysv_enospc_detail() -> String {
+    let shmmni = read_sysctl("shmmni");
+    let count = crate::list::sysv_entries().map(|v| v.len()).ok();
+    match (count, shmmni.parse::<usize>()) {
+        (Some(n), Ok(max)) if n >= max => format!(
+            "the System V segment limit kernel.shmmni = {max} is reached ({n} segments exist; remove some with `shm gc` or raise it)"
+        ),
+        _ => format!(
+            "the System V page limit kernel.shmall = {} pages is reached (or kernel.shmmni = {shmmni} segments)",
+            read_sysctl("shmall")
+        ),
+    }
+}
+
 fn read_sysctl(name: &str) -> String {
     std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
         .map(|s| s.trim().to_owned())
@@ -321,38 +338,37 @@ impl Segment {
                 // `open` of a file it just created), so a mode without owner
                 // read and write is set only after the attach.
                 let flags = libc::IPC_CREAT | libc::IPC_EXCL | (mode | 0o600) as i32;
-                let shmid = sysv::shmget(*key, len.get(), flags).map_err(|e| match e.raw_os_error() {
-                    Some(libc::EEXIST) => CreateError::AlreadyExists { segment: seg.clone() },
-                    Some(libc::EACCES) | Some(libc::EPERM) => CreateError::PermissionDenied {
-                        segment: seg.clone(),
-                        owner: sysv_owner(*key),
-                    },
-                    Some(libc::EINVAL) => CreateError::Limit {
-                        segment: seg.clone(),
-                        detail: format!(
-                            "{size} bytes is outside the System V limits (kernel.shmmax = {})",
-                            read_sysctl("shmmax")
-                        ),
-                    },
-                    Some(libc::ENOSPC) => CreateError::Limit {
-                        segment: seg.clone(),
-                        detail: format!(
-                            "the System V segment limit kernel.shmmni = {} or the page limit kernel.shmall = {} is reached",
-                            read_sysctl("shmmni"),
-                            read_sysctl("shmall")
-                        ),
-                    },
-                    Some(libc::ENOMEM) => CreateError::NoSpace {
-                        segment: seg.clone(),
-                        size,
-                        detail: "the kernel has no memory for it".into(),
-                    },
-                    _ => CreateError::Io {
-                        op: "shmget",
-                        segment: seg.clone(),
-                        source: e,
-                    },
-                })?;
+                let shmid =
+                    sysv::shmget(*key, len.get(), flags).map_err(|e| match e.raw_os_error() {
+                        Some(libc::EEXIST) => CreateError::AlreadyExists {
+                            segment: seg.clone(),
+                        },
+                        Some(libc::EACCES) | Some(libc::EPERM) => CreateError::PermissionDenied {
+                            segment: seg.clone(),
+                            owner: sysv_owner(*key),
+                        },
+                        Some(libc::EINVAL) => CreateError::Limit {
+                            segment: seg.clone(),
+                            detail: format!(
+                                "{size} bytes is outside the System V limits (kernel.shmmax = {})",
+                                read_sysctl("shmmax")
+                            ),
+                        },
+                        Some(libc::ENOSPC) => CreateError::Limit {
+                            segment: seg.clone(),
+                            detail: sysv_enospc_detail(),
+                        },
+                        Some(libc::ENOMEM) => CreateError::NoSpace {
+                            segment: seg.clone(),
+                            size,
+                            detail: "the kernel has no memory for it".into(),
+                        },
+                        _ => CreateError::Io {
+                            op: "shmget",
+                            segment: seg.clone(),
+                            source: e,
+                        },
+                    })?;
                 let map = Mapping::shmat(shmid, len).map_err(|e| {
                     let _ = sysv::ipc_rmid(shmid);
                     CreateError::Io {
