@@ -175,6 +175,9 @@ struct Xtask {
     cargo: OsString,
     /// The base target directory (`$CARGO_TARGET_DIR` or `<root>/target`).
     target_base: PathBuf,
+    /// Whether `$CARGO_TARGET_DIR` was set: then children get it made
+    /// absolute, since they start in the root, not where we were started.
+    target_from_env: bool,
 }
 
 impl Xtask {
@@ -189,7 +192,9 @@ impl Xtask {
         let cargo = env::var_os("CARGO")
             .filter(|c| !c.is_empty())
             .unwrap_or_else(|| "cargo".into());
-        let target_base = match env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        let target_env = env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty());
+        let target_from_env = target_env.is_some();
+        let target_base = match target_env {
             Some(dir) => {
                 let dir = PathBuf::from(dir);
                 if dir.is_absolute() {
@@ -207,6 +212,7 @@ impl Xtask {
             root,
             cargo,
             target_base,
+            target_from_env,
         }
     }
 
@@ -218,6 +224,9 @@ impl Xtask {
     {
         let mut cmd = Command::new(&self.cargo);
         cmd.args(args).current_dir(&self.root);
+        if self.target_from_env {
+            cmd.env("CARGO_TARGET_DIR", &self.target_base);
+        }
         cmd
     }
 
