@@ -14,6 +14,23 @@
 //!
 //! The table has [`SLOTS`] entries; a mapping that finds it full is simply
 //! not protected.
+//!
+//! # The slot protocol
+//!
+//! | `start` | meaning |
+//! |---|---|
+//! | 0 | free |
+//! | [`CLAIMED`] | taken by a `register` that is still writing `len` |
+//! | an address | a registered mapping of `len` bytes |
+//!
+//! `register` claims a free slot by CAS `0 -> CLAIMED`, so two threads
+//! never write the same slot's `len`, then stores `len` and publishes the
+//! address with **Release**. The handler loads `start` with **Acquire**,
+//! then `len`, then `start` again, and skips a slot that changed meanwhile
+//! (unregistered and reused under it). `unregister` stores 0 before the
+//! pages are unmapped; a fault inside a mapping can only come from a thread
+//! that still borrows it, so that mapping cannot be unmapped while its
+//! fault is being handled.
 
 use std::sync::Once;
 use std::sync::OnceLock;
@@ -22,8 +39,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 /// Mappings that can be protected at once.
 pub(crate) const SLOTS: usize = 1024;
 
+/// `start` of a slot being filled in by `register` (no mapping starts at
+/// address 1: mappings are page-aligned).
+const CLAIMED: usize = 1;
+
 struct Slot {
-    /// First byte; 0 when the slot is free.
+    /// First byte; 0 when the slot is free, [`CLAIMED`] while registering.
     start: AtomicUsize,
     len: AtomicUsize,
     truncated: AtomicBool,
@@ -40,27 +61,29 @@ static TABLE: [Slot; SLOTS] = [FREE; SLOTS];
 static INSTALL: Once = Once::new();
 /// The action that was installed before ours, to chain to.
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no memory arguments.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 { p as usize } else { 4096 }
-}
+/// The page size, read once before the handler is installed (`sysconf` is
+/// not on the async-signal-safe list).
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(4096);
 
 /// Registers `start..start+len` as one of our mappings; the index to give
 /// back to [`unregister`], or `None` if the table is full.
 pub(crate) fn register(start: usize, len: usize) -> Option<usize> {
     install();
+    if start <= CLAIMED {
+        return None;
+    }
     for (i, s) in TABLE.iter().enumerate() {
-        if s.start.load(Ordering::Relaxed) == 0 {
+        // Claim first, so that no other `register` writes this slot's
+        // `len` between ours and the publication of `start`.
+        if s.start.load(Ordering::Relaxed) == 0
+            && s.start
+                .compare_exchange(0, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
             s.len.store(len, Ordering::Relaxed);
             s.truncated.store(false, Ordering::Relaxed);
-            if s.start
-                .compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                return Some(i);
-            }
+            s.start.store(start, Ordering::Release);
+            return Some(i);
         }
     }
     None
@@ -82,6 +105,13 @@ pub(crate) fn is_truncated(index: usize) -> bool {
 
 fn install() {
     INSTALL.call_once(|| {
+        // SAFETY: sysconf has no memory arguments.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if let Ok(p) = usize::try_from(p)
+            && p.is_power_of_two()
+        {
+            PAGE_SIZE.store(p, Ordering::Relaxed);
+        }
         // SAFETY: `sigaction` structs are plain C data; all-zero is valid.
         let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
         new.sa_sigaction = handler as *const () as usize;
@@ -90,55 +120,78 @@ fn install() {
         unsafe { libc::sigemptyset(&mut new.sa_mask) };
         // SAFETY: as above.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: both structs are valid for the call; the handler is an
-        // `extern "C"` function with the SA_SIGINFO signature.
-        if unsafe { libc::sigaction(libc::SIGBUS, &new, &mut old) } == 0 {
-            let _ = PREVIOUS.set(old);
+        // Read the previous action and record it *before* installing ours,
+        // so that a SIGBUS arriving right after the install finds it.
+        // SAFETY: a null new action only queries; `old` is valid and
+        // writable.
+        if unsafe { libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) } != 0 {
+            return;
         }
+        let _ = PREVIOUS.set(old);
+        // SAFETY: `new` is valid for the call; the handler is an
+        // `extern "C"` function with the SA_SIGINFO signature; a null
+        // old-action pointer is allowed.
+        unsafe { libc::sigaction(libc::SIGBUS, &new, std::ptr::null_mut()) };
     });
 }
 
+/// Saves `errno` and puts it back on drop: the handler's system calls must
+/// not change what the interrupted code reads from it.
+struct SavedErrno(libc::c_int);
+
+impl SavedErrno {
+    fn save() -> Self {
+        // SAFETY: `__errno_location` returns this thread's errno slot,
+        // valid for the thread's life.
+        SavedErrno(unsafe { *libc::__errno_location() })
+    }
+}
+
+impl Drop for SavedErrno {
+    fn drop(&mut self) {
+        // SAFETY: as in `save`.
+        unsafe { *libc::__errno_location() = self.0 };
+    }
+}
+
 /// The `SIGBUS` handler. Only async-signal-safe work: atomic loads and
-/// stores, `mmap`, `sigaction`, and a call to the previous handler.
+/// stores (`OnceLock::get` is one Acquire load), `mmap`, `sigaction`,
+/// `raise`, and a call to the previous handler.
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler;
-    // `si_addr` is the faulting address for SIGBUS.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    for s in TABLE.iter() {
-        let start = s.start.load(Ordering::Acquire);
-        if start != 0 && addr >= start && addr - start < s.len.load(Ordering::Relaxed) {
-            let page = addr & !(page_size() - 1);
-            // SAFETY: `page` lies inside one of our own shared mappings
-            // (checked above); replacing that page with private zeros
-            // affects no Rust object outside the mapping, whose contents
-            // are untrusted bytes anyway.
-            let p = unsafe {
-                libc::mmap(
-                    page as *mut libc::c_void,
-                    page_size(),
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            if p != libc::MAP_FAILED {
-                s.truncated.store(true, Ordering::Release);
-                return;
-            }
+    let _errno = SavedErrno::save();
+    // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
+    let code = unsafe { (*info).si_code };
+    // Only a fault the kernel raised has a faulting address: for a SIGBUS
+    // sent with kill/sigqueue (`si_code <= 0`) the same bytes hold the
+    // sender's pid and uid (or whatever `rt_sigqueueinfo` put there), and
+    // must not patch anything. A truncated file mapping faults with
+    // BUS_ADRERR.
+    if code == libc::BUS_ADRERR {
+        // SAFETY: as above; for a kernel BUS_ADRERR fault `si_addr` is the
+        // faulting address.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        if patch(addr) {
+            return;
         }
     }
     // Not ours: hand it to whoever was there before.
     match PREVIOUS.get() {
+        // A sent SIGBUS that was ignored before us stays ignored. (A fault
+        // with SIG_IGN is not ignorable: the kernel forces the default
+        // action, as the last arm does.)
+        Some(prev) if prev.sa_sigaction == libc::SIG_IGN && code <= 0 => {}
         Some(prev) if prev.sa_flags & libc::SA_SIGINFO != 0 && prev.sa_sigaction > 1 => {
-            // SAFETY: the previous handler was installed with SA_SIGINFO, so
-            // it has this signature; we pass on the kernel's arguments.
+            // SAFETY: a value other than SIG_DFL (0) and SIG_IGN (1) is the
+            // address of a handler function, so non-null; it was installed
+            // with SA_SIGINFO, so it has this signature; we pass on the
+            // kernel's arguments.
             let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
                 unsafe { std::mem::transmute(prev.sa_sigaction) };
             f(sig, info, ctx);
         }
         Some(prev) if prev.sa_sigaction > 1 => {
-            // SAFETY: a plain handler installed without SA_SIGINFO.
+            // SAFETY: as above, the address of a plain handler installed
+            // without SA_SIGINFO, so it has this signature.
             let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(prev.sa_sigaction) };
             f(sig);
         }
@@ -150,6 +203,107 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
             dfl.sa_sigaction = libc::SIG_DFL;
             // SAFETY: a valid struct; a null old-action pointer is allowed.
             unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
+            if code <= 0 {
+                // Sent, not a fault: returning would not repeat it, so
+                // deliver it again now under the default action (SIGBUS is
+                // not blocked here: SA_NODEFER).
+                // SAFETY: raise is async-signal-safe and has no memory
+                // arguments.
+                unsafe { libc::raise(sig) };
+            }
         }
+    }
+}
+
+/// Maps a private zero page over the page of `addr` if `addr` lies in a
+/// registered mapping, and marks every registered mapping that contains it
+/// as truncated. Whether the page was patched.
+fn patch(addr: usize) -> bool {
+    let page_size = PAGE_SIZE.load(Ordering::Relaxed);
+    let mut patched = false;
+    for s in TABLE.iter() {
+        let start = s.start.load(Ordering::Acquire);
+        if start <= CLAIMED {
+            continue;
+        }
+        let len = s.len.load(Ordering::Relaxed);
+        // Unregistered (and maybe reused) between the two loads: `len` may
+        // belong to another mapping.
+        if s.start.load(Ordering::Acquire) != start {
+            continue;
+        }
+        if addr < start || addr - start >= len {
+            continue;
+        }
+        if !patched {
+            let page = addr & !(page_size - 1);
+            // SAFETY: `page` lies inside one of our own shared mappings
+            // (checked above), which the faulting thread still borrows, so
+            // it is not unmapped meanwhile (see the slot protocol);
+            // replacing that page with private zeros affects no Rust object
+            // outside the mapping, whose contents are untrusted bytes
+            // anyway.
+            let p = unsafe {
+                libc::mmap(
+                    page as *mut libc::c_void,
+                    page_size,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                continue;
+            }
+            patched = true;
+        }
+        // Every slot that covers the address (a stale one may, if the
+        // range was unmapped and mapped again meanwhile): a false
+        // "truncated" is an error, a missed one is silent data loss.
+        s.truncated.store(true, Ordering::Release);
+    }
+    patched
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many threads registering at once each get a slot of their own that
+    /// holds their own length (a claim-then-fill race once gave a slot the
+    /// address of one mapping and the length of another).
+    #[test]
+    fn concurrent_registrations_keep_their_own_lengths() {
+        let got: Vec<(usize, usize, usize)> = std::thread::scope(|t| {
+            let hs: Vec<_> = (1..=16usize)
+                .map(|k| {
+                    t.spawn(move || {
+                        let mut mine = Vec::new();
+                        for j in 0..8usize {
+                            // Fake, page-aligned addresses no mapping has.
+                            let start = 0x1000_0000_0000usize + (k << 24) + (j << 16);
+                            let len = k * 4096 + j;
+                            if let Some(i) = register(start, len) {
+                                mine.push((i, start, len));
+                            }
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let mut seen = std::collections::HashSet::new();
+        for &(i, start, len) in &got {
+            assert!(seen.insert(i), "slot {i} handed out twice");
+            assert_eq!(TABLE[i].start.load(Ordering::Acquire), start);
+            assert_eq!(TABLE[i].len.load(Ordering::Acquire), len);
+            assert!(!is_truncated(i));
+        }
+        for &(i, _, _) in &got {
+            unregister(i);
+        }
+        assert!(register(CLAIMED, 4096).is_none(), "not a mapping address");
     }
 }
