@@ -44,6 +44,14 @@ use crate::sys::{self, pthread::E_UNINIT, pthread::RawMutex};
 /// robust-futex protocol, see `Documentation/locking/robust-futex-ABI.rst`
 /// and docs/sync.md.
 ///
+/// # Trust
+///
+/// Only for processes that trust each other: glibc follows pointers stored
+/// inside a robust `pthread_mutex_t`, so a process that scribbles over the
+/// mutex can crash the holder (see docs/sync.md, "Untrusted memory"). With
+/// untrusted writers use the futex types ([`crate::Semaphore`],
+/// [`crate::FutexCondvar`]) or a lock that names its holder.
+///
 /// # Example
 ///
 /// ```
@@ -78,14 +86,21 @@ const _: () = {
 #[allow(unsafe_code)]
 unsafe impl<T: ShmSafe + Send> Sync for Mutex<T> {}
 
-// SAFETY: `#[repr(C)]`, no pointers: the pthread mutex is plain bytes meant
-// for shared memory (PTHREAD_PROCESS_SHARED; the robust list stores its
-// address only in the owning thread's own memory); the state word is atomic
-// and any value other than READY is treated as uninitialized; `T: ShmSafe`
-// accepts any bit pattern, including a torn update after owner death; the
-// all-zero pattern is "not initialized"; it is `Sync` (above). A hostile
-// process can still corrupt the glibc mutex bytes; glibc then misbehaves as
-// with any corrupted mutex (see docs/sync.md), which is outside Rust's model.
+// SAFETY: `#[repr(C)]`; the pthread mutex is made for shared memory
+// (PTHREAD_PROCESS_SHARED); the state word is atomic and any value other
+// than READY is treated as uninitialized; `T: ShmSafe` accepts any bit
+// pattern, including a torn update after owner death; the all-zero pattern
+// is "not initialized"; it is `Sync` (above).
+// The glibc bytes are not pointer-free: a robust mutex held by a thread is
+// linked into that thread's robust list through its own `__list` field,
+// which holds addresses in the *holder's* process. Only the holder's glibc
+// (on lock and unlock) and the kernel (at the holder's death, with checked
+// user accesses) follow them, so cooperating processes never dereference
+// another process's address. A process that writes those bytes can make the
+// holder's glibc follow a garbage pointer (abort, crash or a stray write in
+// the holder): this type is sound only among processes that trust each
+// other, as docs/sync.md ("Untrusted memory") and docs/reliability.md say;
+// shm-queue uses its own lock for that reason.
 #[allow(unsafe_code)]
 unsafe impl<T: ShmSafe + Send> ShmSafe for Mutex<T> {
     const TYPE_ID: u64 =

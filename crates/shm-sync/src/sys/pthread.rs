@@ -8,6 +8,12 @@
 //! that the preconditions of the C calls ("initialized, not being
 //! initialized") are checked here and the calls can be offered as safe
 //! methods; only those that need the caller to hold the mutex stay `unsafe`.
+//!
+//! Those arguments hold among cooperating processes. One that stores
+//! `READY` into a state word, or writes over the C objects, breaks them, and
+//! glibc then follows whatever it finds (including the robust-list pointers
+//! inside a held `pthread_mutex_t`); no check here can catch it. See the
+//! `# Trust` section of [`crate::Mutex`].
 
 use std::io;
 
