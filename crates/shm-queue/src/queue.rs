@@ -11,7 +11,7 @@ use crate::layout::{
     READING, READY, Registration, SLOT_HEADER, SlotHeader, WRITING, stride_for,
 };
 use crate::lock::{LockGuard, Stuck};
-use crate::primitive::Ordering;
+use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use crate::slots;
 use crate::wait::{self, Woke};
 
@@ -131,6 +131,13 @@ enum Claim {
     None,
     /// The slot at the front is held by a live peer; wait for it.
     Busy,
+}
+
+/// The futex word, sleeper count and blocked counter of one side.
+struct Side<'a> {
+    word: &'a AtomicU32,
+    waiters: &'a AtomicU32,
+    blocked: &'a AtomicU64,
 }
 
 /// How long an operation may block.
@@ -712,33 +719,88 @@ impl Queue {
     /// Claims up to `max` slots for writing, blocking per `wait`.
     fn acquire_send(&self, max: usize, how: Wait) -> Result<(u64, usize), SendError> {
         let c = self.ctl();
+        let side = Side {
+            word: &c.consumer.not_full,
+            waiters: &c.consumer.send_waiters,
+            blocked: &c.producer.blocked_sends,
+        };
+        self.acquire(
+            side,
+            how,
+            |check| self.claim_send(max, check),
+            // Full or blocked by a slow consumer: only a queue whose every
+            // consumer left is a reason to stop waiting.
+            |_| {
+                (c.flags.load(Ordering::Acquire) & FLAG_HAD_CONSUMER != 0
+                    && self.registered(Role::Consumer) == 0)
+                    .then_some(SendError::Disconnected)
+            },
+            (SendError::Full, SendError::Timeout),
+        )
+    }
+
+    /// Claims up to `max` committed messages, blocking per `wait`.
+    fn acquire_recv(&self, max: usize, how: Wait) -> Result<(u64, usize), RecvError> {
+        let c = self.ctl();
+        let side = Side {
+            word: &c.producer.not_empty,
+            waiters: &c.producer.recv_waiters,
+            blocked: &c.consumer.blocked_recvs,
+        };
+        self.acquire(
+            side,
+            how,
+            |check| self.claim_recv(max, check),
+            // Closed or disconnected matter only once the queue is drained.
+            |claim| {
+                if !matches!(claim, Claim::None) {
+                    return None;
+                }
+                let flags = c.flags.load(Ordering::Acquire);
+                if flags & FLAG_CLOSED != 0 {
+                    Some(RecvError::Closed)
+                } else if flags & FLAG_HAD_PRODUCER != 0 && self.registered(Role::Producer) == 0 {
+                    Some(RecvError::Disconnected)
+                } else {
+                    None
+                }
+            },
+            (RecvError::Empty, RecvError::Timeout),
+        )
+    }
+
+    /// The blocking loop both sides share: claim; if nothing was claimed,
+    /// stop if `stop` says so, else spin and sleep on the side's futex word
+    /// (counting the sleep once), look for dead peers after each liveness
+    /// slice, and give up at the deadline after one last claim.
+    fn acquire<E: From<Corrupted>>(
+        &self,
+        side: Side<'_>,
+        how: Wait,
+        claim: impl Fn(bool) -> Result<Claim, E>,
+        stop: impl Fn(&Claim) -> Option<E>,
+        (would_block, timed_out): (E, E),
+    ) -> Result<(u64, usize), E> {
         let mut check_owners = false;
         let mut counted = false;
         loop {
-            let seen = c.consumer.not_full.load(Ordering::Acquire);
-            match self.claim_send(max, check_owners)? {
-                Claim::Got { start, n } => return Ok((start, n)),
-                Claim::None | Claim::Busy => {}
+            let seen = side.word.load(Ordering::Acquire);
+            let got = claim(check_owners)?;
+            if let Claim::Got { start, n } = got {
+                return Ok((start, n));
+            }
+            if let Some(e) = stop(&got) {
+                return Err(e);
             }
             let deadline = match how {
-                Wait::Try => return Err(SendError::Full),
+                Wait::Try => return Err(would_block),
                 Wait::Until(d) => d,
             };
-            if c.flags.load(Ordering::Acquire) & FLAG_HAD_CONSUMER != 0
-                && self.registered(Role::Consumer) == 0
-            {
-                return Err(SendError::Disconnected);
-            }
             if !counted {
-                c.producer.blocked_sends.fetch_add(1, Ordering::Relaxed);
+                side.blocked.fetch_add(1, Ordering::Relaxed);
                 counted = true;
             }
-            match wait::block(
-                &c.consumer.not_full,
-                &c.consumer.send_waiters,
-                seen,
-                deadline,
-            ) {
+            match wait::block(side.word, side.waiters, seen, deadline) {
                 Woke::Changed => check_owners = false,
                 Woke::Liveness => {
                     self.reap_dead()?;
@@ -746,60 +808,9 @@ impl Queue {
                 }
                 Woke::Deadline => {
                     // One last look before giving up.
-                    return match self.claim_send(max, true)? {
+                    return match claim(true)? {
                         Claim::Got { start, n } => Ok((start, n)),
-                        _ => Err(SendError::Timeout),
-                    };
-                }
-            }
-        }
-    }
-
-    /// Claims up to `max` committed messages, blocking per `wait`.
-    fn acquire_recv(&self, max: usize, how: Wait) -> Result<(u64, usize), RecvError> {
-        let c = self.ctl();
-        let mut check_owners = false;
-        let mut counted = false;
-        loop {
-            let seen = c.producer.not_empty.load(Ordering::Acquire);
-            let claim = self.claim_recv(max, check_owners)?;
-            let empty = match claim {
-                Claim::Got { start, n } => return Ok((start, n)),
-                Claim::None => true,
-                Claim::Busy => false,
-            };
-            if empty {
-                let flags = c.flags.load(Ordering::Acquire);
-                if flags & FLAG_CLOSED != 0 {
-                    return Err(RecvError::Closed);
-                }
-                if flags & FLAG_HAD_PRODUCER != 0 && self.registered(Role::Producer) == 0 {
-                    return Err(RecvError::Disconnected);
-                }
-            }
-            let deadline = match how {
-                Wait::Try => return Err(RecvError::Empty),
-                Wait::Until(d) => d,
-            };
-            if !counted {
-                c.consumer.blocked_recvs.fetch_add(1, Ordering::Relaxed);
-                counted = true;
-            }
-            match wait::block(
-                &c.producer.not_empty,
-                &c.producer.recv_waiters,
-                seen,
-                deadline,
-            ) {
-                Woke::Changed => check_owners = false,
-                Woke::Liveness => {
-                    self.reap_dead()?;
-                    check_owners = true;
-                }
-                Woke::Deadline => {
-                    return match self.claim_recv(max, true)? {
-                        Claim::Got { start, n } => Ok((start, n)),
-                        _ => Err(RecvError::Timeout),
+                        _ => Err(timed_out),
                     };
                 }
             }
