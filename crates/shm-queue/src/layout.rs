@@ -251,6 +251,8 @@ const _: () = {
     assert!(offset_of!(Control, producers) == 192);
     assert!(offset_of!(Control, consumers) == 192 + 16 * MAX_PEERS);
     assert!(offset_of!(ProducerLine, not_empty) == 8 && offset_of!(ProducerLine, sent) == 16);
-    assert!(offset_of!(ConsumerLine, not_full) == 8 && offset_of!(ConsumerLine, lock_repairs) == 40);
+    assert!(
+        offset_of!(ConsumerLine, not_full) == 8 && offset_of!(ConsumerLine, lock_repairs) == 40
+    );
     assert!(offset_of!(SlotHeader, seq) == 8 && offset_of!(SlotHeader, owner_start) == 24);
 };
