@@ -25,6 +25,13 @@ impl ProcessId {
 
     /// Whether this very process (same PID, same start time) still runs.
     /// A zombie counts as dead: it will never touch the segment again.
+    ///
+    /// When `/proc/PID/stat` cannot be read although the PID exists (a
+    /// `/proc` mounted with `hidepid=1` or `2` hides other users'
+    /// processes), the answer is "alive": callers take a dead process's
+    /// locks and claims over, so a false "dead" would hand a live
+    /// process's lock to a second holder, while a false "alive" only makes
+    /// them wait.
     pub fn is_alive(&self) -> bool {
         if self.pid == 0 || self.pid > i32::MAX as u32 {
             return false;
@@ -33,7 +40,7 @@ impl ProcessId {
             Some((state, start)) => {
                 state != 'Z' && state != 'X' && (self.start == 0 || start == self.start)
             }
-            None => false,
+            None => pid_exists(self.pid),
         }
     }
 }
@@ -41,6 +48,18 @@ impl ProcessId {
 impl fmt::Display for ProcessId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "pid {}", self.pid)
+    }
+}
+
+/// `kill(pid, 0)`: whether any process has this PID (`EPERM` means one
+/// exists that we may not signal).
+fn pid_exists(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
+        Ok(()) => true,
+        Err(e) => e == nix::errno::Errno::EPERM,
     }
 }
 
