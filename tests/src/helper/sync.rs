@@ -13,7 +13,7 @@
 //! | `sync-hold` | NAME | locks, writes the dirty marker, prints `locked`, sleeps (to be killed) |
 //! | `sync-lock` | NAME repair\|leave\|report | one `lock_timeout(20 s)`; prints the outcome; `repair` fixes an owner death, `leave` drops the guard unrepaired |
 //! | `sync-pingpong` | NAME pthread\|futex PARITY ROUNDS | alternates with the other player through the counter |
-//! | `sync-cv-wait` | NAME pthread\|futex TARGET [long] | prints `waiting` with the lock held, waits while counter < TARGET, prints `woke V` (or `owner-died V`, after marking the mutex consistent); `long`: one `wait_timeout(120 s)` per wake-up instead of `wait_while` (no periodic re-check) |
+//! | `sync-cv-wait` | NAME pthread\|futex TARGET \[long\] | prints `waiting` with the lock held, waits while counter < TARGET, prints `woke V` (or `owner-died V`, after marking the mutex consistent); `long`: one `wait_timeout(120 s)` per wake-up instead of `wait_while` (no periodic re-check) |
 //! | `sync-cv-notify` | NAME pthread\|futex COUNT one\|all | COUNT times: lock, `+= 1`, unlock, notify; prints `notified` |
 //! | `sync-sem-post` | NAME SLOT N | posts N times |
 //! | `sync-sem-wait` | NAME SLOT N | takes N tokens (blocking); prints `got N` |
