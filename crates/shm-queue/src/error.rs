@@ -25,6 +25,13 @@ pub enum OpenError {
         /// The queue.
         queue: String,
     },
+    /// The queue was created in another PID namespace. Peers are named by
+    /// PID, so processes that see different PIDs could not tell a crashed
+    /// peer from a live one.
+    OtherPidNamespace {
+        /// The queue.
+        queue: String,
+    },
     /// The control block holds impossible values.
     Corrupted(Corrupted),
 }
@@ -43,6 +50,10 @@ impl fmt::Display for OpenError {
                     "{queue} holds another message type than the one asked for"
                 )
             }
+            OpenError::OtherPidNamespace { queue } => write!(
+                f,
+                "{queue} was created in another PID namespace (another container?): peers are named by PID, so it can only be shared by processes that see the same PIDs"
+            ),
             OpenError::Corrupted(c) => c.fmt(f),
         }
     }

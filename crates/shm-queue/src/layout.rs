@@ -79,15 +79,31 @@ impl SlotHeader {
         self.state.load(Ordering::Acquire)
     }
 
-    /// Producer, after writing the payload: commits the message.
-    pub(crate) fn commit(&self, len: u32) {
+    /// Producer, after writing the payload of position `pos`: commits the
+    /// message. `false` if the claim is no longer ours (taken over, or the
+    /// slot overwritten), in which case nothing is changed.
+    pub(crate) fn commit(&self, pos: u64, len: u32) -> bool {
+        if self.seq.load(Ordering::Relaxed) != pos {
+            return false;
+        }
         self.len.store(len, Ordering::Relaxed);
-        self.state.store(READY, Ordering::Release);
+        self.state
+            .compare_exchange(WRITING, READY, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
     }
 
-    /// Consumer, after reading the payload (or a locker taking over a dead
-    /// claim): the slot may be written again.
-    pub(crate) fn release(&self) {
+    /// Consumer, after reading the payload of position `pos`: the slot may
+    /// be written again. `false` if the claim is no longer ours.
+    pub(crate) fn release(&self, pos: u64) -> bool {
+        self.seq.load(Ordering::Relaxed) == pos
+            && self
+                .state
+                .compare_exchange(READING, FREE, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// A locker skipping a dead producer's claim: the slot is free again.
+    pub(crate) fn reclaim(&self) {
         self.state.store(FREE, Ordering::Release);
     }
 
@@ -215,6 +231,9 @@ pub(crate) struct Control {
     pub(crate) flags: AtomicU32,
     /// Type id of the messages of a typed queue, 0 for bytes.
     pub(crate) message_type: AtomicU64,
+    /// Inode of the creator's PID namespace (0 if unknown): PIDs name
+    /// peers, so every user must see the same PIDs.
+    pub(crate) pid_ns: AtomicU64,
     pub(crate) producer: ProducerLine,
     pub(crate) consumer: ConsumerLine,
     pub(crate) producers: [Registration; MAX_PEERS],
@@ -246,6 +265,7 @@ const _: () = {
     assert!(offset_of!(Control, stride) == 24);
     assert!(offset_of!(Control, flags) == 28);
     assert!(offset_of!(Control, message_type) == 32);
+    assert!(offset_of!(Control, pid_ns) == 40);
     assert!(offset_of!(Control, producer) == 64);
     assert!(offset_of!(Control, consumer) == 128);
     assert!(offset_of!(Control, producers) == 192);
@@ -256,3 +276,15 @@ const _: () = {
     );
     assert!(offset_of!(SlotHeader, seq) == 8 && offset_of!(SlotHeader, owner_start) == 24);
 };
+
+/// The inode of this process's PID namespace (`/proc/self/ns/pid` reads
+/// `pid:[INODE]`), or 0 if it cannot be read.
+pub(crate) fn pid_namespace() -> u64 {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|p| {
+            let s = p.to_string_lossy().into_owned();
+            s.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .unwrap_or(0)
+}

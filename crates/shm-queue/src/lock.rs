@@ -63,14 +63,30 @@ pub(crate) struct Stuck {
 /// thread's process, and the guard to the code that took it.
 pub(crate) struct LockGuard<'a> {
     lock: &'a QueueLock,
+    /// Our value in the lock word (without `CONTENDED`).
+    pid: u32,
     _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        let prev = self.lock.word.swap(0, Ordering::Release);
-        if prev & CONTENDED != 0 {
-            futex::wake(&self.lock.word, 1);
+        // Release only our own lock: if someone took it over (they judged
+        // us dead, or the word was overwritten), the word is theirs now.
+        let mut cur = self.lock.word.load(Ordering::Relaxed);
+        while cur & !CONTENDED == self.pid {
+            match self
+                .lock
+                .word
+                .compare_exchange_weak(cur, 0, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    if cur & CONTENDED != 0 {
+                        futex::wake(&self.lock.word, 1);
+                    }
+                    return;
+                }
+                Err(now) => cur = now,
+            }
         }
     }
 }
@@ -86,10 +102,13 @@ impl QueueLock {
         }
     }
 
-    /// The holder named by a lock word, with its start time if recorded.
+    /// The holder named by a lock word, with its start time if recorded
+    /// (0 if the identity fields name someone else: not written yet).
     fn holder(&self, word: u32) -> ProcessId {
         let pid = word & !CONTENDED;
-        let start = if self.holder_pid.load(Ordering::Relaxed) == pid {
+        // Acquire on the pid pairs with the Release in `acquired`: seeing
+        // the holder's pid, we see the start time it wrote before.
+        let start = if self.holder_pid.load(Ordering::Acquire) == pid {
             self.holder_start.load(Ordering::Relaxed)
         } else {
             0
@@ -98,10 +117,11 @@ impl QueueLock {
     }
 
     fn acquired(&self, me: ProcessId) -> LockGuard<'_> {
-        self.holder_pid.store(me.pid, Ordering::Relaxed);
         self.holder_start.store(me.start, Ordering::Relaxed);
+        self.holder_pid.store(me.pid, Ordering::Release);
         LockGuard {
             lock: self,
+            pid: me.pid & !CONTENDED,
             _not_send: PhantomData,
         }
     }
@@ -138,7 +158,12 @@ impl QueueLock {
             }
         }
         let give_up = Instant::now().checked_add(patience);
-        let mut check_holder = false;
+        let mut check_holder = cfg!(shm_loom);
+        // A holder whose PID runs but with another start time than recorded
+        // is taken for dead only if two liveness checks in a row see the
+        // same word and identity: the word and the identity fields cannot
+        // change in one step, so one look may catch them between.
+        let mut suspect: Option<(u32, ProcessId)> = None;
         loop {
             let w = self.word.load(Ordering::Relaxed);
             if w == 0 {
@@ -154,7 +179,19 @@ impl QueueLock {
             }
             if check_holder {
                 let holder = self.holder(w);
-                if !alive(holder) {
+                let dead = if alive(holder) {
+                    false
+                } else if holder.start == 0 || !alive(ProcessId { start: 0, ..holder }) {
+                    // No such process at all.
+                    true
+                } else {
+                    // The PID runs, the start time differs: a recycled PID,
+                    // or a torn look at the identity.
+                    let seen_before = suspect == Some((w, holder));
+                    suspect = Some((w, holder));
+                    seen_before
+                };
+                if dead {
                     if self
                         .word
                         .compare_exchange(

@@ -11,7 +11,7 @@ use loom::thread;
 
 use shm_core::ProcessId;
 
-use crate::layout::{FREE, READY, Registration, SlotHeader};
+use crate::layout::{FREE, READING, READY, Registration, SlotHeader, WRITING};
 use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use crate::wait::{self, Woke};
 
@@ -52,7 +52,7 @@ impl Ring {
         }
     }
 
-    /// A producer: waits for FREE, writes, commits, notifies.
+    /// A producer: waits for FREE, claims, writes, commits, notifies.
     fn send(&self, value: u64) {
         loop {
             let seen = self.not_full.load(Ordering::Acquire);
@@ -64,9 +64,12 @@ impl Ring {
                 Woke::Changed
             );
         }
+        // (In the queue the claim is made under the lock; one producer here.)
+        self.slot
+            .claim(ProcessId { pid: 1, start: 1 }, value, WRITING);
         // SAFETY: FREE seen with Acquire: the consumer is done.
         self.payload.with_mut(|p| unsafe { *p = value });
-        self.slot.commit(8);
+        assert!(self.slot.commit(value, 8));
         wait::notify(&self.not_empty, &self.recv_waiters, false);
     }
 
@@ -82,9 +85,12 @@ impl Ring {
                 Woke::Changed
             );
         }
+        let pos = self.slot.seq.load(Ordering::Relaxed);
+        self.slot
+            .claim(ProcessId { pid: 2, start: 2 }, pos, READING);
         // SAFETY: READY seen with Acquire: the producer is done.
         let v = self.payload.with(|p| unsafe { *p });
-        self.slot.release();
+        assert!(self.slot.release(pos));
         wait::notify(&self.not_full, &self.send_waiters, false);
         v
     }

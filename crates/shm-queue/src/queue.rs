@@ -6,6 +6,7 @@ use shm_core::{ProcessId, SegmentId, Shared, SharedOptions};
 
 use crate::error::{Corrupted, OpenError, RecvError, RegisterError, SendError};
 use crate::kill::kill_point;
+use crate::layout::pid_namespace;
 use crate::layout::{
     ABANDONED, Control, FLAG_CLOSED, FLAG_HAD_CONSUMER, FLAG_HAD_PRODUCER, FREE, MAX_PEERS,
     READING, READY, Registration, SLOT_HEADER, SlotHeader, WRITING, stride_for,
@@ -188,6 +189,7 @@ impl Queue {
             c.slot_size.store(opts.slot_size, Ordering::Relaxed);
             c.stride.store(stride, Ordering::Relaxed);
             c.message_type.store(message_type, Ordering::Relaxed);
+            c.pid_ns.store(pid_namespace(), Ordering::Relaxed);
             Ok(())
         })?;
         Self::from_shared(shared, message_type)
@@ -314,6 +316,10 @@ impl Queue {
         if c.message_type.load(Ordering::Relaxed) != message_type {
             return Err(OpenError::WrongMessageType { queue: name });
         }
+        let (theirs, ours) = (c.pid_ns.load(Ordering::Relaxed), pid_namespace());
+        if theirs != 0 && ours != 0 && theirs != ours {
+            return Err(OpenError::OtherPidNamespace { queue: name });
+        }
         Ok(Queue {
             cap: u64::from(cap),
             slot_size: slot_size as usize,
@@ -387,6 +393,21 @@ impl Queue {
         }
     }
 
+    /// Fails in a child that inherited this handle across `fork`: it would
+    /// act under the parent's identity. (Checked where a syscall is cheap
+    /// next to what surrounds it: registering and sleeping.)
+    fn check_fork(&self) -> Result<(), Corrupted> {
+        if std::process::id() == self.me.pid {
+            Ok(())
+        } else {
+            Err(self.corrupted(format!(
+                "this handle was opened by pid {} and is used in pid {} after fork: open the queue again in the child",
+                self.me.pid,
+                std::process::id()
+            )))
+        }
+    }
+
     /// Fails once another process truncated the segment under our mapping.
     fn intact(&self) -> Result<(), Corrupted> {
         if self.shared.segment().is_truncated() {
@@ -401,7 +422,9 @@ impl Queue {
         let c = self.ctl();
         let head = c.consumer.head.load(Ordering::Acquire);
         let tail = c.producer.tail.load(Ordering::Acquire);
-        if head > tail || tail - head > self.cap {
+        // `tail` must leave room for `tail + capacity` (positions are never
+        // near 2^64 in a real queue: that is a million years at 10^8/s).
+        if head > tail || tail - head > self.cap || tail > u64::MAX - self.cap {
             return Err(self.corrupted(format!(
                 "head {head} and tail {tail} are impossible for capacity {}",
                 self.cap
@@ -515,7 +538,7 @@ impl Queue {
                         break;
                     }
                     // Skip a claim its producer will never commit.
-                    slot.release();
+                    slot.reclaim();
                     c.consumer.recovered.fetch_add(1, Ordering::Relaxed);
                     head += 1;
                     freed = true;
@@ -576,6 +599,7 @@ impl Queue {
     }
 
     fn register(&self, role: Role) -> Result<usize, RegisterError> {
+        self.check_fork()?;
         for attempt in 0..2 {
             if attempt == 1 {
                 self.reap_dead()?;
@@ -781,16 +805,27 @@ impl Queue {
         stop: impl Fn(&Claim) -> Option<E>,
         (would_block, timed_out): (E, E),
     ) -> Result<(u64, usize), E> {
-        let mut check_owners = false;
         let mut counted = false;
+        // Dead claimants are looked for once per liveness slice, however
+        // often the futex word changes meanwhile.
+        let mut last_sweep = Instant::now();
+        let mut check_owners = false;
         loop {
             let seen = side.word.load(Ordering::Acquire);
             let got = claim(check_owners)?;
+            check_owners = false;
             if let Claim::Got { start, n } = got {
                 return Ok((start, n));
             }
             if let Some(e) = stop(&got) {
-                return Err(e);
+                // The last producer may have committed and left between our
+                // claim and the look at the registrations: seeing it gone
+                // (Acquire), one more claim sees what it committed.
+                match claim(true)? {
+                    Claim::Got { start, n } => return Ok((start, n)),
+                    Claim::None => return Err(e),
+                    Claim::Busy => {}
+                }
             }
             let deadline = match how {
                 Wait::Try => return Err(would_block),
@@ -801,11 +836,7 @@ impl Queue {
                 counted = true;
             }
             match wait::block(side.word, side.waiters, seen, deadline) {
-                Woke::Changed => check_owners = false,
-                Woke::Liveness => {
-                    self.reap_dead()?;
-                    check_owners = true;
-                }
+                Woke::Changed | Woke::Liveness => {}
                 Woke::Deadline => {
                     // One last look before giving up.
                     return match claim(true)? {
@@ -813,6 +844,12 @@ impl Queue {
                         _ => Err(timed_out),
                     };
                 }
+            }
+            if last_sweep.elapsed() >= wait::LIVENESS {
+                self.check_fork()?;
+                self.reap_dead()?;
+                check_owners = true;
+                last_sweep = Instant::now();
             }
         }
     }
@@ -822,7 +859,14 @@ impl Queue {
         let c = self.ctl();
         let mut n = 0;
         for (i, len) in lens.enumerate() {
-            self.slot(start + i as u64)?.commit(len as u32);
+            let pos = start + i as u64;
+            if !self.slot(pos)?.commit(pos, len as u32) {
+                return Err(self
+                    .corrupted(format!(
+                        "the claim on position {pos} was taken over while it was being written"
+                    ))
+                    .into());
+            }
             n += 1;
         }
         c.producer.sent.fetch_add(n, Ordering::Relaxed);
@@ -833,8 +877,18 @@ impl Queue {
     /// Frees read slots `start..start+n`.
     fn release_recv(&self, start: u64, n: usize) -> Result<(), RecvError> {
         let c = self.ctl();
-        for i in 0..n as u64 {
-            self.slot(start + i)?.release();
+        let mut lost = None;
+        for pos in start..start + n as u64 {
+            if !self.slot(pos)?.release(pos) {
+                lost.get_or_insert(pos);
+            }
+        }
+        if let Some(pos) = lost {
+            return Err(self
+                .corrupted(format!(
+                    "the claim on position {pos} was taken over while it was being read"
+                ))
+                .into());
         }
         c.consumer.received.fetch_add(n as u64, Ordering::Relaxed);
         wait::notify(&c.consumer.not_full, &c.consumer.send_waiters, n > 1);
@@ -1125,9 +1179,13 @@ impl Receiver<'_> {
             n,
             write: false,
         };
-        for i in 0..n as u64 {
-            let len = q.msg_len(start + i)?;
-            let ptr = q.payload_ptr(start + i)?;
+        // Check every length before taking any message, so an error never
+        // leaves half the batch in `out`.
+        let lens = (0..n as u64)
+            .map(|i| q.msg_len(start + i))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, len) in lens.into_iter().enumerate() {
+            let ptr = q.payload_ptr(start + i as u64)?;
             // SAFETY: the payload of a slot under our READING claim, in
             // bounds for `slot_size >= len` bytes.
             out.push(unsafe { slots::payload(ptr, len) }.to_vec());

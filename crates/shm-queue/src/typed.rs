@@ -18,7 +18,9 @@ pub struct TypedQueue<T: ShmSafe + Copy> {
 }
 
 fn slot_opts<T>(opts: &QueueOptions) -> QueueOptions {
-    opts.clone().slot_size(size_of::<T>().max(1) as u32)
+    // A type over 4 GiB gets a slot size `create` refuses, not a wrapped one.
+    let size = u32::try_from(size_of::<T>().max(1)).unwrap_or(u32::MAX);
+    opts.clone().slot_size(size)
 }
 
 impl<T: ShmSafe + Copy> TypedQueue<T> {

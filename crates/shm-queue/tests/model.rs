@@ -164,3 +164,29 @@ fn a_panicking_in_place_writer_sends_nothing_and_blocks_no_one() {
     drop((tx, rx));
     q.remove().unwrap();
 }
+
+#[test]
+fn a_message_sent_just_before_the_last_producer_leaves_is_never_lost() {
+    // The receiver sleeps on an empty queue; the producer commits one
+    // message and drops its sender at once. The receiver must get the
+    // message before `Disconnected`, however the two interleave.
+    let id = unique();
+    let q = Queue::create(&id, &QueueOptions::new().capacity(4).slot_size(8)).unwrap();
+    for round in 0..300u64 {
+        let rx = q.receiver().unwrap();
+        let tx = q.sender().unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                tx.send(&round.to_le_bytes()).unwrap();
+                drop(tx);
+            });
+            assert_eq!(
+                rx.recv().as_deref(),
+                Ok(&round.to_le_bytes()[..]),
+                "round {round}"
+            );
+            assert_eq!(rx.recv(), Err(RecvError::Disconnected), "round {round}");
+        });
+    }
+    q.remove().unwrap();
+}
