@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 use crate::error::{CreateError, OpenError};
 use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use crate::segment::Segment;
-use crate::{Backend, Fingerprint, ProcessId, SegmentId, ShmSafe};
+use crate::{Backend, Fingerprint, ProcessId, SegmentId, ShmSafe, ShmShared};
 
 /// The first 8 bytes of every segment this library makes.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMRSv1\0");
@@ -94,6 +94,10 @@ const _: () = assert!(align_of::<RawHeader>() == 8);
 unsafe impl ShmSafe for RawHeader {
     const TYPE_ID: u64 = crate::type_id("shm_core::RawHeader/v1");
 }
+
+// SAFETY: all fields are atomics.
+#[allow(unsafe_code)]
+unsafe impl crate::ShmShared for RawHeader {}
 
 impl RawHeader {
     /// Copies the header out word by word.
@@ -385,21 +389,22 @@ impl SharedOptions {
     }
 }
 
-/// A `T` in a segment behind a validated header.
+/// A `T` in a segment behind a validated header (`T: ShmShared`, since the
+/// handle gives out `&T` over bytes other processes write).
 ///
 /// Only the creator initializes `T`; openers validate the header (magic,
 /// version, checksum, layout fingerprint, total size) and wait, up to the
 /// deadline of [`SharedOptions::timeout`], for the creator to publish ready.
 /// A creator that died during init is reported as
 /// [`OpenError::CreatorDied`], not waited on.
-pub struct Shared<T: ShmSafe> {
+pub struct Shared<T: ShmShared> {
     segment: Segment,
     data_offset: usize,
     tail_offset: usize,
     _t: PhantomData<T>,
 }
 
-impl<T: ShmSafe> fmt::Debug for Shared<T> {
+impl<T: ShmShared> fmt::Debug for Shared<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shared")
             .field("segment", &self.segment)
@@ -417,7 +422,7 @@ enum Attempt {
     Failed(OpenError),
 }
 
-impl<T: ShmSafe> Shared<T> {
+impl<T: ShmShared> Shared<T> {
     /// Creates the segment exclusively, runs `init` on the zeroed `T`, and
     /// publishes it as ready. If `init` fails, the segment is marked failed
     /// and removed.
@@ -829,7 +834,7 @@ mod tests {
             .collect()
     }
 
-    fn open_err<T: ShmSafe>(id: &SegmentId, opts: &SharedOptions) -> OpenError {
+    fn open_err<T: ShmShared>(id: &SegmentId, opts: &SharedOptions) -> OpenError {
         match Shared::<T>::open(id, opts) {
             Ok(_) => panic!("{id} opened"),
             Err(e) => {
@@ -1026,17 +1031,17 @@ mod tests {
     fn layout_mismatch(id: SegmentId) {
         let _g = Guard::new(&[&id]);
         let _a = Shared::<StdAtomicU64>::create(&id, &quick(), |_| Ok(())).unwrap();
-        match open_err::<[u64; 2]>(&id, &quick()) {
+        match open_err::<[StdAtomicU64; 2]>(&id, &quick()) {
             OpenError::LayoutMismatch {
                 expected, found, ..
             } => {
-                assert_eq!(expected, Fingerprint::of::<[u64; 2]>());
+                assert_eq!(expected, Fingerprint::of::<[StdAtomicU64; 2]>());
                 assert_eq!(found, Fingerprint::of::<StdAtomicU64>());
             }
-            e => panic!("opened as [u64; 2]: {e:?}"),
+            e => panic!("opened as [AtomicU64; 2]: {e:?}"),
         }
         // Same size and alignment, another type: the type id tells.
-        match open_err::<u64>(&id, &quick()) {
+        match open_err::<std::sync::atomic::AtomicI64>(&id, &quick()) {
             OpenError::LayoutMismatch {
                 expected, found, ..
             } => {
@@ -1321,7 +1326,7 @@ mod tests {
         let id = posix_id("kind");
         let _g = Guard::new(&[&id]);
         let opts = quick().kind(&format!("a b\u{e9}\n{}", "z".repeat(40)));
-        let a = Shared::<u8>::create(&id, &opts, |_| Ok(())).unwrap();
+        let a = Shared::<std::sync::atomic::AtomicU8>::create(&id, &opts, |_| Ok(())).unwrap();
         let kind = a.header().unwrap().kind;
         assert_eq!(kind, format!("ab{}", "z".repeat(30)));
         assert_eq!(kind.len(), 32);
@@ -1332,7 +1337,9 @@ mod tests {
         let id = posix_id("extra");
         let _g = Guard::new(&[&id]);
         for extra in [u64::MAX, crate::MAX_SEGMENT_SIZE] {
-            match Shared::<u8>::create(&id, &quick().extra(extra), |_| Ok(())) {
+            match Shared::<std::sync::atomic::AtomicU8>::create(&id, &quick().extra(extra), |_| {
+                Ok(())
+            }) {
                 Err(e @ CreateError::InvalidSize { .. }) => assert_names(&e, &id),
                 other => panic!("extra {extra}: {other:?}"),
             }

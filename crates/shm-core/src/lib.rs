@@ -59,4 +59,4 @@ pub use header::{
 pub use name::{MAX_POSIX_NAME, PosixName, SegmentId};
 pub use process::ProcessId;
 pub use segment::{Backend, CreateMode, DEFAULT_MODE, MAX_SEGMENT_SIZE, Segment, Stat, remove};
-pub use shareable::{Fingerprint, ShmSafe, combine_type_ids, type_id};
+pub use shareable::{Fingerprint, ShmSafe, ShmShared, combine_type_ids, type_id};

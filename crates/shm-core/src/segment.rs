@@ -12,7 +12,7 @@ use nix::fcntl::OFlag;
 use crate::error::{BoundsError, CreateError, OpenError, Owner};
 use crate::sys::map::Mapping;
 use crate::sys::{posix, sysv};
-use crate::{PosixName, SegmentId, ShmSafe};
+use crate::{PosixName, SegmentId, ShmShared};
 
 /// Default permission bits of a new segment: owner read and write only.
 pub const DEFAULT_MODE: u32 = 0o600;
@@ -703,9 +703,10 @@ impl Segment {
 
     /// A `&T` placed at `offset`, checked for bounds and alignment.
     ///
-    /// Sound for any bytes the segment holds because `T: ShmSafe` accepts
-    /// every bit pattern and mutates only through atomics or `UnsafeCell`.
-    pub fn view<T: ShmSafe>(&self, offset: usize) -> Result<&T, BoundsError> {
+    /// Sound for any bytes the segment holds because `T: ShmShared` accepts
+    /// every bit pattern and keeps every byte inside an atomic or
+    /// `UnsafeCell`.
+    pub fn view<T: ShmShared>(&self, offset: usize) -> Result<&T, BoundsError> {
         self.map
             .view::<T>(offset)
             .ok_or_else(|| self.bounds(offset, size_of::<T>(), align_of::<T>()))

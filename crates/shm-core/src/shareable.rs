@@ -33,6 +33,49 @@ pub unsafe trait ShmSafe: Sync + Sized + 'static {
     const TYPE_ID: u64;
 }
 
+/// A [`ShmSafe`] type whose every byte lives inside an atomic or an
+/// `UnsafeCell`, so that a shared reference `&Self` over a segment stays
+/// sound while other processes write any byte of it.
+///
+/// [`crate::Segment::view`] and [`crate::Shared`] hand out `&T` over shared
+/// bytes and therefore require this. Plain data (`u64`, `[u8; N]`, a
+/// `#[repr(C)]` struct of integers) is [`ShmSafe`] but not `ShmShared`: a
+/// `&u64` over bytes that change under it is undefined behaviour in Rust's
+/// memory model. Keep such data behind a lock (`shm_sync::Mutex<T>` holds it
+/// in an `UnsafeCell`), copy it in and out (`Segment::read_at`), or send it
+/// through a typed queue.
+///
+/// # Safety
+///
+/// On top of the [`ShmSafe`] guarantees: every non-padding byte of `Self` is
+/// part of an atomic or sits inside an `UnsafeCell`, and all access to those
+/// bytes through `&Self` is atomic or goes through that cell under a
+/// protocol the type documents.
+pub unsafe trait ShmShared: ShmSafe {}
+
+macro_rules! impl_shm_shared {
+    ($($t:ty),* $(,)?) => {
+        // SAFETY: an atomic is all interior mutability; access through
+        // `&Self` is atomic.
+        $(unsafe impl ShmShared for $t {})*
+    };
+}
+
+impl_shm_shared!(
+    AtomicU8,
+    AtomicU16,
+    AtomicU32,
+    AtomicU64,
+    AtomicUsize,
+    AtomicI8,
+    AtomicI16,
+    AtomicI32,
+    AtomicI64,
+);
+
+// SAFETY: an array of `ShmShared` elements has no bytes but theirs.
+unsafe impl<T: ShmShared, const N: usize> ShmShared for [T; N] {}
+
 /// FNV-1a hash of a type's stable name, for [`ShmSafe::TYPE_ID`].
 ///
 /// ```

@@ -24,7 +24,7 @@
 //! index is seen by the next locker at position `tail` (or `head`) and taken
 //! over.
 
-use shm_core::{ProcessId, ShmSafe, type_id};
+use shm_core::{ProcessId, ShmSafe, ShmShared, type_id};
 
 use crate::lock::QueueLock;
 use crate::primitive::{AtomicU32, AtomicU64, Ordering};
@@ -129,6 +129,8 @@ impl SlotHeader {
 unsafe impl ShmSafe for SlotHeader {
     const TYPE_ID: u64 = type_id("shm_queue::SlotHeader/v1");
 }
+// SAFETY: every field is an atomic (padding aside).
+unsafe impl ShmShared for SlotHeader {}
 
 /// One registered producer or consumer. `pid == 0` means the entry is free.
 /// `start` is written before `pid`, so a registration cut short by death has
@@ -171,6 +173,8 @@ impl Registration {
 unsafe impl ShmSafe for Registration {
     const TYPE_ID: u64 = type_id("shm_queue::Registration/v1");
 }
+// SAFETY: every field is an atomic (padding aside).
+unsafe impl ShmShared for Registration {}
 
 /// Fields written by producers, on a cache line of their own.
 #[repr(C, align(64))]
@@ -210,10 +214,14 @@ pub(crate) struct ConsumerLine {
 unsafe impl ShmSafe for ProducerLine {
     const TYPE_ID: u64 = type_id("shm_queue::ProducerLine/v1");
 }
+// SAFETY: every field is an atomic (padding aside).
+unsafe impl ShmShared for ProducerLine {}
 // SAFETY: as for `SlotHeader`.
 unsafe impl ShmSafe for ConsumerLine {
     const TYPE_ID: u64 = type_id("shm_queue::ConsumerLine/v1");
 }
+// SAFETY: every field is an atomic (padding aside).
+unsafe impl ShmShared for ConsumerLine {}
 
 /// The queue's control block.
 #[repr(C)]
@@ -245,6 +253,8 @@ pub(crate) struct Control {
 unsafe impl ShmSafe for Control {
     const TYPE_ID: u64 = type_id("shm_queue::Control/v1");
 }
+// SAFETY: every field is an atomic (padding aside).
+unsafe impl ShmShared for Control {}
 
 /// Bytes from one slot to the next for a payload size.
 pub(crate) fn stride_for(slot_size: u32) -> Option<u32> {

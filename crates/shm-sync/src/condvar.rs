@@ -56,6 +56,8 @@ use crate::sys::{self, pthread::E_UNINIT, pthread::RawCond};
 /// struct Flag { m: Mutex<u32>, cv: Condvar }
 /// // SAFETY: repr(C) of two ShmSafe fields.
 /// unsafe impl shm_core::ShmSafe for Flag { const TYPE_ID: u64 = shm_core::type_id("doc::Flag"); }
+/// // SAFETY: both fields keep every byte in atomics or `UnsafeCell`s.
+/// unsafe impl shm_core::ShmShared for Flag {}
 ///
 /// let s = Shared::<Flag>::create_anonymous(&SharedOptions::new(), |f| {
 ///     f.m.init(0)?;
@@ -97,6 +99,10 @@ unsafe impl Sync for Condvar {}
 unsafe impl ShmSafe for Condvar {
     const TYPE_ID: u64 = shm_core::type_id("shm_sync::Condvar/v1");
 }
+
+// SAFETY: every field is an atomic or sits in an `UnsafeCell`.
+#[allow(unsafe_code)]
+unsafe impl shm_core::ShmShared for Condvar {}
 
 impl Condvar {
     /// The longest one [`Condvar::wait`] sleeps before returning on its own,
@@ -253,6 +259,10 @@ mod tests {
     unsafe impl ShmSafe for Pair {
         const TYPE_ID: u64 = shm_core::type_id("shm_sync::tests::Pair");
     }
+
+    // SAFETY: repr(C) of ShmShared fields.
+    #[allow(unsafe_code)]
+    unsafe impl shm_core::ShmShared for Pair {}
 
     fn pair() -> Shared<Pair> {
         Shared::create_anonymous(&SharedOptions::new(), |p: &Pair| {

@@ -84,6 +84,10 @@ unsafe impl ShmSafe for FutexCondvar {
     const TYPE_ID: u64 = shm_core::type_id("shm_sync::FutexCondvar/v1");
 }
 
+// SAFETY: every field is an atomic or sits in an `UnsafeCell`.
+#[allow(unsafe_code)]
+unsafe impl shm_core::ShmShared for FutexCondvar {}
+
 impl Default for FutexCondvar {
     fn default() -> Self {
         Self::new()

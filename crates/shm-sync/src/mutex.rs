@@ -107,6 +107,11 @@ unsafe impl<T: ShmSafe + Send> ShmSafe for Mutex<T> {
         shm_core::combine_type_ids(shm_core::type_id("shm_sync::Mutex/v1"), T::TYPE_ID);
 }
 
+// SAFETY: the pthread bytes and the data sit in `UnsafeCell`s, the init
+// word and the padding are atomics; the data is touched only under the lock.
+#[allow(unsafe_code)]
+unsafe impl<T: ShmSafe + Send> shm_core::ShmShared for Mutex<T> {}
+
 /// Why [`Mutex::lock`] (or a condvar wait) did not give a plain guard.
 pub enum LockError<'a, T: ShmSafe> {
     /// The previous holder died holding the lock. The lock is held now, by

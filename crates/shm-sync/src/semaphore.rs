@@ -83,6 +83,10 @@ unsafe impl shm_core::ShmSafe for Semaphore {
     const TYPE_ID: u64 = shm_core::type_id("shm_sync::Semaphore/v1");
 }
 
+// SAFETY: every field is an atomic or sits in an `UnsafeCell`.
+#[allow(unsafe_code)]
+unsafe impl shm_core::ShmShared for Semaphore {}
+
 /// Why a [`Semaphore::post`] failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SemError {

@@ -89,7 +89,7 @@ impl Objects {
         &self.shared
     }
 
-    fn tail<T: shm_core::ShmSafe>(&self, at: usize) -> &T {
+    fn tail<T: shm_core::ShmShared>(&self, at: usize) -> &T {
         self.shared
             .segment()
             .view::<T>(self.shared.tail_offset() + at)

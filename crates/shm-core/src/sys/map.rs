@@ -129,14 +129,14 @@ impl Mapping {
     }
 
     /// A `&T` at `offset`, if in bounds and aligned.
-    pub(crate) fn view<T: crate::ShmSafe>(&self, offset: usize) -> Option<&T> {
+    pub(crate) fn view<T: crate::ShmShared>(&self, offset: usize) -> Option<&T> {
         if !self.contains(offset, size_of::<T>(), align_of::<T>()) {
             return None;
         }
         // SAFETY: in bounds and aligned (checked above); the mapping lives as
-        // long as `&self`; `T: ShmSafe` makes every bit pattern valid and all
-        // mutation interior, so a shared reference is sound even while other
-        // processes write the bytes.
+        // long as `&self`; `T: ShmSafe` makes every bit pattern valid, and
+        // `T: ShmShared` puts every byte inside an atomic or `UnsafeCell`, so
+        // a shared reference is sound even while other processes write them.
         Some(unsafe { &*self.ptr.as_ptr().add(offset).cast::<T>() })
     }
 }

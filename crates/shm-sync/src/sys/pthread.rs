@@ -103,7 +103,9 @@ impl InitWord {
 pub(crate) struct RawMutex {
     mutex: CMutex,
     state: InitWord,
-    _reserved: u32,
+    /// Padding to 8 bytes, atomic so that every byte is interior-mutable
+    /// (`ShmShared`).
+    _reserved: AtomicU32,
 }
 
 const _: () = {
@@ -216,7 +218,9 @@ impl RawMutex {
 pub(crate) struct RawCond {
     cond: CCond,
     state: InitWord,
-    _reserved: u32,
+    /// Padding to 8 bytes, atomic so that every byte is interior-mutable
+    /// (`ShmShared`).
+    _reserved: AtomicU32,
 }
 
 const _: () = {
