@@ -4,6 +4,7 @@ use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::plan::LARGE;
 use crate::report::{Summary, sig};
@@ -54,10 +55,28 @@ fn panel(area: &Area<'_>, p: &Panel, s: &Summary, contenders: &[Contender]) -> R
         .margin(8)
         .x_label_area_size(28)
         .y_label_area_size(130);
+    let bar = |i: usize, c: Contender, from: f64, v: f64| {
+        let mut r = Rectangle::new(
+            [
+                (from, SegmentValue::Exact(i)),
+                (v, SegmentValue::Exact(i + 1)),
+            ],
+            color(c).filled(),
+        );
+        r.set_margin(3, 3, 0, 0);
+        r
+    };
+    let value = |i: usize, v: f64| {
+        Text::new(
+            format!(" {}", sig(v)),
+            (v, SegmentValue::CenterOf(i)),
+            TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center)),
+        )
+    };
     if p.log {
         let lo = (min.min(max) / 2.0).max(1e-3);
         let mut chart =
-            builder.build_cartesian_2d((lo..max * 2.0).log_scale(), (0..n).into_segmented())?;
+            builder.build_cartesian_2d((lo..max * 4.0).log_scale(), (0..n).into_segmented())?;
         chart
             .configure_mesh()
             .disable_y_mesh()
@@ -65,17 +84,10 @@ fn panel(area: &Area<'_>, p: &Panel, s: &Summary, contenders: &[Contender]) -> R
             .y_label_formatter(&label)
             .x_label_formatter(&|v| sig(*v))
             .draw()?;
-        chart.draw_series(bars.iter().enumerate().map(|(i, &(c, v))| {
-            Rectangle::new(
-                [
-                    (lo, SegmentValue::Exact(i)),
-                    (v, SegmentValue::Exact(i + 1)),
-                ],
-                color(c).filled(),
-            )
-        }))?;
+        chart.draw_series(bars.iter().enumerate().map(|(i, &(c, v))| bar(i, c, lo, v)))?;
+        chart.draw_series(bars.iter().enumerate().map(|(i, &(_, v))| value(i, v)))?;
     } else {
-        let mut chart = builder.build_cartesian_2d(0.0..max * 1.1, (0..n).into_segmented())?;
+        let mut chart = builder.build_cartesian_2d(0.0..max * 1.25, (0..n).into_segmented())?;
         chart
             .configure_mesh()
             .disable_y_mesh()
@@ -83,15 +95,12 @@ fn panel(area: &Area<'_>, p: &Panel, s: &Summary, contenders: &[Contender]) -> R
             .y_label_formatter(&label)
             .x_label_formatter(&|v| sig(*v))
             .draw()?;
-        chart.draw_series(bars.iter().enumerate().map(|(i, &(c, v))| {
-            Rectangle::new(
-                [
-                    (0.0, SegmentValue::Exact(i)),
-                    (v, SegmentValue::Exact(i + 1)),
-                ],
-                color(c).filled(),
-            )
-        }))?;
+        chart.draw_series(
+            bars.iter()
+                .enumerate()
+                .map(|(i, &(c, v))| bar(i, c, 0.0, v)),
+        )?;
+        chart.draw_series(bars.iter().enumerate().map(|(i, &(_, v))| value(i, v)))?;
     }
     Ok(())
 }

@@ -33,6 +33,7 @@ use crate::transport::Contender;
 const USAGE: &str = "\
 usage: shm-bench [--quick] [--passes N] [--only NAMES] [--json PATH] [--svg PATH] [--markdown PATH]
        shm-bench micro [--quick]
+       shm-bench report --from JSON [--svg PATH] [--markdown PATH]
 
 Runs every contender between two processes (pinned to two CPUs when there
 are two), interleaved pass by pass, and prints markdown tables of the
@@ -51,6 +52,7 @@ medians over passes with ratios against the pipe and the raw spin ring.
                    <target>/shm-bench-quick.svg for --quick)
   --markdown PATH  write the tables there too
   micro            in-process micro-benchmarks of uncontended paths
+  report           the tables and chart of a run saved with --json, again
 
 Exit status 1 if any run failed (a transfer that did not check out, a
 child that crashed or hung).
@@ -268,12 +270,7 @@ fn bench(o: &Options) -> Result<bool, String> {
     if let Some(dir) = svg.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let title = format!(
-        "shm-bench: medians of {passes} pass(es), {} ({} CPUs), kernel {}",
-        machine["cpu"].as_str().unwrap_or("?"),
-        machine["cores"],
-        machine["kernel"].as_str().unwrap_or("?")
-    );
+    let title = chart_title(&machine, passes);
     chart::write(&svg, &summary, &contenders, &title)
         .map_err(|e| format!("chart {}: {e}", svg.display()))?;
     eprintln!("shm-bench: chart written to {}", svg.display());
@@ -314,6 +311,56 @@ fn bench(o: &Options) -> Result<bool, String> {
     Ok(failed.is_empty() && left.is_empty())
 }
 
+/// `shm-bench report --from JSON [--svg PATH] [--markdown PATH]`: the
+/// tables (to stdout) and the chart of a saved run, without running.
+fn report_from(args: &[String]) -> Result<(), String> {
+    let mut from = None;
+    let mut svg = None;
+    let mut markdown = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let slot = match a.as_str() {
+            "--from" => &mut from,
+            "--svg" => &mut svg,
+            "--markdown" => &mut markdown,
+            other => return Err(format!("unknown argument {other:?}")),
+        };
+        *slot = Some(PathBuf::from(
+            it.next().ok_or(format!("{a} needs a value"))?,
+        ));
+    }
+    let from = from.ok_or("--from JSON is required")?;
+    let text = std::fs::read_to_string(&from).map_err(|e| format!("{}: {e}", from.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", from.display()))?;
+    let summary = report::summary_from_json(&doc).ok_or("no summary in that JSON")?;
+    let passes = doc["options"]["passes"].as_u64().unwrap_or(1) as usize;
+    let machine = &doc["machine"];
+    let md = format!(
+        "{}\n{}",
+        report::machine_markdown(machine),
+        report::markdown(&summary, &Contender::ALL, passes)
+    );
+    println!("{md}");
+    if let Some(p) = markdown {
+        std::fs::write(&p, &md).map_err(|e| format!("writing {}: {e}", p.display()))?;
+    }
+    if let Some(p) = svg {
+        chart::write(&p, &summary, &Contender::ALL, &chart_title(machine, passes))
+            .map_err(|e| format!("chart {}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn chart_title(machine: &serde_json::Value, passes: usize) -> String {
+    format!(
+        "shm-bench: medians of {passes} pass(es), {} ({} CPUs), kernel {}",
+        machine["cpu"].as_str().unwrap_or("?"),
+        machine["cores"],
+        machine["kernel"].as_str().unwrap_or("?")
+    )
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -343,6 +390,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("report") => match report_from(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("shm-bench report: {e}\n\n{USAGE}");
+                ExitCode::from(2)
+            }
+        },
         Some("--help" | "-h" | "help") => {
             print!("{USAGE}");
             ExitCode::SUCCESS

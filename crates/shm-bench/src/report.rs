@@ -127,7 +127,7 @@ pub fn metrics(case: &Case, outputs: &[Value], notes: &Value) -> BTreeMap<&'stat
 #[derive(Debug, Clone, Default)]
 pub struct Cell {
     /// Median over passes of each metric.
-    pub values: BTreeMap<&'static str, f64>,
+    pub values: BTreeMap<String, f64>,
     /// Why it did not apply.
     pub na: Option<String>,
     /// Failures, if any pass failed.
@@ -147,6 +147,42 @@ fn median(v: &mut [f64]) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+/// The summary stored in a JSON document written by [`json_doc`], to render
+/// the tables and the chart again without running anything.
+pub fn summary_from_json(doc: &Value) -> Option<Summary> {
+    let mut out = Summary::new();
+    for (key, row) in doc.get("summary")?.as_object()? {
+        let mut r = BTreeMap::new();
+        for (name, cell) in row.as_object()? {
+            let c = Contender::from_name(name)?;
+            let values = cell["medians"]
+                .as_object()?
+                .iter()
+                .filter_map(|(m, v)| Some((m.clone(), v.as_f64()?)))
+                .collect();
+            let failed = cell["failed"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|f| f.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            r.insert(
+                c,
+                Cell {
+                    values,
+                    na: cell["na"].as_str().map(str::to_string),
+                    failed,
+                    passes: cell["passes"].as_u64().unwrap_or(0) as usize,
+                },
+            );
+        }
+        out.insert(key.clone(), r);
+    }
+    Some(out)
 }
 
 /// Summarizes every record.
@@ -172,7 +208,7 @@ pub fn summarize(records: &[Record]) -> Summary {
                 .filter_map(|r| r.metrics.get(name).copied())
                 .collect();
             if !v.is_empty() {
-                cell.values.insert(name, median(&mut v));
+                cell.values.insert(name.to_string(), median(&mut v));
             }
         }
         cell.passes = ran.len();
@@ -828,6 +864,35 @@ mod tests {
         assert_eq!(sig(0.5), "0.500");
         assert_eq!(sig(1234.5), "1234");
         assert_eq!(sig(0.0), "0");
+    }
+
+    #[test]
+    fn summary_survives_the_json_document() {
+        let mut s = Summary::new();
+        let mut cell = Cell::default();
+        cell.values.insert("median_us".into(), 1.5);
+        cell.passes = 3;
+        s.entry("pingpong-64".into())
+            .or_default()
+            .insert(Contender::Pipe, cell);
+        let na = Cell {
+            na: Some("why".into()),
+            ..Cell::default()
+        };
+        s.entry("pingpong-64".into())
+            .or_default()
+            .insert(Contender::ShmQueueBatch, na);
+        let doc = json_doc(&json!({}), json!({}), &[], &s, &json!([]));
+        let back = summary_from_json(&doc).expect("summary");
+        assert_eq!(
+            get(&back, "pingpong-64", Contender::Pipe, "median_us"),
+            Some(1.5)
+        );
+        assert_eq!(back["pingpong-64"][&Contender::Pipe].passes, 3);
+        assert_eq!(
+            back["pingpong-64"][&Contender::ShmQueueBatch].na.as_deref(),
+            Some("why")
+        );
     }
 
     #[test]
