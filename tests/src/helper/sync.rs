@@ -18,6 +18,10 @@
 //! | `sync-sem-post` | NAME SLOT N | posts N times |
 //! | `sync-sem-wait` | NAME SLOT N | takes N tokens (blocking); prints `got N` |
 //! | `sync-sem-timeout` | NAME SLOT MS | one `wait_timeout(MS)`; prints `timed-out ELAPSED_MS` or `got ELAPSED_MS` |
+//!
+//! The `sync-chaos-*` subcommands, for `tests/tests/chaos_sync.rs`, work on
+//! another segment (see [`chaos`]) and take any segment name, POSIX or
+//! System V (`sysv:0x...`).
 
 use std::time::{Duration, Instant};
 
@@ -174,6 +178,9 @@ fn num(args: &[String], i: usize, what: &str) -> u64 {
 
 /// Runs a `sync-*` subcommand.
 pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
+    if cmd.starts_with("sync-chaos-") {
+        return chaos::run(cmd, args);
+    }
     let f: fn(&Objects, &[String]) -> i32 = match cmd {
         "sync-incr" => incr,
         "sync-hold" => hold,
@@ -349,4 +356,465 @@ fn sem_timeout(o: &Objects, args: &[String]) -> i32 {
         if got { "got" } else { "timed-out" }
     ));
     0
+}
+
+/// The chaos segment and the `sync-chaos-*` processes of
+/// `tests/tests/chaos_sync.rs`: lockers, condvar waiters and a notifier,
+/// semaphore posters and waiters, all on one segment, any of them killed
+/// with SIGKILL at any moment.
+///
+/// The segment is a [`Shared<Mutex<Guarded>>`]: the mutex guards
+/// `[a, b, holder, gen]` with the invariant `a == b` and `holder == 0`
+/// whenever the lock is free. A locker sets `holder` to its PID, stores
+/// `a + 1` into `a`, spins, stores the same into `b`, clears `holder` and
+/// unlocks. A holder killed between the two steps leaves `a == b + 1` and
+/// its PID in `holder`; the next locker gets `OwnerDied`, rolls the update
+/// forward (`b = a`), clears `holder` and marks the mutex consistent. The
+/// trailing region holds a [`FutexCondvar`] (waiters wait for `gen` to
+/// reach a target), a [`Semaphore`] and a stop word for the semaphore
+/// waiters. The stores are atomic (`Release`) so that the compiler keeps
+/// them in program order: a kill sees them in that order.
+///
+/// | subcommand | args | does |
+/// |---|---|---|
+/// | `sync-chaos-create` | NAME MS | creates the segment; its initializer prints `initializing` and sleeps MS (to be killed) |
+/// | `sync-chaos-open` | NAME MS | opens with an MS deadline; prints `creator-died PID`, `ready` or `error ...` |
+/// | `sync-chaos-lock` | NAME ITERS SEED | ITERS two-step updates; prints `cs A` after each |
+/// | `sync-chaos-cv-wait` | NAME TARGET | prints `waiting` with the lock held, waits (no timeout) while `gen < TARGET`, prints `woke GEN` |
+/// | `sync-chaos-cv-notify` | NAME COUNT SEED | COUNT times: `gen += 1` under the lock, unlock, notify (one or all, the last one all); prints `n GEN` after each |
+/// | `sync-chaos-sem-post` | NAME COUNT SEED | COUNT posts; prints `p` after each |
+/// | `sync-chaos-sem-wait` | NAME MS | `wait_timeout(MS)` in a loop, `t` after each token; once the stop word is set and a wait timed out, drains with `try_wait` and prints `done` |
+/// | `sync-chaos-check` | NAME | one `lock_timeout(20 s)`; prints `state A B HOLDER GEN` |
+///
+/// Every process that gets `OwnerDied` prints `owner-died HOLDER repaired`
+/// (it found `a == b + 1`) or `owner-died HOLDER clean`. A state that must
+/// never happen (`a` neither `b` nor `b + 1`, a broken invariant under a
+/// healthy lock, `NotRecoverable`) prints `error ...` and exits with 2.
+pub mod chaos {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use shm_core::{CreateError, OpenError, SegmentId, Shared, SharedOptions};
+    use shm_sync::{FutexCondvar, LockError, Mutex, MutexGuard, Semaphore, TryLockError};
+
+    use super::say;
+
+    /// What the mutex guards: `[a, b, holder, gen]`.
+    pub type Guarded = [AtomicU64; 4];
+    /// Index of `a`, the first step of the update.
+    pub const A: usize = 0;
+    /// Index of `b`, the second step.
+    pub const B: usize = 1;
+    /// Index of the holder's PID while it updates (0 otherwise).
+    pub const HOLDER: usize = 2;
+    /// Index of the counter the condvar waiters wait on.
+    pub const GEN: usize = 3;
+
+    const CV_AT: usize = 0;
+    const SEM_AT: usize = 8;
+    const STOP_AT: usize = 16;
+    const TAIL: u64 = 64;
+
+    fn opts() -> SharedOptions {
+        SharedOptions::new().kind("sync-chaos").extra(TAIL)
+    }
+
+    fn zeroed() -> Guarded {
+        std::array::from_fn(|_| AtomicU64::new(0))
+    }
+
+    /// The chaos segment.
+    pub struct Chaos {
+        shared: Shared<Mutex<Guarded>>,
+    }
+
+    impl Chaos {
+        /// Creates the segment (this process owns it) and initializes every
+        /// primitive in it.
+        pub fn create(id: &SegmentId) -> Result<Self, CreateError> {
+            let shared = Shared::<Mutex<Guarded>>::create(id, &opts(), |m| Ok(m.init(zeroed())?))?;
+            let c = Chaos { shared };
+            // Zero is already the empty state of both; init says so.
+            let _ = c.condvar().init();
+            c.semaphore().init(0);
+            c.stop().store(0, Ordering::Release);
+            Ok(c)
+        }
+
+        /// Opens the segment, waiting at most `timeout` for its creator.
+        pub fn open(id: &SegmentId, timeout: Duration) -> Result<Self, OpenError> {
+            let shared = Shared::<Mutex<Guarded>>::open(id, &opts().timeout(timeout))?;
+            Ok(Chaos { shared })
+        }
+
+        /// The mutex.
+        pub fn mutex(&self) -> &Mutex<Guarded> {
+            self.shared.get()
+        }
+
+        /// The futex condvar.
+        pub fn condvar(&self) -> &FutexCondvar {
+            self.tail(CV_AT)
+        }
+
+        /// The semaphore.
+        pub fn semaphore(&self) -> &Semaphore {
+            self.tail(SEM_AT)
+        }
+
+        /// Nonzero: semaphore waiters stop once the semaphore is empty.
+        pub fn stop(&self) -> &AtomicU32 {
+            self.tail(STOP_AT)
+        }
+
+        fn tail<T: shm_core::ShmShared>(&self, at: usize) -> &T {
+            self.shared
+                .segment()
+                .view::<T>(self.shared.tail_offset() + at)
+                .expect("trailing region holds the primitive")
+        }
+    }
+
+    /// What a locker found when it got the lock.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Found {
+        /// A normal lock; the invariant held.
+        Clean,
+        /// The previous holder died; `holder` is the PID it left (0 if it
+        /// died outside its update), `repaired` says whether the update was
+        /// half done and rolled forward.
+        OwnerDied {
+            /// The PID in the holder field.
+            holder: u64,
+            /// Whether `a == b + 1` was found and repaired.
+            repaired: bool,
+        },
+    }
+
+    impl Found {
+        /// The line a process prints for it, or `None` for a clean lock.
+        pub fn line(self) -> Option<String> {
+            match self {
+                Found::Clean => None,
+                Found::OwnerDied { holder, repaired } => Some(format!(
+                    "owner-died {holder} {}",
+                    if repaired { "repaired" } else { "clean" }
+                )),
+            }
+        }
+    }
+
+    /// The invariant of a healthy lock.
+    pub fn check(g: &MutexGuard<'_, Guarded>) -> Result<(), String> {
+        let (a, b, h) = (
+            g[A].load(Ordering::Acquire),
+            g[B].load(Ordering::Acquire),
+            g[HOLDER].load(Ordering::Acquire),
+        );
+        if a == b && h == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "invariant broken under a healthy lock: a {a} b {b} holder {h}"
+            ))
+        }
+    }
+
+    /// After `OwnerDied`: rolls a half-done update forward, clears the
+    /// holder and marks the mutex consistent.
+    pub fn repair(g: &MutexGuard<'_, Guarded>) -> Result<Found, String> {
+        let (a, b, holder) = (
+            g[A].load(Ordering::Acquire),
+            g[B].load(Ordering::Acquire),
+            g[HOLDER].load(Ordering::Acquire),
+        );
+        let repaired = if a == b {
+            false
+        } else if a == b.wrapping_add(1) {
+            g[B].store(a, Ordering::Release);
+            true
+        } else {
+            return Err(format!(
+                "invariant broken beyond repair: a {a} b {b} holder {holder}"
+            ));
+        };
+        g[HOLDER].store(0, Ordering::Release);
+        g.make_consistent()
+            .map_err(|e| format!("make_consistent: {e}"))?;
+        Ok(Found::OwnerDied { holder, repaired })
+    }
+
+    /// Turns the outcome of a lock or a condvar wait into a guard with a
+    /// healthy invariant, repairing after an owner death.
+    pub fn settle<'a>(
+        r: Result<MutexGuard<'a, Guarded>, LockError<'a, Guarded>>,
+    ) -> Result<(MutexGuard<'a, Guarded>, Found), String> {
+        match r {
+            Ok(g) => {
+                check(&g)?;
+                Ok((g, Found::Clean))
+            }
+            Err(LockError::OwnerDied(g)) => {
+                let f = repair(&g)?;
+                Ok((g, f))
+            }
+            Err(e) => Err(format!("lock: {e}")),
+        }
+    }
+
+    /// How long one slice of [`lock`] waits before it looks again.
+    pub const SLICE: Duration = Duration::from_millis(100);
+
+    /// Locks, repairing after an owner death.
+    ///
+    /// By default in slices of `lock_timeout(SLICE)`, printing
+    /// `lock-slice-expired` for each slice that ran out, because an untimed
+    /// `pthread_mutex_lock` on a robust mutex can sleep forever once a
+    /// process that was woken to take the lock is killed before it takes
+    /// it: glibc's wake-up goes to the dying process, the next locker takes
+    /// the free lock without `FUTEX_WAITERS`, and nobody ever wakes the
+    /// remaining sleeper (the chaos suite found it; see
+    /// docs/reliability.md). A timed wait expires and looks at the lock
+    /// word again. With `SHM_CHAOS_SYNC_PLAIN_LOCK` set, it calls
+    /// `Mutex::lock` instead, which reproduces the hang.
+    pub fn lock(m: &Mutex<Guarded>) -> Result<(MutexGuard<'_, Guarded>, Found), String> {
+        if std::env::var_os("SHM_CHAOS_SYNC_PLAIN_LOCK").is_some() {
+            return settle(m.lock());
+        }
+        let start = std::time::Instant::now();
+        loop {
+            match m.lock_timeout(SLICE) {
+                Ok(g) => return settle(Ok(g)),
+                Err(TryLockError::OwnerDied(g)) => return settle(Err(LockError::OwnerDied(g))),
+                Err(TryLockError::TimedOut) if start.elapsed() < Duration::from_secs(30) => {
+                    say("lock-slice-expired");
+                }
+                Err(e) => return Err(format!("lock_timeout: {e}")),
+            }
+        }
+    }
+
+    /// Locks with a deadline (for the test process and the final check,
+    /// so that a mutex held for good is a failure, not a hang), repairing
+    /// after an owner death.
+    pub fn lock_for(
+        m: &Mutex<Guarded>,
+        timeout: Duration,
+    ) -> Result<(MutexGuard<'_, Guarded>, Found), String> {
+        match m.lock_timeout(timeout) {
+            Ok(g) => {
+                check(&g)?;
+                Ok((g, Found::Clean))
+            }
+            Err(TryLockError::OwnerDied(g)) => {
+                let f = repair(&g)?;
+                Ok((g, f))
+            }
+            Err(e) => Err(format!("lock_timeout({timeout:?}): {e}")),
+        }
+    }
+
+    fn report(f: Found) {
+        if let Some(line) = f.line() {
+            say(&line);
+        }
+    }
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            // xorshift64*, never zero.
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+
+    fn rng(args: &[String], i: usize) -> Rng {
+        let seed: u64 = super::num(args, i, "seed");
+        Rng(seed ^ u64::from(std::process::id()).rotate_left(32) | 1)
+    }
+
+    /// Runs a `sync-chaos-*` subcommand.
+    pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
+        let f: fn(&SegmentId, &[String]) -> Result<(), String> = match cmd {
+            "sync-chaos-create" => create,
+            "sync-chaos-open" => open,
+            "sync-chaos-lock" => locker,
+            "sync-chaos-cv-wait" => cv_wait,
+            "sync-chaos-cv-notify" => cv_notify,
+            "sync-chaos-sem-post" => sem_post,
+            "sync-chaos-sem-wait" => sem_wait,
+            "sync-chaos-check" => check_once,
+            _ => return None,
+        };
+        let id: SegmentId = super::arg(args, 0, "segment name")
+            .parse()
+            .expect("segment name");
+        Some(match f(&id, &args[1..]) {
+            Ok(()) => 0,
+            Err(e) => {
+                say(&format!("error {e}"));
+                2
+            }
+        })
+    }
+
+    fn attach(id: &SegmentId) -> Result<Chaos, String> {
+        Chaos::open(id, Duration::from_secs(20)).map_err(|e| format!("open: {e}"))
+    }
+
+    fn create(id: &SegmentId, args: &[String]) -> Result<(), String> {
+        let ms = super::num(args, 0, "milliseconds");
+        let shared = Shared::<Mutex<Guarded>>::create(id, &opts(), |m| {
+            m.init(zeroed())?;
+            say("initializing");
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(())
+        })
+        .map_err(|e| format!("create: {e}"))?;
+        say("ready");
+        drop(shared);
+        Ok(())
+    }
+
+    fn open(id: &SegmentId, args: &[String]) -> Result<(), String> {
+        let ms = super::num(args, 0, "milliseconds");
+        match Chaos::open(id, Duration::from_millis(ms)) {
+            Ok(_) => say("ready"),
+            Err(OpenError::CreatorDied { pid, .. }) => say(&format!("creator-died {pid}")),
+            Err(e) => say(&format!("error {e}")),
+        }
+        Ok(())
+    }
+
+    fn locker(id: &SegmentId, args: &[String]) -> Result<(), String> {
+        let c = attach(id)?;
+        let iters = super::num(args, 0, "iterations");
+        let mut rng = rng(args, 1);
+        let pid = u64::from(std::process::id());
+        for _ in 0..iters {
+            let (g, found) = lock(c.mutex())?;
+            report(found);
+            g[HOLDER].store(pid, Ordering::Release);
+            let a = g[A].load(Ordering::Acquire) + 1;
+            g[A].store(a, Ordering::Release);
+            // Widen the window between the two steps: spin, or sometimes
+            // sleep holding the lock, so that kills land here too.
+            if rng.next().is_multiple_of(4) {
+                std::thread::sleep(Duration::from_micros(rng.next() % 100));
+            } else {
+                for _ in 0..rng.next() % 512 {
+                    std::hint::spin_loop();
+                }
+            }
+            g[B].store(a, Ordering::Release);
+            g[HOLDER].store(0, Ordering::Release);
+            drop(g);
+            say(&format!("cs {a}"));
+            if rng.next().is_multiple_of(64) {
+                std::thread::sleep(Duration::from_micros(rng.next() % 300));
+            }
+        }
+        say("done");
+        Ok(())
+    }
+
+    fn cv_wait(id: &SegmentId, args: &[String]) -> Result<(), String> {
+        let c = attach(id)?;
+        let target = super::num(args, 0, "target");
+        let (mut g, found) = lock(c.mutex())?;
+        report(found);
+        // Printed with the lock held: once anyone else locks, this process
+        // is inside the wait.
+        say("waiting");
+        loop {
+            // No timeout: a lost wake-up hangs this process and the test's
+            // watchdog turns that into a failure.
+            let r = c
+                .condvar()
+                .wait_while(g, |d| d[GEN].load(Ordering::Acquire) < target);
+            let (next, found) = settle(r)?;
+            g = next;
+            report(found);
+            if g[GEN].load(Ordering::Acquire) >= target {
+                break;
+            }
+        }
+        say(&format!("woke {}", g[GEN].load(Ordering::Acquire)));
+        Ok(())
+    }
+
+    fn cv_notify(id: &SegmentId, args: &[String]) -> Result<(), String> {
+        let c = attach(id)?;
+        let count = super::num(args, 0, "count");
+        let mut rng = rng(args, 1);
+        for i in 0..count {
+            let (g, found) = lock(c.mutex())?;
+            report(found);
+            let next_gen = g[GEN].load(Ordering::Acquire) + 1;
+            g[GEN].store(next_gen, Ordering::Release);
+            drop(g);
+            if i + 1 == count || rng.next().is_multiple_of(2) {
+                c.condvar().notify_all();
+            } else {
+                c.condvar().notify_one();
+            }
+            say(&format!("n {next_gen}"));
+            std::thread::sleep(Duration::from_micros(rng.next() % 2000));
+        }
+        say("done");
+        Ok(())
+    }
+
+    fn sem_post(id: &SegmentId, args: &[String]) -> Result<(), String> {
+        let c = attach(id)?;
+        let count = super::num(args, 0, "count");
+        let mut rng = rng(args, 1);
+        for _ in 0..count {
+            c.semaphore().post().map_err(|e| format!("post: {e}"))?;
+            say("p");
+            if rng.next().is_multiple_of(8) {
+                std::thread::sleep(Duration::from_micros(rng.next() % 500));
+            }
+        }
+        say("done");
+        Ok(())
+    }
+
+    fn sem_wait(id: &SegmentId, args: &[String]) -> Result<(), String> {
+        let c = attach(id)?;
+        let ms = super::num(args, 0, "milliseconds");
+        let s = c.semaphore();
+        loop {
+            if s.wait_timeout(Duration::from_millis(ms)) {
+                say("t");
+            } else if c.stop().load(Ordering::Acquire) != 0 {
+                break;
+            }
+        }
+        // Every post happened before the stop word was set: take what is
+        // left, so that a surviving waiter leaves the semaphore empty.
+        while s.try_wait() {
+            say("t");
+        }
+        say("done");
+        Ok(())
+    }
+
+    fn check_once(id: &SegmentId, _args: &[String]) -> Result<(), String> {
+        let c = attach(id)?;
+        let (g, found) = lock_for(c.mutex(), Duration::from_secs(20))?;
+        report(found);
+        say(&format!(
+            "state {} {} {} {}",
+            g[A].load(Ordering::Acquire),
+            g[B].load(Ordering::Acquire),
+            g[HOLDER].load(Ordering::Acquire),
+            g[GEN].load(Ordering::Acquire)
+        ));
+        Ok(())
+    }
 }
