@@ -171,10 +171,29 @@ impl<T: ShmSafe> Mutex<T> {
         self.raw.is_ready()
     }
 
-    /// Blocks until the lock is acquired.
+    /// How long one sleep of [`Mutex::lock`] lasts before it tries again.
+    ///
+    /// glibc's robust mutex can lose a wake-up when a process dies at the
+    /// wrong moment: an unlock wakes one sleeper, that sleeper is killed
+    /// before it retakes the lock, and a newcomer takes the free lock
+    /// without marking it contended, so nobody ever wakes the remaining
+    /// sleepers (the sync chaos suite hit this within a few hundred rounds).
+    /// `lock` therefore sleeps in slices of this length on
+    /// `pthread_mutex_clocklock`: such a lost wake-up costs at most this
+    /// long instead of a hang.
+    pub const RECHECK: Duration = Duration::from_millis(100);
+
+    /// Blocks until the lock is acquired (in [`Mutex::RECHECK`] slices; see
+    /// there why).
     #[doc(alias = "pthread_mutex_lock")]
     pub fn lock(&self) -> Result<MutexGuard<'_, T>, LockError<'_, T>> {
-        self.lock_result(self.raw.lock())
+        loop {
+            let abstime = sys::time::monotonic_after(Self::RECHECK);
+            match self.raw.lock_until(&abstime) {
+                Err(libc::ETIMEDOUT) => continue,
+                r => return self.lock_result(r),
+            }
+        }
     }
 
     /// Acquires the lock if nobody holds it. (Implemented with

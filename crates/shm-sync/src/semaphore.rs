@@ -198,6 +198,24 @@ impl Semaphore {
         self.waiters.load(Ordering::Relaxed)
     }
 
+    /// How long one sleep of a wait lasts before it looks at the count
+    /// again. `post` wakes one sleeper; if that process is killed before it
+    /// takes the token, the token stays in the count while the others
+    /// sleep on: re-checking every slice turns that into a delay of at most
+    /// this long instead of a wait until the next post.
+    pub const RECHECK: Duration = Duration::from_millis(100);
+
+    /// The end of the next sleep: the deadline, or one [`Self::RECHECK`]
+    /// from now if that is sooner. (Under loom: the deadline, so that a lost
+    /// wake-up is a deadlock the model reports.)
+    fn slice(deadline: Option<Instant>) -> Option<Instant> {
+        if cfg!(shm_loom) {
+            return deadline;
+        }
+        let next = Instant::now() + Self::RECHECK;
+        Some(deadline.map_or(next, |d| d.min(next)))
+    }
+
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
         if self.try_wait() {
             return true;
@@ -213,7 +231,8 @@ impl Semaphore {
             if self.try_wait() {
                 break true;
             }
-            match futex::wait(&self.count, 0, deadline) {
+            match futex::wait(&self.count, 0, Self::slice(deadline)) {
+                WaitResult::TimedOut if deadline.is_none_or(|d| Instant::now() < d) => {}
                 WaitResult::TimedOut => break self.try_wait(),
                 WaitResult::Woken | WaitResult::ValueChanged | WaitResult::Interrupted => {}
             }

@@ -567,18 +567,16 @@ pub mod chaos {
 
     /// Locks, repairing after an owner death.
     ///
-    /// By default in slices of `lock_timeout(SLICE)`, printing
-    /// `lock-slice-expired` for each slice that ran out, because an untimed
-    /// `pthread_mutex_lock` on a robust mutex can sleep forever once a
+    /// With `Mutex::lock`, as a user would. (Before `lock` slept in
+    /// `Mutex::RECHECK` slices it could sleep forever here: an untimed
+    /// `pthread_mutex_lock` on a robust mutex loses its wake-up when the
     /// process that was woken to take the lock is killed before it takes
-    /// it: glibc's wake-up goes to the dying process, the next locker takes
-    /// the free lock without `FUTEX_WAITERS`, and nobody ever wakes the
-    /// remaining sleeper (the chaos suite found it; see
-    /// docs/reliability.md). A timed wait expires and looks at the lock
-    /// word again. With `SHM_CHAOS_SYNC_PLAIN_LOCK` set, it calls
-    /// `Mutex::lock` instead, which reproduces the hang.
+    /// it; this suite found that, see docs/reliability.md.) With
+    /// `SHM_CHAOS_SYNC_TIMED_LOCK` set, it locks in slices of
+    /// `lock_timeout(SLICE)` instead, printing `lock-slice-expired` for each
+    /// slice that ran out.
     pub fn lock(m: &Mutex<Guarded>) -> Result<(MutexGuard<'_, Guarded>, Found), String> {
-        if std::env::var_os("SHM_CHAOS_SYNC_PLAIN_LOCK").is_some() {
+        if std::env::var_os("SHM_CHAOS_SYNC_TIMED_LOCK").is_none() {
             return settle(m.lock());
         }
         let start = std::time::Instant::now();

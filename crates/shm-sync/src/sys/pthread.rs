@@ -134,18 +134,8 @@ impl RawMutex {
         })
     }
 
-    /// [`mutex_lock`], or `Err(E_UNINIT)`.
-    pub(crate) fn lock(&self) -> Result<(), libc::c_int> {
-        if !self.is_ready() {
-            return Err(E_UNINIT);
-        }
-        // SAFETY: READY seen with Acquire: initialized by `mutex_init`, and
-        // never initialized again.
-        unsafe { mutex_lock(&self.mutex) }
-    }
-
     /// Acquires the mutex if it is free: `Err(EBUSY)` if it is held, or as
-    /// [`RawMutex::lock`].
+    /// [`RawMutex::lock_until`].
     ///
     /// This is `pthread_mutex_clocklock` with a deadline in the past, not
     /// `pthread_mutex_trylock`: on glibc 2.36, `pthread_mutex_trylock` of a
@@ -342,23 +332,10 @@ unsafe fn mutex_init(m: &CMutex) -> io::Result<()> {
     init
 }
 
-/// `pthread_mutex_lock(m)`: `Ok`, or `EOWNERDEAD` (locked, previous owner
-/// died), `ENOTRECOVERABLE`, `EDEADLK`, ...
-///
-/// # Safety
-///
-/// - `*m` was initialized by [`mutex_init`] and is not being initialized.
-///
-/// # References
-/// pthread_mutex_lock(3).
-#[doc(alias = "pthread_mutex_lock")]
-unsafe fn mutex_lock(m: &CMutex) -> Result<(), libc::c_int> {
-    // SAFETY: the caller guarantees `*m` is an initialized mutex.
-    cvt_errno(unsafe { libc::pthread_mutex_lock(m.get()) })
-}
-
-/// `pthread_mutex_clocklock(m, CLOCK_MONOTONIC, abstime)`: like
-/// [`mutex_lock`], or `ETIMEDOUT` once the absolute monotonic time passes.
+/// `pthread_mutex_clocklock(m, CLOCK_MONOTONIC, abstime)`: `Ok`, or
+/// `EOWNERDEAD` (locked, previous owner died), `ENOTRECOVERABLE`,
+/// `EDEADLK`, ..., or `ETIMEDOUT` once the absolute monotonic time passes.
+/// (`pthread_mutex_lock` is not used: see [`crate::Mutex::RECHECK`].)
 ///
 /// # Safety
 ///
