@@ -114,7 +114,7 @@ enum Handle {
 ///
 /// Other processes may write the bytes at any moment, so the segment never
 /// hands out `&[u8]` over them: copy with [`Segment::read_at`] and
-/// [`Segment::write_at`], or place a [`ShmSafe`] type with [`Segment::view`],
+/// [`Segment::write_at`], or place a [`ShmShared`] type with [`Segment::view`],
 /// whose every mutation goes through atomics or `UnsafeCell`.
 ///
 /// # Example
