@@ -145,8 +145,12 @@ impl QueueLock {
         }
         #[cfg(not(shm_loom))]
         {
+            // Critical sections are short: spin a little (about 60 pauses
+            // in all, `SpinWait`'s backoff), without yielding (a yield on a
+            // busy machine costs a time slice).
             let mut spin = parking_lot_core::SpinWait::new();
-            while spin.spin() {
+            for _ in 0..6 {
+                spin.spin_no_yield();
                 if self.word.load(Ordering::Relaxed) == 0
                     && self
                         .word

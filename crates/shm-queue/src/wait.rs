@@ -1,7 +1,8 @@
 //! Sleeping and waking on the queue's futex words.
 //!
 //! A waiter snapshots the word, re-checks its condition, spins briefly
-//! (`parking_lot_core::SpinWait`), then announces itself in the waiter count
+//! (pause bursts without yielding, for at most [`SPIN`]),
+//! then announces itself in the waiter count
 //! and sleeps on the shared futex if the word is still the snapshot. A
 //! notifier bumps the word, then wakes only if the waiter count is non-zero.
 //! Both sides use SeqCst for the pair (count, word): either the notifier
@@ -14,8 +15,6 @@
 
 use std::time::{Duration, Instant};
 
-#[cfg(not(shm_loom))]
-use parking_lot_core::SpinWait;
 use shm_sync::futex;
 
 use crate::primitive::{AtomicU32, Ordering};
@@ -44,13 +43,8 @@ pub(crate) fn block(
 ) -> Woke {
     // Under loom, spinning only multiplies the states to explore.
     #[cfg(not(shm_loom))]
-    {
-        let mut spin = SpinWait::new();
-        while spin.spin() {
-            if word.load(Ordering::Acquire) != seen {
-                return Woke::Changed;
-            }
-        }
+    if spin_until_changed(word, seen) {
+        return Woke::Changed;
     }
     let now = Instant::now();
     if deadline.is_some_and(|d| now >= d) {
@@ -77,6 +71,35 @@ pub(crate) fn block(
         }
         futex::WaitResult::TimedOut => Woke::Liveness,
         _ => Woke::Changed,
+    }
+}
+
+/// How long a waiter spins before it sleeps: a few round trips between two
+/// processes on two cores (one is about a microsecond), far less than the
+/// tens of microseconds a futex wake-up costs on a virtual machine.
+pub(crate) const SPIN: Duration = Duration::from_micros(30);
+
+/// Spins on `word` with `pause` (never `sched_yield`: on a busy machine a
+/// yield gives the CPU away for a whole time slice, milliseconds, which is
+/// what the spin is there to avoid), checking the word between short bursts
+/// that grow to 16 pauses, for at most [`SPIN`]. Whether the word changed.
+#[cfg(not(shm_loom))]
+fn spin_until_changed(word: &AtomicU32, seen: u32) -> bool {
+    let start = Instant::now();
+    let mut burst = 1u32;
+    loop {
+        for _ in 0..32 {
+            if word.load(Ordering::Acquire) != seen {
+                return true;
+            }
+            for _ in 0..burst {
+                std::hint::spin_loop();
+            }
+            burst = (burst * 2).min(16);
+        }
+        if start.elapsed() >= SPIN {
+            return false;
+        }
     }
 }
 
