@@ -1370,3 +1370,61 @@ mod tests {
     }
     use std::io;
 }
+
+/// loom model of the init handshake: the creator writes the header, then
+/// publishes ready with Release; an opener that sees ready (Acquire) reads
+/// the whole header as written, never a mix. Run by `cargo xtask loom`.
+#[cfg(all(test, shm_loom))]
+mod loom_tests {
+    use loom::sync::Arc;
+
+    use super::*;
+
+    fn blank() -> RawHeader {
+        RawHeader {
+            magic: AtomicU64::new(0),
+            version: AtomicU32::new(0),
+            state: AtomicU32::new(0),
+            rest: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    #[test]
+    fn loom_an_opener_that_sees_ready_sees_the_whole_header() {
+        loom::model(|| {
+            let raw = Arc::new(blank());
+            let info = HeaderInfo {
+                state: InitState::Initializing,
+                fingerprint: Fingerprint {
+                    size: 64,
+                    align: 8,
+                    type_id: 0x1234_5678,
+                },
+                data_offset: 128,
+                total_size: 256,
+                creator: ProcessId { pid: 42, start: 7 },
+                kind: "queue".into(),
+            };
+            let creator = {
+                let raw = raw.clone();
+                let bytes = info.encode();
+                loom::thread::spawn(move || {
+                    raw.store_identity(&bytes);
+                    publish(&raw.state, STATE_READY);
+                })
+            };
+            // The opener: it looks once; if ready, everything must be there.
+            if observe(&raw.state) == STATE_READY {
+                let seen = HeaderInfo::decode(&raw.snapshot()).expect("a ready header decodes");
+                assert_eq!(
+                    seen,
+                    HeaderInfo {
+                        state: InitState::Ready,
+                        ..info
+                    }
+                );
+            }
+            creator.join().unwrap();
+        });
+    }
+}
