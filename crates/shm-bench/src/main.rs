@@ -10,6 +10,7 @@
 
 mod chart;
 mod child;
+mod handoff;
 mod micro;
 mod payload;
 mod plan;
@@ -373,6 +374,23 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("shm-bench child: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some("handoff-child") => {
+            let (Some(name), Some(kind), Some(count)) = (
+                args.get(1),
+                args.get(2),
+                args.get(3).and_then(|c| c.parse().ok()),
+            ) else {
+                eprintln!("shm-bench handoff-child: usage: NAME KIND COUNT");
+                return ExitCode::from(2);
+            };
+            match handoff::child(name, kind, count) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("shm-bench handoff-child: {e}");
                     ExitCode::FAILURE
                 }
             }

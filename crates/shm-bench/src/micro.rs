@@ -1,4 +1,6 @@
-//! In-process micro-benchmarks of uncontended paths, harness-free: each
+//! In-process micro-benchmarks of uncontended paths (and, at the end, the
+//! cross-process hand-off latency of each shm-sync primitive, see
+//! [`crate::handoff`]), harness-free: each
 //! body runs in a loop of `iters` iterations, seven times after a warm-up,
 //! and the median and the best time per iteration are reported.
 //! `std::hint::black_box` keeps the compiler from removing the work.
@@ -54,6 +56,12 @@ pub fn run(quick: bool) -> io::Result<Vec<Micro>> {
         *g = black_box(*g + 1);
     }));
 
+    let pm = parking_lot::Mutex::new(0u64);
+    out.push(bench("parking_lot::Mutex lock+unlock", iters, || {
+        let mut g = pm.lock();
+        *g = black_box(*g + 1);
+    }));
+
     let shared =
         Shared::<shm_sync::Mutex<u64>>::create_anonymous(&SharedOptions::new(), |m| Ok(m.init(0)?))
             .map_err(io::Error::other)?;
@@ -105,6 +113,8 @@ pub fn run(quick: bool) -> io::Result<Vec<Micro>> {
     // The creating handle would remove the segment on drop; do it now.
     let _ = queue.remove();
     result?;
+    // Between two processes: what each primitive costs to pass a turn.
+    out.extend(crate::handoff::run(quick)?);
     Ok(out)
 }
 

@@ -4,7 +4,9 @@
 //! - [`pthread`]: a process-shared `pthread_mutex_t` and two
 //!   `pthread_cond_t` placed in a segment, for the naive ring;
 //! - [`slot`]: handing a closure a slice over a ring slot in place, for the
-//!   zero-copy raw ring.
+//!   zero-copy raw ring;
+//! - [`pad`]: the `unsafe impl ShmSafe`/`ShmShared` of the hand-off
+//!   benchmark's segment.
 //!
 //! Their only callers are `transport::condvar` and `transport::spin`, the
 //! two other modules allowed `unsafe` (for the call sites alone, each with
@@ -12,5 +14,6 @@
 //! sockets, message queues) goes through safe nix and std calls.
 
 pub mod fd;
+pub mod pad;
 pub mod pthread;
 pub mod slot;
