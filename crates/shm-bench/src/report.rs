@@ -568,11 +568,13 @@ pub fn markdown(s: &Summary, contenders: &[Contender], passes: usize) -> String 
     }) {
         let _ = writeln!(
             out,
-            "\n### shm-queue: share of sends and receives that went to sleep (queue stats)\n"
+            "\n### shm-queue: share of sends and receives that had to wait (queue stats)\n\n\
+             (the queue counts every wait, its spin included; the voluntary context switches \
+             above are the waits that ended up asleep)\n"
         );
         let _ = writeln!(
             out,
-            "| run | contender | sends that slept | receives that slept |"
+            "| run | contender | sends that waited | receives that waited |"
         );
         let _ = writeln!(out, "|---|---|---:|---:|");
         for (k, label) in &rows {
