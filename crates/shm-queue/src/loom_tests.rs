@@ -60,7 +60,10 @@ impl Ring {
                 break;
             }
             assert_eq!(
-                wait::block(&self.not_full, &self.send_waiters, seen, None),
+                wait::block(&self.not_full, &self.send_waiters, seen, None, || self
+                    .slot
+                    .state()
+                    == FREE),
                 Woke::Changed
             );
         }
@@ -70,7 +73,7 @@ impl Ring {
         // SAFETY: FREE seen with Acquire: the consumer is done.
         self.payload.with_mut(|p| unsafe { *p = value });
         assert!(self.slot.commit(value, 8));
-        wait::notify(&self.not_empty, &self.recv_waiters, false);
+        wait::notify_changed(&self.not_empty, &self.recv_waiters, false);
     }
 
     /// A consumer: waits for READY, reads, frees, notifies.
@@ -81,7 +84,10 @@ impl Ring {
                 break;
             }
             assert_eq!(
-                wait::block(&self.not_empty, &self.recv_waiters, seen, None),
+                wait::block(&self.not_empty, &self.recv_waiters, seen, None, || self
+                    .slot
+                    .state()
+                    == READY),
                 Woke::Changed
             );
         }
@@ -91,7 +97,7 @@ impl Ring {
         // SAFETY: READY seen with Acquire: the producer is done.
         let v = self.payload.with(|p| unsafe { *p });
         assert!(self.slot.release(pos));
-        wait::notify(&self.not_full, &self.send_waiters, false);
+        wait::notify_changed(&self.not_full, &self.send_waiters, false);
         v
     }
 }
@@ -127,7 +133,7 @@ fn loom_notify_never_loses_a_sleeping_waiter() {
             if flag.load(Ordering::Acquire) == 1 {
                 break;
             }
-            wait::block(&word, &waiters, seen, None);
+            wait::block(&word, &waiters, seen, None, || false);
         }
         notifier.join().unwrap();
     });
@@ -153,5 +159,30 @@ fn loom_an_observer_sees_a_registration_whole() {
             assert_eq!(who, me, "torn registration");
         }
         writer.join().unwrap();
+    });
+}
+
+#[test]
+fn loom_a_change_seen_by_the_recheck_needs_no_bump_and_loses_no_waiter() {
+    loom::model(|| {
+        let word = Arc::new(AtomicU32::new(0));
+        let waiters = Arc::new(AtomicU32::new(0));
+        let flag = Arc::new(AtomicU32::new(0));
+        let (w, n, f) = (word.clone(), waiters.clone(), flag.clone());
+        let notifier = thread::spawn(move || {
+            // The hot path: the change is what the waiter re-checks.
+            f.store(1, Ordering::Release);
+            wait::notify_changed(&w, &n, false);
+        });
+        loop {
+            let seen = word.load(Ordering::Acquire);
+            if flag.load(Ordering::Acquire) == 1 {
+                break;
+            }
+            wait::block(&word, &waiters, seen, None, || {
+                flag.load(Ordering::Acquire) == 1
+            });
+        }
+        notifier.join().unwrap();
     });
 }

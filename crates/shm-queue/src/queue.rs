@@ -393,6 +393,28 @@ impl Queue {
         }
     }
 
+    /// Without the lock: is the message at `head` committed (or a claim to
+    /// skip)? The re-check of a receiver about to sleep; a hint, the claim
+    /// decides.
+    fn message_at_head(&self) -> bool {
+        let c = self.ctl();
+        let head = c.consumer.head.load(Ordering::Acquire);
+        let tail = c.producer.tail.load(Ordering::Acquire);
+        head < tail
+            && self
+                .slot(head)
+                .is_ok_and(|s| matches!(s.state(), READY | ABANDONED))
+    }
+
+    /// Without the lock: is the slot at `tail` free with room in the ring?
+    /// The re-check of a sender about to sleep; a hint, the claim decides.
+    fn room_at_tail(&self) -> bool {
+        let c = self.ctl();
+        let head = c.consumer.head.load(Ordering::Acquire);
+        let tail = c.producer.tail.load(Ordering::Acquire);
+        tail >= head && tail - head < self.cap && self.slot(tail).is_ok_and(|s| s.state() == FREE)
+    }
+
     /// Fails in a child that inherited this handle across `fork`: it would
     /// act under the parent's identity. (Checked where a syscall is cheap
     /// next to what surrounds it: registering and sleeping.)
@@ -752,6 +774,7 @@ impl Queue {
             side,
             how,
             |check| self.claim_send(max, check),
+            || self.room_at_tail(),
             // Full or blocked by a slow consumer: only a queue whose every
             // consumer left is a reason to stop waiting.
             |_| {
@@ -775,6 +798,7 @@ impl Queue {
             side,
             how,
             |check| self.claim_recv(max, check),
+            || self.message_at_head(),
             // Closed or disconnected matter only once the queue is drained.
             |claim| {
                 if !matches!(claim, Claim::None) {
@@ -802,6 +826,7 @@ impl Queue {
         side: Side<'_>,
         how: Wait,
         claim: impl Fn(bool) -> Result<Claim, E>,
+        ready: impl Fn() -> bool,
         stop: impl Fn(&Claim) -> Option<E>,
         (would_block, timed_out): (E, E),
     ) -> Result<(u64, usize), E> {
@@ -835,7 +860,7 @@ impl Queue {
                 side.blocked.fetch_add(1, Ordering::Relaxed);
                 counted = true;
             }
-            match wait::block(side.word, side.waiters, seen, deadline) {
+            match wait::block(side.word, side.waiters, seen, deadline, &ready) {
                 Woke::Changed | Woke::Liveness => {}
                 Woke::Deadline => {
                     // One last look before giving up.
@@ -870,7 +895,8 @@ impl Queue {
             n += 1;
         }
         c.producer.sent.fetch_add(n, Ordering::Relaxed);
-        wait::notify(&c.producer.not_empty, &c.producer.recv_waiters, n > 1);
+        // A sleeping receiver's re-check sees the READY slot itself.
+        wait::notify_changed(&c.producer.not_empty, &c.producer.recv_waiters, n > 1);
         Ok(())
     }
 
@@ -891,7 +917,8 @@ impl Queue {
                 .into());
         }
         c.consumer.received.fetch_add(n as u64, Ordering::Relaxed);
-        wait::notify(&c.consumer.not_full, &c.consumer.send_waiters, n > 1);
+        // A sleeping sender's re-check sees the FREE slot itself.
+        wait::notify_changed(&c.consumer.not_full, &c.consumer.send_waiters, n > 1);
         Ok(())
     }
 

@@ -1,13 +1,26 @@
 //! Sleeping and waking on the queue's futex words.
 //!
-//! A waiter snapshots the word, re-checks its condition, spins briefly
-//! (pause bursts without yielding, for at most [`SPIN`]),
-//! then announces itself in the waiter count
-//! and sleeps on the shared futex if the word is still the snapshot. A
-//! notifier bumps the word, then wakes only if the waiter count is non-zero.
-//! Both sides use SeqCst for the pair (count, word): either the notifier
-//! sees the waiter, or the waiter sees the new word — no lost wakeup and no
-//! syscall when nobody sleeps.
+//! A waiter snapshots the word, re-checks the queue, spins briefly (pause
+//! bursts without yielding, for at most [`SPIN`]) watching the word and the
+//! queue itself, then announces itself in the waiter count and sleeps on the
+//! shared futex if, after announcing, neither the word nor the queue has
+//! changed.
+//!
+//! Two kinds of notification:
+//!
+//! - [`notify_changed`], on every commit and every freed slot (the hot
+//!   path): the change itself is visible to a waiter's re-check, so the
+//!   word is bumped, and a wake-up made, only if a waiter has announced
+//!   itself. Nothing is written to a shared line when nobody sleeps;
+//! - [`notify`], for rare events a re-check of the slots cannot see
+//!   (producers leaving, close, claims of dead processes skipped): the word
+//!   is always bumped.
+//!
+//! The pair (announce, re-check) against (change, look at the count) is a
+//! Dekker handshake: the waiter increments the count then fences (SeqCst)
+//! then re-checks; the notifier makes its change then fences then loads the
+//! count. Either the notifier sees the waiter, or the waiter sees the
+//! change — no lost wakeup, and no syscall when nobody sleeps.
 //!
 //! Sleeps are cut into slices of [`LIVENESS`]: a crashed peer cannot wake
 //! anyone, so a sleeper wakes that often to look for dead peers. That costs
@@ -33,17 +46,19 @@ pub(crate) enum Woke {
     Deadline,
 }
 
-/// Spins, then sleeps while `word == seen`, until `deadline` or one
-/// liveness slice.
+/// Spins, then sleeps while `word == seen` and `ready()` is false, until
+/// `deadline` or one liveness slice. `ready` looks at the queue itself (is
+/// there something to claim?), without the lock.
 pub(crate) fn block(
     word: &AtomicU32,
     waiters: &AtomicU32,
     seen: u32,
     deadline: Option<Instant>,
+    ready: impl Fn() -> bool,
 ) -> Woke {
     // Under loom, spinning only multiplies the states to explore.
     #[cfg(not(shm_loom))]
-    if spin_until_changed(word, seen) {
+    if spin_until(|| word.load(Ordering::Acquire) != seen || ready()) {
         return Woke::Changed;
     }
     let now = Instant::now();
@@ -58,8 +73,8 @@ pub(crate) fn block(
         let slice = now + LIVENESS;
         Some(deadline.map_or(slice, |d| d.min(slice)))
     };
-    waiters.fetch_add(1, Ordering::SeqCst);
-    let result = if seqcst_read(word) == seen {
+    announce(waiters);
+    let result = if word.load(Ordering::SeqCst) == seen && !ready() {
         futex::wait(word, seen, until)
     } else {
         futex::WaitResult::ValueChanged
@@ -79,17 +94,17 @@ pub(crate) fn block(
 /// tens of microseconds a futex wake-up costs on a virtual machine.
 pub(crate) const SPIN: Duration = Duration::from_micros(30);
 
-/// Spins on `word` with `pause` (never `sched_yield`: on a busy machine a
-/// yield gives the CPU away for a whole time slice, milliseconds, which is
-/// what the spin is there to avoid), checking the word between short bursts
-/// that grow to 16 pauses, for at most [`SPIN`]. Whether the word changed.
+/// Spins with `pause` (never `sched_yield`: on a busy machine a yield
+/// gives the CPU away for a whole time slice, milliseconds, which is what
+/// the spin is there to avoid), checking `done` between short bursts that
+/// grow to 16 pauses, for at most [`SPIN`]. Whether `done` came true.
 #[cfg(not(shm_loom))]
-fn spin_until_changed(word: &AtomicU32, seen: u32) -> bool {
+fn spin_until(done: impl Fn() -> bool) -> bool {
     let start = Instant::now();
     let mut burst = 1u32;
     loop {
         for _ in 0..32 {
-            if word.load(Ordering::Acquire) != seen {
+            if done() {
                 return true;
             }
             for _ in 0..burst {
@@ -104,26 +119,46 @@ fn spin_until_changed(word: &AtomicU32, seen: u32) -> bool {
 }
 
 /// Bumps `word` and wakes one sleeper (or all), with no syscall when
-/// nobody sleeps.
+/// nobody sleeps: for events a waiter's re-check of the slots cannot see.
 pub(crate) fn notify(word: &AtomicU32, waiters: &AtomicU32, all: bool) {
     word.fetch_add(1, Ordering::SeqCst);
-    if seqcst_read(waiters) != 0 {
+    if look_at_waiters(waiters) != 0 {
         futex::wake(word, if all { i32::MAX as u32 } else { 1 });
     }
 }
 
-/// The SeqCst load of the Dekker pair above.
+/// After a change a waiter's `ready()` re-check can see (a commit, a freed
+/// slot): bumps `word` and wakes one sleeper (or all) only if a waiter has
+/// announced itself; otherwise writes nothing shared at all.
+pub(crate) fn notify_changed(word: &AtomicU32, waiters: &AtomicU32, all: bool) {
+    if look_at_waiters(waiters) != 0 {
+        word.fetch_add(1, Ordering::SeqCst);
+        futex::wake(word, if all { i32::MAX as u32 } else { 1 });
+    }
+}
+
+/// The waiter's half of the handshake: count itself, then fence, before
+/// re-checking the word and the queue.
+fn announce(waiters: &AtomicU32) {
+    waiters.fetch_add(1, Ordering::SeqCst);
+    #[cfg(not(shm_loom))]
+    std::sync::atomic::fence(Ordering::SeqCst);
+}
+
+/// The notifier's half: after its change, fence, then look at the count.
 ///
-/// loom treats SeqCst as AcqRel, under which two plain loads could both miss
-/// the other side's increment; in the model the load is therefore an RMW
-/// (`fetch_add(0)`), which reads the latest value in modification order and
-/// so forbids that outcome under AcqRel too. Real builds use the SeqCst load
-/// the C++ memory model already guarantees, without a locked instruction on
-/// the hot path.
-fn seqcst_read(a: &AtomicU32) -> u32 {
+/// loom treats SeqCst as AcqRel, under which two fenced store-then-load
+/// sequences could both miss the other's store; in the model the look is
+/// therefore an RMW on the count (`fetch_add(0)`), which orders itself with
+/// the waiter's increment in the count's modification order and so forbids
+/// that outcome under AcqRel too. Real builds use the fence the C++ memory
+/// model guarantees, and a plain load: nothing shared is written on the hot
+/// path.
+fn look_at_waiters(waiters: &AtomicU32) -> u32 {
     if cfg!(shm_loom) {
-        a.fetch_add(0, Ordering::SeqCst)
+        waiters.fetch_add(0, Ordering::SeqCst)
     } else {
-        a.load(Ordering::SeqCst)
+        std::sync::atomic::fence(Ordering::SeqCst);
+        waiters.load(Ordering::Relaxed)
     }
 }
