@@ -8,9 +8,10 @@
 //! - [`pad`]: the `unsafe impl ShmSafe`/`ShmShared` of the hand-off
 //!   benchmark's segment.
 //!
-//! Their only callers are `transport::condvar` and `transport::spin`, the
-//! two other modules allowed `unsafe` (for the call sites alone, each with
-//! its `// SAFETY:` argument). Everything else (affinity, CPU time, clocks,
+//! The callers of `pthread` and `slot` are `transport::condvar` and
+//! `transport::spin`, the two other modules allowed `unsafe` (for the call
+//! sites alone, each with its `// SAFETY:` argument); `pad` holds only
+//! marker-trait impls. Everything else (affinity, CPU time, clocks,
 //! sockets, message queues) goes through safe nix and std calls.
 
 pub mod fd;
