@@ -36,11 +36,23 @@ fn lock(pad: &Pad) -> io::Result<MutexGuard<'_, u64>> {
     pad.mutex.lock().map_err(err)
 }
 
+/// How long one hand-off may take before the run is declared hung (the
+/// other process died, or the primitive lost a wake-up): a watchdog, never
+/// a timing assertion.
+const HUNG: Duration = Duration::from_secs(30);
+
+fn hung(kind: &str) -> io::Error {
+    err(format!(
+        "the {kind} hand-off did not come back within {HUNG:?}: the other process died or hung"
+    ))
+}
+
 /// One round trip from `side` (0: parent, 1: child) of `kind`: take the
 /// turn when it is ours (counter even for the parent, odd for the child),
 /// pass it on, and return once it came back (parent) or was passed on
-/// (child).
+/// (child). Every wait is bounded by [`HUNG`].
 fn step(pad: &Pad, kind: &str, side: u64) -> io::Result<()> {
+    let start = Instant::now();
     match kind {
         "mutex" => loop {
             let mut g = lock(pad)?;
@@ -49,14 +61,20 @@ fn step(pad: &Pad, kind: &str, side: u64) -> io::Result<()> {
                 return Ok(());
             }
             drop(g);
+            if start.elapsed() > HUNG {
+                return Err(hung(kind));
+            }
             std::hint::spin_loop();
         },
         "futex-condvar" => {
             let g = lock(pad)?;
-            let mut g = pad
+            let (mut g, timed_out) = pad
                 .futex_condvar
-                .wait_while(g, |c| *c % 2 != side)
+                .wait_timeout_while(g, HUNG, |c| *c % 2 != side)
                 .map_err(err)?;
+            if timed_out {
+                return Err(hung(kind));
+            }
             *g += 1;
             drop(g);
             pad.futex_condvar.notify_all();
@@ -64,7 +82,13 @@ fn step(pad: &Pad, kind: &str, side: u64) -> io::Result<()> {
         }
         "condvar" => {
             let g = lock(pad)?;
-            let mut g = pad.condvar.wait_while(g, |c| *c % 2 != side).map_err(err)?;
+            let (mut g, timed_out) = pad
+                .condvar
+                .wait_timeout_while(g, HUNG, |c| *c % 2 != side)
+                .map_err(err)?;
+            if timed_out {
+                return Err(hung(kind));
+            }
             *g += 1;
             drop(g);
             pad.condvar.notify_all();
@@ -78,9 +102,11 @@ fn step(pad: &Pad, kind: &str, side: u64) -> io::Result<()> {
             };
             if side == 0 {
                 give.post().map_err(err)?;
-                take.wait();
-            } else {
-                take.wait();
+            }
+            if !take.wait_timeout(HUNG) {
+                return Err(hung(kind));
+            }
+            if side == 1 {
                 give.post().map_err(err)?;
             }
             Ok(())
