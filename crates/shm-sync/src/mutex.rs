@@ -187,6 +187,11 @@ impl<T: ShmSafe> Mutex<T> {
     /// there why).
     #[doc(alias = "pthread_mutex_lock")]
     pub fn lock(&self) -> Result<MutexGuard<'_, T>, LockError<'_, T>> {
+        // A free mutex is taken without reading the clock.
+        match self.raw.try_lock() {
+            Err(libc::EBUSY) => {}
+            r => return self.lock_result(r),
+        }
         loop {
             let abstime = sys::time::monotonic_after(Self::RECHECK);
             match self.raw.lock_until(&abstime) {
