@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod helper;
+pub mod random;
 
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

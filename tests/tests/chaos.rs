@@ -15,30 +15,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use shm_queue::{Queue, QueueOptions};
+use shm_tests::random::Rng;
 use shm_tests::{Cleanup, Proc, read_line, spawn, unique_posix, unique_sysv};
 
 const LIMIT: Duration = Duration::from_secs(90);
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
 
 #[derive(Default)]
 struct Figures {
@@ -72,8 +52,8 @@ fn lines<'a>(out: &'a str, prefix: &str) -> impl Iterator<Item = Vec<u64>> + 'a 
 }
 
 fn round(seed: u64, figures: &mut Figures) {
-    let mut rng = Rng(seed);
-    let id = if rng.next().is_multiple_of(2) {
+    let mut rng = Rng::new(seed);
+    let id = if rng.next_u64().is_multiple_of(2) {
         unique_posix("chaos")
     } else {
         unique_sysv()
@@ -233,15 +213,7 @@ fn round(seed: u64, figures: &mut Figures) {
 
 #[test]
 fn chaos_rounds_of_random_kills_keep_every_promise() {
-    let long = std::env::var_os("SHM_CHAOS").is_some();
-    let rounds = env_u64("SHM_CHAOS_ROUNDS").unwrap_or(if long { 100 } else { 6 });
-    let seed = env_u64("SHM_CHAOS_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(7)
-    });
-    eprintln!("chaos: {rounds} rounds from SHM_CHAOS_SEED={seed}");
+    let (rounds, seed) = shm_tests::random::chaos_plan("chaos", 6, 100);
     let mut figures = Figures::default();
     for r in 0..rounds {
         let s = seed.wrapping_add(r);

@@ -6,37 +6,10 @@ use std::time::Duration;
 
 use shm_core::SegmentId;
 use shm_queue::{Queue, QueueOptions};
+use shm_tests::random::Rng;
 use shm_tests::{Cleanup, Proc, read_line, spawn, unique_posix, unique_sysv};
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-/// A small xorshift generator; the seed is printed so a failure can be
-/// replayed with SHM_TEST_SEED.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Self {
-        let seed = std::env::var("SHM_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-                    | 1
-            });
-        eprintln!("random seed: SHM_TEST_SEED={seed}");
-        Rng(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
 
 fn create(id: &SegmentId, capacity: u32, slot: u32) -> Queue {
     let mut q = Queue::create(id, &QueueOptions::new().capacity(capacity).slot_size(slot))
@@ -139,7 +112,7 @@ fn killed_producers_leave_a_prefix_and_disconnect_still_arrives() {
     let _clean = Cleanup::new(std::slice::from_ref(&id));
     let _q = create(&id, 16, 128);
     let name = id.to_string();
-    let mut rng = Rng::new();
+    let mut rng = Rng::from_env("SHM_TEST_SEED");
     let mut cons: Vec<Proc> = (0..2).map(|_| spawn(&["queue-consume", &name])).collect();
     for c in &mut cons {
         assert_eq!(read_line(c, LIMIT), "registered");
@@ -208,7 +181,7 @@ fn killed_consumers_lose_at_most_what_they_took() {
     let _clean = Cleanup::new(std::slice::from_ref(&id));
     let _q = create(&id, 8, 64);
     let name = id.to_string();
-    let mut rng = Rng::new();
+    let mut rng = Rng::from_env("SHM_TEST_SEED");
     let total = 40_000u64;
     let mut survivor = spawn(&["queue-consume", &name, "report"]);
     assert_eq!(read_line(&mut survivor, LIMIT), "registered");
