@@ -238,3 +238,20 @@ pub fn read_line(p: &mut Proc, limit: Duration) -> String {
         Err(_) => panic!("watchdog: `{}` printed no line within {limit:?}", p.what),
     }
 }
+
+/// Waits for a child started outside [`spawn`] (another program), with a
+/// watchdog: past `limit` it is killed and the test fails.
+pub fn wait_output(mut child: Child, limit: Duration) -> std::process::Output {
+    let start = Instant::now();
+    loop {
+        match child.try_wait().expect("try_wait") {
+            Some(_) => return child.wait_with_output().expect("collect output"),
+            None if start.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("watchdog: a child ran for more than {limit:?}; killed it");
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}

@@ -267,3 +267,31 @@ fn recv_timeout_expires_across_processes() {
     let out = spawn(&["queue-recv-one", &id.to_string(), "200"]).success(LIMIT);
     assert!(out.contains("err timed out"), "{out}");
 }
+
+#[test]
+fn a_process_in_another_pid_namespace_is_refused() {
+    // Peers are named by PID; a process that sees other PIDs could not tell
+    // a crashed peer from a live one, so the queue refuses it at open.
+    let id = unique_posix("qpidns");
+    let _clean = Cleanup::new(std::slice::from_ref(&id));
+    let _q = create(&id, 4, 64);
+    let helper = shm_tests::helper_path();
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child"])
+        .arg(&helper)
+        .args(["queue-recv-one", &id.to_string(), "100"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd
+        .spawn()
+        .expect("unshare (util-linux) must be installed and work as root");
+    let out = shm_tests::wait_output(child, LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout {:?} stderr {stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains("another PID namespace"), "{stderr}");
+}
