@@ -22,15 +22,15 @@ use std::time::Duration;
 use shm_core::Segment;
 
 use super::{
-    ChanSpec, Check, CreateError, Rx, Tx, checked_len, create_segment, open_segment_static,
+    ChanSpec, Check, CreateError, RingGeometry, Rx, Tx, checked_len, create_segment,
+    open_segment_static, ring_stride,
 };
 use crate::sys::pthread::{self, Cond, PthreadSync, SYNC_BYTES};
 
 const HEAD: usize = 256;
 const TAIL: usize = 264;
+/// The ring's geometry words (`RingGeometry`): capacity, stride, slot size.
 const CAP: usize = 272;
-const STRIDE: usize = 280;
-const SLOT_SIZE: usize = 288;
 const SLOTS: usize = 384;
 const WAIT: Duration = Duration::from_millis(100);
 
@@ -38,21 +38,18 @@ const _: () = assert!(SYNC_BYTES <= HEAD);
 
 /// Creates and initializes the ring segment `name` for `spec`.
 pub fn create(name: &str, spec: ChanSpec) -> Result<Segment, CreateError> {
-    let stride = (8 + spec.size).div_ceil(8) * 8;
+    let stride = ring_stride(spec.size);
     let seg = create_segment(name, SLOTS + spec.capacity * stride)?;
     // SAFETY: the segment was just created exclusively by this process and
     // no child has been started yet, so no one else uses its bytes; it is
     // initialized once, here.
     unsafe { pthread::init(&seg)? };
-    for (off, v) in [
-        (CAP, spec.capacity),
-        (STRIDE, stride),
-        (SLOT_SIZE, spec.size),
-    ] {
-        seg.view::<AtomicU64>(off)
-            .map_err(io::Error::other)?
-            .store(v as u64, Ordering::Release);
+    RingGeometry {
+        cap: spec.capacity as u64,
+        stride,
+        slot_size: spec.size,
     }
+    .write(&seg, CAP)?;
     Ok(seg)
 }
 
@@ -72,19 +69,11 @@ impl Ring {
     fn open(name: &str, spec: ChanSpec) -> io::Result<Ring> {
         let seg = open_segment_static(name)?;
         let word = |off| seg.view::<AtomicU64>(off).map_err(io::Error::other);
-        let cap = word(CAP)?.load(Ordering::Acquire);
-        let stride = word(STRIDE)?.load(Ordering::Acquire) as usize;
-        let slot_size = word(SLOT_SIZE)?.load(Ordering::Acquire) as usize;
-        let fits = (cap as usize)
-            .checked_mul(stride)
-            .and_then(|b| b.checked_add(SLOTS))
-            .is_some_and(|end| end <= seg.len());
-        if cap == 0 || stride < 8 + slot_size || !fits {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad ring geometry: capacity {cap}, stride {stride}, slot {slot_size}"),
-            ));
-        }
+        let RingGeometry {
+            cap,
+            stride,
+            slot_size,
+        } = RingGeometry::read(seg, CAP, SLOTS)?;
         // SAFETY: the parent ran `pthread::init` on this segment before it
         // started this process (see `create`), and only `PthreadSync` writes
         // the first SYNC_BYTES bytes.

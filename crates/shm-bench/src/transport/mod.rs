@@ -10,6 +10,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
@@ -372,6 +373,66 @@ pub fn prefault(seg: &shm_core::Segment) {
 pub fn create_segment(name: &str, size: usize) -> io::Result<shm_core::Segment> {
     let id = shm_core::SegmentId::posix(name).map_err(io::Error::other)?;
     shm_core::Segment::create(&id, size as u64, 0o600).map_err(io::Error::other)
+}
+
+/// Bytes from one ring slot to the next: an 8-byte length, then the
+/// payload, rounded up to 8.
+pub fn ring_stride(size: usize) -> usize {
+    (8 + size).div_ceil(8) * 8
+}
+
+/// The geometry both ring contenders keep in three words of their segment
+/// (capacity at `base`, stride at `base + 8`, slot size at `base + 16`).
+#[derive(Debug, Clone, Copy)]
+pub struct RingGeometry {
+    /// Slots.
+    pub cap: u64,
+    /// Bytes from slot to slot.
+    pub stride: usize,
+    /// Largest payload.
+    pub slot_size: usize,
+}
+
+impl RingGeometry {
+    fn word(seg: &shm_core::Segment, off: usize) -> io::Result<&AtomicU64> {
+        seg.view::<AtomicU64>(off).map_err(io::Error::other)
+    }
+
+    /// The creator's side: writes the three words.
+    pub fn write(self, seg: &shm_core::Segment, base: usize) -> io::Result<()> {
+        for (off, v) in [
+            (base, self.cap),
+            (base + 8, self.stride as u64),
+            (base + 16, self.slot_size as u64),
+        ] {
+            Self::word(seg, off)?.store(v, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// The opener's side: reads the words and checks that `cap` slots of
+    /// `stride` bytes from `slots` fit in the segment (the bytes are
+    /// untrusted).
+    pub fn read(seg: &shm_core::Segment, base: usize, slots: usize) -> io::Result<Self> {
+        let cap = Self::word(seg, base)?.load(Ordering::Acquire);
+        let stride = Self::word(seg, base + 8)?.load(Ordering::Acquire) as usize;
+        let slot_size = Self::word(seg, base + 16)?.load(Ordering::Acquire) as usize;
+        let fits = (cap as usize)
+            .checked_mul(stride)
+            .and_then(|b| b.checked_add(slots))
+            .is_some_and(|end| end <= seg.len());
+        if cap == 0 || stride < 8 + slot_size || !stride.is_multiple_of(8) || !fits {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad ring geometry: capacity {cap}, stride {stride}, slot {slot_size}"),
+            ));
+        }
+        Ok(RingGeometry {
+            cap,
+            stride,
+            slot_size,
+        })
+    }
 }
 
 /// Reads a length word from shared memory and checks it against the slot.

@@ -29,15 +29,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use shm_core::Segment;
 
 use super::{
-    ChanSpec, Check, CreateError, Rx, Tx, checked_len, create_segment, open_segment_static,
+    ChanSpec, Check, CreateError, RingGeometry, Rx, Tx, checked_len, create_segment,
+    open_segment_static, ring_stride,
 };
 use crate::sys::slot;
 
 const HEAD: usize = 0;
 const TAIL: usize = 128;
+/// The ring's geometry words (`RingGeometry`): capacity, stride, slot size.
 const CAP: usize = 256;
-const STRIDE: usize = 264;
-const SLOT_SIZE: usize = 272;
 const SLOTS: usize = 384;
 
 /// Spins, then yields.
@@ -56,23 +56,16 @@ impl Backoff {
     }
 }
 
-fn stride_for(size: usize) -> usize {
-    (8 + size).div_ceil(8) * 8
-}
-
 /// Creates the ring segment `name` for `spec`.
 pub fn create(name: &str, spec: ChanSpec) -> Result<Segment, CreateError> {
-    let stride = stride_for(spec.size);
+    let stride = ring_stride(spec.size);
     let seg = create_segment(name, SLOTS + spec.capacity * stride)?;
-    for (off, v) in [
-        (CAP, spec.capacity),
-        (STRIDE, stride),
-        (SLOT_SIZE, spec.size),
-    ] {
-        seg.view::<AtomicU64>(off)
-            .map_err(io::Error::other)?
-            .store(v as u64, Ordering::Release);
+    RingGeometry {
+        cap: spec.capacity as u64,
+        stride,
+        slot_size: spec.size,
     }
+    .write(&seg, CAP)?;
     Ok(seg)
 }
 
@@ -91,19 +84,11 @@ impl Ring {
     fn open(name: &str) -> io::Result<Ring> {
         let seg = open_segment_static(name)?;
         let word = |off| seg.view::<AtomicU64>(off).map_err(io::Error::other);
-        let cap = word(CAP)?.load(Ordering::Acquire);
-        let stride = word(STRIDE)?.load(Ordering::Acquire) as usize;
-        let slot_size = word(SLOT_SIZE)?.load(Ordering::Acquire) as usize;
-        let fits = (cap as usize)
-            .checked_mul(stride)
-            .and_then(|b| b.checked_add(SLOTS))
-            .is_some_and(|end| end <= seg.len());
-        if cap == 0 || stride < 8 + slot_size || !stride.is_multiple_of(8) || !fits {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad ring geometry: capacity {cap}, stride {stride}, slot {slot_size}"),
-            ));
-        }
+        let RingGeometry {
+            cap,
+            stride,
+            slot_size,
+        } = RingGeometry::read(seg, CAP, SLOTS)?;
         Ok(Ring {
             seg,
             head: word(HEAD)?,
