@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::payload::{Checker, Got, Stamper, now_ns};
 use crate::plan::{Case, Measure};
-use crate::transport::{self, Contender, Rx, Tx};
+use crate::transport::{self, Contender, Placement, Rx, Tx};
 
 /// What a participant does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,15 +123,46 @@ pub fn participants(case: &Case) -> Vec<Participant> {
     }
 }
 
-/// The JSON spec passed on a child's command line.
-pub fn spec(case: &Case, part: &Participant, cpu: Option<usize>, tx: Value, rx: Value) -> Value {
+/// The JSON spec passed on a child's command line. `cpu` is the CPU to pin
+/// to; `own_cpu` says that no other participant of the run is pinned to
+/// it (so every peer runs on another CPU).
+pub fn spec(
+    case: &Case,
+    part: &Participant,
+    cpu: Option<usize>,
+    own_cpu: bool,
+    tx: Value,
+    rx: Value,
+) -> Value {
     json!({
         "case": case.to_json(),
         "role": part.role.name(),
         "cpu": cpu,
+        "own_cpu": own_cpu && cpu.is_some(),
         "tx": tx,
         "rx": rx,
     })
+}
+
+/// Whether participant `idx` of `parts` is pinned to a CPU no other
+/// participant is pinned to, given `cpus` (empty: no pinning).
+pub fn alone_on_cpu(parts: &[Participant], idx: usize, cpus: &[usize]) -> bool {
+    let cpu = |p: &Participant| cpus.get(p.cpu_slot).copied();
+    let Some(mine) = cpu(&parts[idx]) else {
+        return false;
+    };
+    parts
+        .iter()
+        .enumerate()
+        .all(|(i, p)| i == idx || cpu(p) != Some(mine))
+}
+
+/// The one CPU this thread's affinity mask allows, if it allows exactly one.
+fn only_cpu() -> Option<usize> {
+    let set = nix::sched::sched_getaffinity(Pid::from_raw(0)).ok()?;
+    let mut allowed = (0..CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false));
+    let first = allowed.next()?;
+    allowed.next().is_none().then_some(first)
 }
 
 /// The JSON spec of the in-process child, which runs every participant as
@@ -186,15 +217,31 @@ pub fn main(arg: &str) -> io::Result<()> {
         threads(&case, &cpus)?
     } else {
         let role = Role::parse(role).ok_or_else(|| bad(format!("bad role {role}")))?;
-        pin(spec["cpu"].as_u64().map(|c| c as usize))?;
+        let cpu = spec["cpu"].as_u64().map(|c| c as usize);
+        pin(cpu)?;
+        // Trust the mask the kernel reports, not only the plan: a CPU of our
+        // own means exactly that one CPU allowed, and no peer pinned there.
+        let place = Placement {
+            dedicated_cpu: spec["own_cpu"].as_bool() == Some(true)
+                && cpu.is_some()
+                && only_cpu() == cpu,
+        };
         let mut tx = match &spec["tx"] {
             Value::Null => None,
-            v => Some(transport::open_tx(case.contender, v, case.spec())?),
+            v => Some(transport::open_tx(case.contender, v, case.spec(), place)?),
         };
         let mut rx = match &spec["rx"] {
             Value::Null => None,
-            v => Some(transport::open_rx(case.contender, v, case.spec())?),
+            v => Some(transport::open_rx(case.contender, v, case.spec(), place)?),
         };
+        // Only now: in a ping-pong each side waits here for the other's
+        // endpoints, which the other opens before it waits.
+        if let Some(t) = tx.as_mut() {
+            t.connect()?;
+        }
+        if let Some(r) = rx.as_mut() {
+            r.connect()?;
+        }
         handshake()?;
         let out = run(&case, role, tx.as_deref_mut(), rx.as_deref_mut())?;
         vec![out]
@@ -561,6 +608,27 @@ mod tests {
         ] {
             assert_eq!(Role::parse(&r.name()), Some(r));
         }
+    }
+
+    #[test]
+    fn a_cpu_of_its_own_only_without_company() {
+        let case = |m| {
+            let mut c = crate::plan::pass(true, &[Contender::SpinRing])
+                .into_iter()
+                .find(|c| c.measure == Measure::Stream)
+                .expect("a stream case");
+            if let Measure::Mpmc(n) = m {
+                c.measure = m;
+                c.producers = n;
+                c.consumers = n;
+            }
+            c
+        };
+        let one = participants(&case(Measure::Stream));
+        assert!((0..one.len()).all(|i| alone_on_cpu(&one, i, &[0, 1])));
+        assert!((0..one.len()).all(|i| !alone_on_cpu(&one, i, &[])));
+        let two = participants(&case(Measure::Mpmc(2)));
+        assert!((0..two.len()).all(|i| !alone_on_cpu(&two, i, &[0, 1])));
     }
 
     #[test]

@@ -45,15 +45,25 @@ medians over passes with ratios against the pipe and the raw spin ring.
   --only NAMES     comma-separated contenders and/or measures to run
                    (contenders: pipe unix-stream unix-seqpacket posix-mq
                    condvar-ring spin-ring spin-ring-inplace shm-queue
-                   shm-queue-zerocopy shm-queue-batch crossbeam; measures:
-                   pingpong stream idle wake mpmc). Ratios need pipe and
-                   spin-ring in the selection.
+                   shm-queue-zerocopy shm-queue-batch iceoryx2 iceoryx2-event
+                   crossbeam; measures: pingpong stream idle wake mpmc).
+                   Ratios need pipe, spin-ring and condvar-ring in the
+                   selection.
   --json PATH      write every raw number, the machine and the medians
   --svg PATH       chart (default: docs/benchmarks.svg for a full run,
                    <target>/shm-bench-quick.svg for --quick)
   --markdown PATH  write the tables there too
   micro            in-process micro-benchmarks of uncontended paths
   report           the tables and chart of a run saved with --json, again
+
+The iceoryx2 contenders (iceoryx2: publish-subscribe, the subscriber
+busy-polls; iceoryx2-event: plus an event service, the subscriber blocks)
+are built only with the `iceoryx2` feature, off by default:
+
+  cargo run --release -p shm-bench --features iceoryx2 -- [ARGS]
+
+A build with the feature runs them in every full run; a build without it
+leaves them out (and refuses --only iceoryx2).
 
 Exit status 1 if any run failed (a transfer that did not check out, a
 child that crashed or hung).
@@ -98,8 +108,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
     }
     for name in &o.only {
         let measure = ["pingpong", "stream", "idle", "wake", "mpmc"].contains(&name.as_str());
-        if !measure && Contender::from_name(name).is_none() {
-            return Err(format!("--only: unknown contender or measure {name:?}"));
+        match Contender::from_name(name) {
+            None if !measure => {
+                return Err(format!("--only: unknown contender or measure {name:?}"));
+            }
+            Some(c) if !c.available() => {
+                return Err(format!("--only {name}: {}", transport::NO_ICEORYX2));
+            }
+            _ => {}
         }
     }
     if o.passes == Some(0) {
@@ -182,7 +198,10 @@ fn bench(o: &Options) -> Result<bool, String> {
         .filter(|n| Contender::from_name(n).is_none())
         .collect();
     let contenders: Vec<Contender> = if only_contenders.is_empty() {
-        Contender::ALL.to_vec()
+        Contender::ALL
+            .into_iter()
+            .filter(|c| c.available())
+            .collect()
     } else {
         Contender::ALL
             .into_iter()

@@ -145,8 +145,14 @@ pub fn applicable(c: Contender, m: Measure) -> Result<(), String> {
             _ => Ok(()),
         },
         Measure::Mpmc(_) => match c {
-            Contender::Pipe | Contender::ShmQueue => Ok(()),
-            _ => Err("multi-producer runs cover shm-queue and the pipe baseline".into()),
+            Contender::Pipe | Contender::CondvarRing | Contender::ShmQueue => Ok(()),
+            Contender::Iceoryx2 | Contender::Iceoryx2Event => Err(
+                "publish-subscribe hands every sample to every subscriber: no work sharing".into(),
+            ),
+            _ => Err(
+                "multi-producer runs cover shm-queue, the condvar ring and the pipe baseline"
+                    .into(),
+            ),
         },
         _ => Ok(()),
     }
@@ -247,6 +253,19 @@ mod tests {
             assert!(applicable(Contender::SpinRing, m).is_ok());
             assert!(applicable(Contender::ShmQueue, m).is_ok());
         }
-        assert!(applicable(Contender::ShmQueue, Measure::Mpmc(4)).is_ok());
+        for n in [1, 2, 4] {
+            assert!(applicable(Contender::ShmQueue, Measure::Mpmc(n)).is_ok());
+            assert!(applicable(Contender::CondvarRing, Measure::Mpmc(n)).is_ok());
+            assert!(applicable(Contender::Pipe, Measure::Mpmc(n)).is_ok());
+        }
+        let full = pass(false, &Contender::ALL);
+        for c in [Contender::ShmQueue, Contender::CondvarRing] {
+            assert!(
+                full.iter()
+                    .any(|k| k.contender == c && k.key() == "mpmc2" && k.producers == 2),
+                "a full pass runs {} 2 × 2",
+                c.name()
+            );
+        }
     }
 }

@@ -208,7 +208,8 @@ pub fn run_case(
     if case.contender.in_process() {
         kids.spawn("threads".into(), &child::threads_spec(case, cpus), &[])?;
     } else {
-        for (i, part) in participants(case).iter().enumerate() {
+        let parts = participants(case);
+        for (i, part) in parts.iter().enumerate() {
             let mut inherit = Vec::new();
             let mut end = |ch: Option<usize>, which: End| match ch {
                 None => Value::Null,
@@ -221,7 +222,8 @@ pub fn run_case(
             let tx = end(part.tx, End::Send);
             let rx = end(part.rx, End::Recv);
             let cpu = cpus.get(part.cpu_slot).copied();
-            let spec = child::spec(case, part, cpu, tx, rx);
+            let own_cpu = child::alone_on_cpu(&parts, i, cpus);
+            let spec = child::spec(case, part, cpu, own_cpu, tx, rx);
             kids.spawn(
                 format!("{} #{i}", spec["role"].as_str().unwrap_or("?")),
                 &spec,
@@ -240,8 +242,9 @@ pub fn run_case(
             return Err(format!("{}: expected ready, got {line:?}", kids.kids[i].2));
         }
     }
-    // Keep the queues (to read their counters at the end), close the rest.
-    chans.retain(|c| matches!(c, Chan::Queue(_)));
+    // Keep the queues (to read their counters at the end) and iceoryx2's
+    // services (to clean up after a child that died), close the rest.
+    chans.retain(Chan::keep_until_end);
     kids.go()?;
     let lines = kids.one_line_each(deadline, "result")?;
     kids.reap(deadline)?;
@@ -253,7 +256,7 @@ pub fn run_case(
             "blocked_sends": s.blocked_sends,
             "blocked_recvs": s.blocked_recvs,
             "recovered": s.recovered,
-            "lock_repairs": s.lock_repairs,
+            "abandoned": s.abandoned,
         });
     }
     let mut outputs = Vec::new();

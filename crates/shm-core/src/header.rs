@@ -751,6 +751,7 @@ impl<T: ShmShared> Shared<T> {
     }
 
     /// The shared value.
+    #[inline]
     pub fn get(&self) -> &T {
         // Checked in `init_in`/`validate`; the mapping cannot shrink under us.
         match self.segment.view::<T>(self.data_offset) {
@@ -760,6 +761,7 @@ impl<T: ShmShared> Shared<T> {
     }
 
     /// The segment underneath.
+    #[inline]
     pub fn segment(&self) -> &Segment {
         &self.segment
     }

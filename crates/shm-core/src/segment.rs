@@ -632,6 +632,7 @@ impl Segment {
     }
 
     /// The mapped length in bytes (the segment's size when it was mapped).
+    #[inline]
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -644,6 +645,7 @@ impl Segment {
     /// The first mapped byte. Other processes may write through their own
     /// mappings at any time: dereference only under a protocol that says who
     /// writes what.
+    #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
         self.map.ptr().as_ptr()
     }
@@ -653,6 +655,7 @@ impl Segment {
     /// does not raise `SIGBUS` here (a handler patches them with private
     /// zeros), but the bytes are no longer shared: treat the segment as
     /// broken.
+    #[inline]
     pub fn is_truncated(&self) -> bool {
         self.map.is_truncated()
     }
@@ -706,6 +709,7 @@ impl Segment {
     /// Sound for any bytes the segment holds because `T: ShmShared` accepts
     /// every bit pattern and keeps every byte inside an atomic or
     /// `UnsafeCell`.
+    #[inline]
     pub fn view<T: ShmShared>(&self, offset: usize) -> Result<&T, BoundsError> {
         self.map
             .view::<T>(offset)
@@ -715,6 +719,7 @@ impl Segment {
     /// A raw pointer to `len` bytes at `offset`, checked for bounds.
     ///
     /// Safe to obtain; dereferencing it is up to the caller's protocol.
+    #[inline]
     pub fn ptr_at(&self, offset: usize, len: usize) -> Result<*mut u8, BoundsError> {
         if !self.map.contains(offset, len, 1) {
             return Err(self.bounds(offset, len, 1));

@@ -32,6 +32,17 @@ pub enum OpenError {
         /// The queue.
         queue: String,
     },
+    /// The queue was made by an earlier format of this library, which this
+    /// build does not read (the two would not understand each other's
+    /// slots). Recreate it, or open it with the version that made it.
+    OldFormat {
+        /// The queue.
+        queue: String,
+        /// Its format version.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
     /// The control block holds impossible values.
     Corrupted(Corrupted),
 }
@@ -53,6 +64,14 @@ impl fmt::Display for OpenError {
             OpenError::OtherPidNamespace { queue } => write!(
                 f,
                 "{queue} was created in another PID namespace (another container?): peers are named by PID, so it can only be shared by processes that see the same PIDs"
+            ),
+            OpenError::OldFormat {
+                queue,
+                found,
+                expected,
+            } => write!(
+                f,
+                "{queue} is a queue of format version {found}, made by an older shm-queue; this build reads only format version {expected}: remove it (`shm rm`) and create it again, or use the version that made it"
             ),
             OpenError::Corrupted(c) => c.fmt(f),
         }

@@ -1,50 +1,86 @@
-//! What the queue keeps in its segment.
+//! What the queue keeps in its segment (format version 2).
 //!
 //! # Layout
 //!
 //! The segment is a [`shm_core::Shared`]`<Control>`: the 128-byte shm-core
 //! header, then [`Control`], then `capacity` slots of `stride` bytes each in
-//! the trailing region. A slot is a 32-byte [`SlotHeader`] followed by
+//! the trailing region. A slot is a 16-byte [`SlotHeader`] followed by
 //! `slot_size` bytes of payload; `stride` is that rounded up to 64.
 //!
 //! # The slot state word
 //!
-//! | value | state | who sets it | ordering |
-//! |---|---|---|---|
-//! | 0 `FREE` | empty | the consumer after copying out; a locker reclaiming a dead consumer's slot | Release |
-//! | 1 `WRITING` | claimed by a producer at position `seq` | a producer, under the lock | (lock) |
-//! | 2 `READY` | payload committed | the producer after copying in | Release |
-//! | 3 `READING` | claimed by a consumer | a consumer, under the lock | (lock) |
-//! | 4 `ABANDONED` | the producer gave up (its closure panicked) | the producer | Release |
+//! Every slot has one state word, a [`WaitWord`] whose value is
+//! `lap << 2 | tag`: `lap` is the first position of the lap the slot is on
+//! now (the position minus the slot's index, a multiple of the capacity),
+//! so that the all-zero word of a fresh segment means "slot `i` is free for
+//! position `i`", and `tag` says what the slot holds for that position `p`.
 //!
-//! A consumer loads the word with Acquire before reading the payload; a
-//! producer loads it with Acquire before overwriting a slot a consumer
-//! freed. A claim is committed by moving `tail` (producers) or `head`
-//! (consumers) under the lock: a claim whose claimer died before moving the
-//! index is seen by the next locker at position `tail` (or `head`) and taken
-//! over.
+//! | tag | state | set by | from |
+//! |---|---|---|---|
+//! | 0 `EMPTY` | free for the producer of position `p` | creation (zero); the consumer of `p - capacity` releasing it; a producer freeing a dead consumer's claim | `FULL`/`SKIP` of `p - capacity` |
+//! | 1 `FULL` | the message of position `p` is committed | the producer that claimed `p`, after writing the payload and length | `EMPTY` of `p` |
+//! | 2 `SKIP` | a tombstone: position `p` carries no message | a consumer recovering a dead producer's claim; a producer whose write closure panicked | `EMPTY` of `p` |
+//!
+//! Every change is a compare-and-swap from the exact value the changer
+//! expects (AcqRel), so a stale or dead process can never move a slot that
+//! has moved on, and what a producer wrote before `FULL(p)` is seen by the
+//! consumer that loads `FULL(p)` (Acquire).
+//!
+//! # Claims
+//!
+//! Positions are claimed, never locked: a producer claims `tail..tail+n`
+//! by a CAS on `tail` after seeing `EMPTY(tail+i)` in each slot; a consumer
+//! claims `head..head+n` by a CAS on `head` after seeing `FULL` or `SKIP`
+//! for each. Before its CAS, a claimer publishes the range in its own
+//! [`Registration`] (`claim_start`, `claim_len`), and clears it only after
+//! its last commit or release. The CAS is a Release on an index that is
+//! changed by RMWs only, so whoever loads the index past `p` (Acquire) also
+//! sees the record of the process that claimed `p`: a claim nobody live has
+//! published is the claim of a dead process, and a survivor turns it into
+//! a tombstone (dead producer) or frees the slot (dead consumer), each with
+//! the CAS of the table above.
 
 use shm_core::{ProcessId, ShmSafe, ShmShared, type_id};
+use shm_sync::WaitWord;
 
-use crate::lock::QueueLock;
 use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 
-/// Slot state: empty.
-pub(crate) const FREE: u32 = 0;
-/// Slot state: a producer is writing it.
-pub(crate) const WRITING: u32 = 1;
-/// Slot state: a committed message.
-pub(crate) const READY: u32 = 2;
-/// Slot state: a consumer is reading it.
-pub(crate) const READING: u32 = 3;
-/// Slot state: the producer abandoned its claim; consumers skip it.
-pub(crate) const ABANDONED: u32 = 4;
+/// Format version of the queue's segment layout (the `Control` type id
+/// carries it). Version 1 had one lock for both sides.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The `Control` type ids of earlier formats, oldest first: a segment made
+/// with one of them is refused with [`crate::OpenError::OldFormat`].
+pub(crate) const OLD_FORMATS: [(u32, &str); 1] = [(1, "shm_queue::Control/v1")];
+
+/// Tag of a slot free for the producer of its position.
+pub(crate) const EMPTY: u64 = 0;
+/// Tag of a committed message.
+pub(crate) const FULL: u64 = 1;
+/// Tag of a tombstone.
+pub(crate) const SKIP: u64 = 2;
+
+/// Largest position: `lap << 2 | tag` must fit a [`WaitWord`] value (63
+/// bits). At 10⁹ messages a second that is 36 years of traffic.
+pub(crate) const MAX_POS: u64 = shm_sync::MAX_WAIT_VALUE >> 2;
+
+/// The state value of the lap starting at position `lap` with `tag`.
+#[inline]
+pub(crate) fn state(lap: u64, tag: u64) -> u64 {
+    lap << 2 | tag
+}
+
+/// `(lap, tag)` of a state value.
+#[inline]
+pub(crate) fn decode(value: u64) -> (u64, u64) {
+    (value >> 2, value & 3)
+}
 
 /// How many producers and how many consumers can be registered at once.
 pub const MAX_PEERS: usize = 64;
 
 /// Bytes of a slot before its payload.
-pub(crate) const SLOT_HEADER: usize = 32;
+pub(crate) const SLOT_HEADER: usize = 16;
 
 /// Flag bit of [`Control::flags`]: the queue was closed.
 pub(crate) const FLAG_CLOSED: u32 = 1;
@@ -57,168 +93,130 @@ pub(crate) const FLAG_HAD_CONSUMER: u32 = 4;
 #[repr(C)]
 pub(crate) struct SlotHeader {
     /// See the state table in the module docs.
-    pub(crate) state: AtomicU32,
-    /// Payload length of a READY slot.
+    pub(crate) state: WaitWord,
+    /// Payload length of a `FULL` slot, written before `FULL`.
     pub(crate) len: AtomicU32,
-    /// The queue position this slot was last claimed for.
-    pub(crate) seq: AtomicU64,
-    /// PID of the process holding a WRITING or READING claim.
-    pub(crate) owner_pid: AtomicU32,
     pub(crate) _pad: AtomicU32,
-    /// Start time of that process (PID reuse guard).
-    pub(crate) owner_start: AtomicU64,
 }
 
 #[cfg(not(shm_loom))]
 const _: () = assert!(size_of::<SlotHeader>() == SLOT_HEADER);
 
-impl SlotHeader {
-    /// The state, with Acquire: seeing READY (or FREE) makes the payload
-    /// writes (or reads) of the process that set it happen-before.
-    pub(crate) fn state(&self) -> u32 {
-        self.state.load(Ordering::Acquire)
-    }
-
-    /// Producer, after writing the payload of position `pos`: commits the
-    /// message. `false` if the claim is no longer ours (taken over, or the
-    /// slot overwritten), in which case nothing is changed.
-    pub(crate) fn commit(&self, pos: u64, len: u32) -> bool {
-        if self.seq.load(Ordering::Relaxed) != pos {
-            return false;
-        }
-        self.len.store(len, Ordering::Relaxed);
-        self.state
-            .compare_exchange(WRITING, READY, Ordering::Release, Ordering::Relaxed)
-            .is_ok()
-    }
-
-    /// Consumer, after reading the payload of position `pos`: the slot may
-    /// be written again. `false` if the claim is no longer ours.
-    pub(crate) fn release(&self, pos: u64) -> bool {
-        self.seq.load(Ordering::Relaxed) == pos
-            && self
-                .state
-                .compare_exchange(READING, FREE, Ordering::Release, Ordering::Relaxed)
-                .is_ok()
-    }
-
-    /// A locker skipping a dead producer's claim: the slot is free again.
-    pub(crate) fn reclaim(&self) {
-        self.state.store(FREE, Ordering::Release);
-    }
-
-    /// Under the lock: records this process's claim of position `pos`.
-    pub(crate) fn claim(&self, me: ProcessId, pos: u64, state: u32) {
-        self.owner_start.store(me.start, Ordering::Relaxed);
-        self.owner_pid.store(me.pid, Ordering::Relaxed);
-        self.seq.store(pos, Ordering::Relaxed);
-        self.state.store(state, Ordering::Release);
-    }
-
-    /// The process holding the claim.
-    pub(crate) fn owner(&self) -> ProcessId {
-        ProcessId {
-            pid: self.owner_pid.load(Ordering::Relaxed),
-            start: self.owner_start.load(Ordering::Relaxed),
-        }
-    }
-}
-
 // SAFETY: `#[repr(C)]` of atomics only: no pointers, any bit pattern valid,
 // all mutation atomic.
 unsafe impl ShmSafe for SlotHeader {
-    const TYPE_ID: u64 = type_id("shm_queue::SlotHeader/v1");
+    const TYPE_ID: u64 = type_id("shm_queue::SlotHeader/v2");
 }
 // SAFETY: every field is an atomic (padding aside).
 unsafe impl ShmShared for SlotHeader {}
 
-/// One registered producer or consumer. `pid == 0` means the entry is free.
-/// `start` is written before `pid`, so a registration cut short by death has
-/// `pid == 0` (free) or a full identity.
-#[repr(C)]
+/// Bits of a registration's identity word that hold the PID (Linux's
+/// `PID_MAX_LIMIT` is 2²²).
+const PID_BITS: u32 = 22;
+
+/// One registered producer or consumer, on a cache line of its own (only
+/// its holder writes it on the message path).
+#[repr(C, align(64))]
 pub(crate) struct Registration {
-    pub(crate) pid: AtomicU32,
+    /// Who holds the entry: `pid | start_time << 22`, 0 when free. One
+    /// word, so that taking and clearing an entry are single CASes and an
+    /// observer never pairs one process's PID with another's start time.
+    ///
+    /// | value | meaning |
+    /// |---|---|
+    /// | 0 | free |
+    /// | `id` | held by that process |
+    ///
+    /// Transitions: `0 → id` by the registering process (CAS, AcqRel),
+    /// `id → 0` by the holder leaving or by a survivor that found the
+    /// holder dead (CAS, AcqRel).
+    pub(crate) ident: AtomicU64,
+    /// First position of the holder's current claim.
+    pub(crate) claim_start: AtomicU64,
+    /// Positions claimed from `claim_start`; 0 when the holder claims
+    /// nothing. Written by the holder only (and reset by the next holder).
+    pub(crate) claim_len: AtomicU32,
     pub(crate) _pad: AtomicU32,
-    pub(crate) start: AtomicU64,
+}
+
+/// A registration's identity word for `p` (0 never names a process).
+pub(crate) fn ident_of(p: ProcessId) -> u64 {
+    u64::from(p.pid & ((1 << PID_BITS) - 1)) | p.start << PID_BITS
+}
+
+/// The process an identity word names.
+pub(crate) fn process_of(ident: u64) -> ProcessId {
+    ProcessId {
+        pid: (ident & ((1 << PID_BITS) - 1)) as u32,
+        start: ident >> PID_BITS,
+    }
 }
 
 impl Registration {
-    /// Takes the entry for `me`: `start` first, then `pid` with Release, so
-    /// a reader that sees the pid (Acquire) sees the start too.
-    pub(crate) fn take(&self, me: ProcessId) {
-        self.start.store(me.start, Ordering::Relaxed);
-        self.pid.store(me.pid, Ordering::Release);
+    /// The holder's identity word (Acquire: its claim record is visible).
+    pub(crate) fn ident(&self) -> u64 {
+        self.ident.load(Ordering::Acquire)
     }
 
-    /// Frees the entry. `start` is left as it was, so an observer that
-    /// read the old `pid` still pairs it with the right start time.
-    pub(crate) fn clear(&self) {
-        self.pid.store(0, Ordering::Release);
+    /// Whether the holder's published claim covers `pos`.
+    pub(crate) fn covers(&self, pos: u64) -> bool {
+        let len = u64::from(self.claim_len.load(Ordering::Acquire));
+        let start = self.claim_start.load(Ordering::Acquire);
+        len != 0 && pos >= start && pos - start < len
     }
 
-    /// Who holds the entry, if anyone. Writers change entries under the
-    /// queue lock; an observer without it reads `pid`, `start`, `pid` and
-    /// takes an entry that changed meanwhile as free.
-    pub(crate) fn holder(&self) -> Option<ProcessId> {
-        let pid = self.pid.load(Ordering::Acquire);
-        if pid == 0 {
-            return None;
-        }
-        let start = self.start.load(Ordering::Acquire);
-        (self.pid.load(Ordering::Acquire) == pid).then_some(ProcessId { pid, start })
+    /// Publishes a claim of `start..start+len` (before the index CAS, whose
+    /// Release publishes it).
+    #[inline]
+    pub(crate) fn publish(&self, start: u64, len: u32) {
+        self.claim_start.store(start, Ordering::Relaxed);
+        self.claim_len.store(len, Ordering::Relaxed);
+    }
+
+    /// Withdraws the claim record (after the last commit or release, or a
+    /// lost CAS).
+    #[inline]
+    pub(crate) fn withdraw(&self) {
+        self.claim_len.store(0, Ordering::Release);
     }
 }
 
-// SAFETY: as for `SlotHeader`.
+// SAFETY: as for `SlotHeader` (`align(64)` only adds padding).
 unsafe impl ShmSafe for Registration {
-    const TYPE_ID: u64 = type_id("shm_queue::Registration/v1");
+    const TYPE_ID: u64 = type_id("shm_queue::Registration/v2");
 }
 // SAFETY: every field is an atomic (padding aside).
 unsafe impl ShmShared for Registration {}
 
-/// Fields written by producers, on a cache line of their own.
+/// Written by producers only, on a cache line of its own.
 #[repr(C, align(64))]
 pub(crate) struct ProducerLine {
-    /// Next position to claim; moved under the lock only.
-    pub(crate) tail: AtomicU64,
-    /// Futex word consumers sleep on; bumped after every commit.
-    pub(crate) not_empty: AtomicU32,
-    /// Consumers asleep on `not_empty` (SeqCst, see `wait.rs`).
-    pub(crate) recv_waiters: AtomicU32,
-    /// Messages committed.
-    pub(crate) sent: AtomicU64,
-    /// Sends that had to sleep.
-    pub(crate) blocked_sends: AtomicU64,
+    /// Next position to claim; changed by CAS only (see the module docs).
+    /// Consumers with nothing to wait for but a new claim sleep on it: a
+    /// producer whose claim finds their flag wakes them after committing.
+    pub(crate) tail: WaitWord,
 }
 
-/// Fields written by consumers, on a cache line of their own.
+/// Written by consumers only, on a cache line of its own.
 #[repr(C, align(64))]
 pub(crate) struct ConsumerLine {
-    /// Next position to take; moved under the lock only.
-    pub(crate) head: AtomicU64,
-    /// Futex word producers sleep on; bumped after every slot freed.
-    pub(crate) not_full: AtomicU32,
-    /// Producers asleep on `not_full`.
-    pub(crate) send_waiters: AtomicU32,
-    /// Messages taken.
-    pub(crate) received: AtomicU64,
-    /// Receives that had to sleep.
-    pub(crate) blocked_recvs: AtomicU64,
-    /// Claims of dead processes taken over (slots skipped or freed).
-    pub(crate) recovered: AtomicU64,
-    /// Times the lock was repaired after its holder died.
-    pub(crate) lock_repairs: AtomicU64,
+    /// Next position to take; changed by CAS only. Producers waiting for
+    /// room sleep on it: a consumer whose claim finds their flag wakes them
+    /// after releasing.
+    pub(crate) head: WaitWord,
+    /// Tombstones taken (so `received = head - tombstones_taken`).
+    pub(crate) tombstones_taken: AtomicU64,
 }
 
-// SAFETY: as for `SlotHeader` (`align(64)` only adds padding).
+// SAFETY: as for `SlotHeader`.
 unsafe impl ShmSafe for ProducerLine {
-    const TYPE_ID: u64 = type_id("shm_queue::ProducerLine/v1");
+    const TYPE_ID: u64 = type_id("shm_queue::ProducerLine/v2");
 }
 // SAFETY: every field is an atomic (padding aside).
 unsafe impl ShmShared for ProducerLine {}
 // SAFETY: as for `SlotHeader`.
 unsafe impl ShmSafe for ConsumerLine {
-    const TYPE_ID: u64 = type_id("shm_queue::ConsumerLine/v1");
+    const TYPE_ID: u64 = type_id("shm_queue::ConsumerLine/v2");
 }
 // SAFETY: every field is an atomic (padding aside).
 unsafe impl ShmShared for ConsumerLine {}
@@ -226,9 +224,6 @@ unsafe impl ShmShared for ConsumerLine {}
 /// The queue's control block.
 #[repr(C)]
 pub(crate) struct Control {
-    /// Guards `head`, `tail`, slot claims and registrations (all atomics,
-    /// so observers read them without the lock). See [`crate::lock`].
-    pub(crate) lock: QueueLock,
     /// Number of slots (read-only after init).
     pub(crate) capacity: AtomicU32,
     /// Largest payload (read-only after init).
@@ -242,16 +237,24 @@ pub(crate) struct Control {
     /// Inode of the creator's PID namespace (0 if unknown): PIDs name
     /// peers, so every user must see the same PIDs.
     pub(crate) pid_ns: AtomicU64,
+    /// Sends that had to sleep (written only on the slow path).
+    pub(crate) blocked_sends: AtomicU64,
+    /// Receives that had to sleep.
+    pub(crate) blocked_recvs: AtomicU64,
+    /// Claims of dead processes recovered (tombstones made, slots freed).
+    pub(crate) recovered: AtomicU64,
+    /// Sends abandoned because the write closure panicked (tombstones).
+    pub(crate) abandoned: AtomicU64,
     pub(crate) producer: ProducerLine,
     pub(crate) consumer: ConsumerLine,
     pub(crate) producers: [Registration; MAX_PEERS],
     pub(crate) consumers: [Registration; MAX_PEERS],
 }
 
-// SAFETY: `#[repr(C)]` of atomics only (the lock is two atomic words): no
-// pointers, any bit pattern valid, all mutation atomic.
+// SAFETY: `#[repr(C)]` of atomics only: no pointers, any bit pattern
+// valid, all mutation atomic.
 unsafe impl ShmSafe for Control {
-    const TYPE_ID: u64 = type_id("shm_queue::Control/v1");
+    const TYPE_ID: u64 = type_id("shm_queue::Control/v2");
 }
 // SAFETY: every field is an atomic (padding aside).
 unsafe impl ShmShared for Control {}
@@ -263,28 +266,30 @@ pub(crate) fn stride_for(slot_size: u32) -> Option<u32> {
         .checked_next_multiple_of(64)
 }
 
-// The offsets docs/layout.md documents (format version 1).
+// The offsets docs/layout.md documents (format version 2).
 #[cfg(not(shm_loom))]
 const _: () = {
     use std::mem::offset_of;
-    assert!(size_of::<Control>() == 2240 && align_of::<Control>() == 64);
-    assert!(size_of::<QueueLock>() == 16);
-    assert!(offset_of!(Control, lock) == 0);
-    assert!(offset_of!(Control, capacity) == 16);
-    assert!(offset_of!(Control, slot_size) == 20);
-    assert!(offset_of!(Control, stride) == 24);
-    assert!(offset_of!(Control, flags) == 28);
-    assert!(offset_of!(Control, message_type) == 32);
-    assert!(offset_of!(Control, pid_ns) == 40);
+    assert!(size_of::<Control>() == 192 + 2 * 64 * MAX_PEERS && align_of::<Control>() == 64);
+    assert!(offset_of!(Control, capacity) == 0);
+    assert!(offset_of!(Control, slot_size) == 4);
+    assert!(offset_of!(Control, stride) == 8);
+    assert!(offset_of!(Control, flags) == 12);
+    assert!(offset_of!(Control, message_type) == 16);
+    assert!(offset_of!(Control, pid_ns) == 24);
+    assert!(offset_of!(Control, blocked_sends) == 32);
+    assert!(offset_of!(Control, blocked_recvs) == 40);
+    assert!(offset_of!(Control, recovered) == 48);
+    assert!(offset_of!(Control, abandoned) == 56);
     assert!(offset_of!(Control, producer) == 64);
     assert!(offset_of!(Control, consumer) == 128);
     assert!(offset_of!(Control, producers) == 192);
-    assert!(offset_of!(Control, consumers) == 192 + 16 * MAX_PEERS);
-    assert!(offset_of!(ProducerLine, not_empty) == 8 && offset_of!(ProducerLine, sent) == 16);
-    assert!(
-        offset_of!(ConsumerLine, not_full) == 8 && offset_of!(ConsumerLine, lock_repairs) == 40
-    );
-    assert!(offset_of!(SlotHeader, seq) == 8 && offset_of!(SlotHeader, owner_start) == 24);
+    assert!(offset_of!(Control, consumers) == 192 + 64 * MAX_PEERS);
+    assert!(offset_of!(ConsumerLine, tombstones_taken) == 8);
+    assert!(size_of::<Registration>() == 64);
+    assert!(offset_of!(Registration, claim_start) == 8);
+    assert!(offset_of!(Registration, claim_len) == 16);
+    assert!(offset_of!(SlotHeader, len) == 8);
 };
 
 /// The inode of this process's PID namespace (`/proc/self/ns/pid` reads
@@ -297,4 +302,29 @@ pub(crate) fn pid_namespace() -> u64 {
             s.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_words_round_trip_and_never_are_zero() {
+        let p = ProcessId {
+            pid: 4_194_303,
+            start: 123_456_789,
+        };
+        assert_eq!(process_of(ident_of(p)), p);
+        let me = ProcessId::current();
+        assert_ne!(ident_of(me), 0);
+        assert_eq!(process_of(ident_of(me)), me);
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for (pos, tag) in [(0, EMPTY), (5, FULL), (MAX_POS, SKIP)] {
+            assert_eq!(decode(state(pos, tag)), (pos, tag));
+        }
+        assert!(state(MAX_POS, SKIP) <= shm_sync::MAX_WAIT_VALUE);
+    }
 }

@@ -101,23 +101,26 @@
 
 mod error;
 mod kill;
-mod lock;
 // `unsafe impl ShmSafe` for the on-segment structs.
 #[allow(unsafe_code)]
 mod layout;
 mod primitive;
+mod queue;
 // Only calls into `slots`, each with its SAFETY argument.
 #[allow(unsafe_code)]
-mod queue;
+mod receiver;
+mod registry;
+mod ring;
+// Only calls into `slots`, each with its SAFETY argument.
+#[allow(unsafe_code)]
+mod sender;
 mod slots;
 mod typed;
 mod wait;
 
 pub use error::{Corrupted, OpenError, RecvError, RegisterError, SendError};
-pub use layout::MAX_PEERS;
-pub use queue::{KIND, MAX_CAPACITY, MAX_SLOT_SIZE, Queue, QueueOptions, Receiver, Sender, Stats};
+pub use layout::{FORMAT_VERSION, MAX_PEERS};
+pub use queue::{KIND, MAX_CAPACITY, MAX_SLOT_SIZE, Queue, QueueOptions, Stats};
+pub use receiver::Receiver;
+pub use sender::Sender;
 pub use typed::{TypedQueue, TypedReceiver, TypedSender};
-
-#[cfg(all(test, shm_loom))]
-#[allow(unsafe_code)]
-mod loom_tests;

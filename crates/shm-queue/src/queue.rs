@@ -1,20 +1,19 @@
-//! The byte-message queue: [`Queue`], [`Sender`], [`Receiver`].
+//! [`Queue`]: creating, opening and validating a queue, its counters, and
+//! closing it. The message path lives in [`crate::ring`] (the slot
+//! protocol), [`crate::wait`] (blocking), [`crate::registry`] (who takes
+//! part) and the two sides, [`crate::sender`] and [`crate::receiver`].
 
 use std::time::{Duration, Instant};
 
 use shm_core::{ProcessId, SegmentId, Shared, SharedOptions};
 
-use crate::error::{Corrupted, OpenError, RecvError, RegisterError, SendError};
-use crate::kill::kill_point;
-use crate::layout::pid_namespace;
+use crate::error::{Corrupted, OpenError};
 use crate::layout::{
-    ABANDONED, Control, FLAG_CLOSED, FLAG_HAD_CONSUMER, FLAG_HAD_PRODUCER, FREE, MAX_PEERS,
-    READING, READY, Registration, SLOT_HEADER, SlotHeader, WRITING, stride_for,
+    Control, FLAG_CLOSED, FORMAT_VERSION, MAX_PEERS, OLD_FORMATS, Registration, SLOT_HEADER,
+    SlotHeader, ident_of, pid_namespace, stride_for,
 };
-use crate::lock::{LockGuard, Stuck};
-use crate::primitive::{AtomicU32, AtomicU64, Ordering};
-use crate::slots;
-use crate::wait::{self, Woke};
+use crate::primitive::Ordering;
+use crate::ring::{Bad, Ring, Side, Slots};
 
 /// Largest slot accepted: 1 GiB.
 pub const MAX_SLOT_SIZE: u32 = 1 << 30;
@@ -22,8 +21,6 @@ pub const MAX_SLOT_SIZE: u32 = 1 << 30;
 pub const MAX_CAPACITY: u32 = 1 << 24;
 /// The kind word recorded in the segment header.
 pub const KIND: &str = "queue";
-/// How long a lock may be held before it is taken for broken.
-pub const LOCK_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Capacity, slot size and permissions of a new queue, and how long `open`
 /// waits for a creator to finish.
@@ -100,49 +97,47 @@ pub struct Stats {
     pub consumers: u64,
     /// Whether the queue was closed.
     pub closed: bool,
-    /// Claims of dead processes taken over.
+    /// Claims of dead processes recovered: positions a producer died
+    /// writing (skipped) and slots a consumer died reading (freed).
     pub recovered: u64,
-    /// Times the lock was repaired after its holder died.
-    pub lock_repairs: u64,
+    /// Sends abandoned because their write closure panicked.
+    pub abandoned: u64,
 }
 
 /// A blocking bounded queue of byte messages between processes.
 ///
 /// The creating handle owns the segment and removes it on drop (change that
 /// with [`Queue::segment_mut`] and [`shm_core::Segment::set_owner`]).
-/// Register a [`Sender`] or [`Receiver`] to take part; see the crate docs for
-/// the exact semantics.
+/// Register a [`crate::Sender`] or [`crate::Receiver`] to take part; see
+/// the crate docs for the exact semantics.
 #[derive(Debug)]
 pub struct Queue {
-    shared: Shared<Control>,
+    pub(crate) shared: Shared<Control>,
     // Validated copies of the configuration: never re-read from the segment.
-    cap: u64,
-    slot_size: usize,
+    pub(crate) cap: u64,
+    pub(crate) slot_size: usize,
     stride: usize,
     slots_offset: usize,
-    name: String,
-    me: ProcessId,
+    pub(crate) name: String,
+    pub(crate) me: ProcessId,
+    /// `me` as a registration identity word.
+    pub(crate) me_ident: u64,
 }
 
-/// What a claim under the lock found.
-enum Claim {
-    /// Positions `start..start+n` are ours.
-    Got { start: u64, n: usize },
-    /// Nothing to claim now (full / empty).
-    None,
-    /// The slot at the front is held by a live peer; wait for it.
-    Busy,
-}
-
-/// The futex word, sleeper count and blocked counter of one side.
-struct Side<'a> {
-    word: &'a AtomicU32,
-    waiters: &'a AtomicU32,
-    blocked: &'a AtomicU64,
+impl Slots for Queue {
+    #[inline]
+    fn header(&self, index: usize) -> Result<&SlotHeader, Bad> {
+        // In bounds by construction (validated at open); the check stays as
+        // a guard against a mapping shorter than validated.
+        self.shared
+            .segment()
+            .view::<SlotHeader>(self.slots_offset + index * self.stride)
+            .map_err(|e| Bad(e.to_string()))
+    }
 }
 
 /// How long an operation may block.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum Wait {
     Try,
     Until(Option<Instant>),
@@ -151,22 +146,6 @@ pub(crate) enum Wait {
 impl Wait {
     pub(crate) fn timeout(d: Duration) -> Self {
         Wait::Until(Instant::now().checked_add(d))
-    }
-}
-
-/// Which registration table.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Producer,
-    Consumer,
-}
-
-impl Role {
-    fn word(self) -> &'static str {
-        match self {
-            Role::Producer => "producers",
-            Role::Consumer => "consumers",
-        }
     }
 }
 
@@ -183,8 +162,9 @@ impl Queue {
     ) -> Result<Queue, OpenError> {
         let (stride, extra) = Self::check_config(id, opts)?;
         let sopts = Self::shared_options(opts).extra(extra);
+        // Indices, flags, tables and slots start as zeros: every slot is
+        // free for the first lap (see the layout docs).
         let shared = Shared::<Control>::create(id, &sopts, |c| {
-            // The lock, indices, flags and tables start as zeros.
             c.capacity.store(opts.capacity, Ordering::Relaxed);
             c.slot_size.store(opts.slot_size, Ordering::Relaxed);
             c.stride.store(stride, Ordering::Relaxed);
@@ -210,8 +190,26 @@ impl Queue {
         opts: &QueueOptions,
         message_type: u64,
     ) -> Result<Queue, OpenError> {
-        let shared = Shared::<Control>::open(id, &Self::shared_options(opts))?;
+        let shared = Shared::<Control>::open(id, &Self::shared_options(opts))
+            .map_err(|e| Self::old_format(id, e))?;
         Self::from_shared(shared, message_type)
+    }
+
+    /// A queue of an earlier format is refused with a message that says so,
+    /// rather than as "another type".
+    fn old_format(id: &SegmentId, e: shm_core::OpenError) -> OpenError {
+        if let shm_core::OpenError::LayoutMismatch { found, .. } = &e
+            && let Some((version, _)) = OLD_FORMATS
+                .iter()
+                .find(|(_, name)| found.type_id == shm_core::type_id(name))
+        {
+            return OpenError::OldFormat {
+                queue: id.to_string(),
+                found: *version,
+                expected: FORMAT_VERSION,
+            };
+        }
+        OpenError::Open(e)
     }
 
     /// Opens the queue if it exists, else creates it; says whether this call
@@ -320,6 +318,7 @@ impl Queue {
         if theirs != 0 && ours != 0 && theirs != ours {
             return Err(OpenError::OtherPidNamespace { queue: name });
         }
+        let me = ProcessId::current();
         Ok(Queue {
             cap: u64::from(cap),
             slot_size: slot_size as usize,
@@ -327,98 +326,100 @@ impl Queue {
             slots_offset: shared.tail_offset(),
             shared,
             name,
-            me: ProcessId::current(),
+            me,
+            me_ident: ident_of(me),
         })
     }
 
-    fn ctl(&self) -> &Control {
+    #[inline]
+    pub(crate) fn ctl(&self) -> &Control {
         self.shared.get()
     }
 
-    fn corrupted(&self, detail: impl Into<String>) -> Corrupted {
+    /// The slot protocol, from this process.
+    #[inline]
+    pub(crate) fn ring(&self) -> Ring<'_, Queue> {
+        Ring {
+            ctl: self.ctl(),
+            slots: self,
+            cap: self.cap,
+            me: self.me_ident,
+        }
+    }
+
+    pub(crate) fn corrupted(&self, detail: impl Into<String>) -> Corrupted {
         Corrupted {
             queue: self.name.clone(),
             detail: detail.into(),
         }
     }
 
-    fn slot_offset(&self, pos: u64) -> usize {
-        self.slots_offset + (pos % self.cap) as usize * self.stride
+    /// A [`Bad`] from the slot protocol, named.
+    pub(crate) fn bad(&self, bad: Bad) -> Corrupted {
+        self.corrupted(bad.0)
     }
 
-    fn slot(&self, pos: u64) -> Result<&SlotHeader, Corrupted> {
-        // In bounds by construction (validated at open); the check stays as
-        // a guard against a mapping shorter than validated.
+    /// Entry `index` of the producers' or the consumers' table.
+    #[inline]
+    pub(crate) fn registration(&self, producer: bool, index: usize) -> &Registration {
+        let c = self.ctl();
+        let table = if producer { &c.producers } else { &c.consumers };
+        &table[index % MAX_PEERS]
+    }
+
+    /// The slot index of `pos` (a mask for a power-of-two capacity, the
+    /// usual case: no division on the message path).
+    #[inline]
+    pub(crate) fn index_of(&self, pos: u64) -> usize {
+        (if self.cap.is_power_of_two() {
+            pos & (self.cap - 1)
+        } else {
+            pos % self.cap
+        }) as usize
+    }
+
+    #[inline]
+    fn slot_of(&self, pos: u64) -> Result<&SlotHeader, Corrupted> {
+        self.header(self.index_of(pos)).map_err(|b| self.bad(b))
+    }
+
+    /// The payload of the slot of `pos`, `slot_size` bytes.
+    #[inline]
+    pub(crate) fn payload_ptr(&self, pos: u64) -> Result<*mut u8, Corrupted> {
+        let index = self.index_of(pos);
         self.shared
             .segment()
-            .view::<SlotHeader>(self.slot_offset(pos))
+            .ptr_at(
+                self.slots_offset + index * self.stride + SLOT_HEADER,
+                self.slot_size,
+            )
             .map_err(|e| self.corrupted(e.to_string()))
     }
 
-    fn payload_ptr(&self, pos: u64) -> Result<*mut u8, Corrupted> {
-        self.shared
-            .segment()
-            .ptr_at(self.slot_offset(pos) + SLOT_HEADER, self.slot_size)
-            .map_err(|e| self.corrupted(e.to_string()))
+    /// Stores the length of the message being written for `pos`.
+    #[inline]
+    pub(crate) fn set_len(&self, pos: u64, len: usize) -> Result<(), Corrupted> {
+        self.slot_of(pos)?.len.store(len as u32, Ordering::Relaxed);
+        Ok(())
     }
 
-    /// Takes the queue lock; after a holder died, validates the indices
-    /// (the protocol needs no other repair: see the layout docs).
-    ///
-    /// Critical sections are a few dozen instructions, so a lock held for
-    /// [`LOCK_PATIENCE`] is not contention: its holder is stopped or the
-    /// lock word is garbage. That is reported as corruption instead of
-    /// waiting forever.
-    fn lock(&self) -> Result<LockGuard<'_>, Corrupted> {
-        self.intact()?;
-        let me = self.me;
-        match self
-            .ctl()
-            .lock
-            .lock(me, LOCK_PATIENCE, |p| p == me || p.is_alive())
-        {
-            Ok((g, false)) => Ok(g),
-            Ok((g, true)) => {
-                kill_point("repair:locked");
-                self.indices()?;
-                self.ctl()
-                    .consumer
-                    .lock_repairs
-                    .fetch_add(1, Ordering::Relaxed);
-                Ok(g)
-            }
-            Err(Stuck { pid }) => Err(self.corrupted(format!(
-                "its lock has been held by pid {pid} for over {LOCK_PATIENCE:?} (that process is stopped, or the lock word was overwritten)"
-            ))),
+    /// The length of the committed message of claimed `pos`, checked.
+    #[inline]
+    pub(crate) fn msg_len(&self, pos: u64) -> Result<usize, Corrupted> {
+        let len = self.slot_of(pos)?.len.load(Ordering::Relaxed) as usize;
+        if len > self.slot_size {
+            return Err(self.corrupted(format!(
+                "message length {len} at position {pos} exceeds the slot size {}",
+                self.slot_size
+            )));
         }
-    }
-
-    /// Without the lock: is the message at `head` committed (or a claim to
-    /// skip)? The re-check of a receiver about to sleep; a hint, the claim
-    /// decides.
-    fn message_at_head(&self) -> bool {
-        let c = self.ctl();
-        let head = c.consumer.head.load(Ordering::Acquire);
-        let tail = c.producer.tail.load(Ordering::Acquire);
-        head < tail
-            && self
-                .slot(head)
-                .is_ok_and(|s| matches!(s.state(), READY | ABANDONED))
-    }
-
-    /// Without the lock: is the slot at `tail` free with room in the ring?
-    /// The re-check of a sender about to sleep; a hint, the claim decides.
-    fn room_at_tail(&self) -> bool {
-        let c = self.ctl();
-        let head = c.consumer.head.load(Ordering::Acquire);
-        let tail = c.producer.tail.load(Ordering::Acquire);
-        tail >= head && tail - head < self.cap && self.slot(tail).is_ok_and(|s| s.state() == FREE)
+        Ok(len)
     }
 
     /// Fails in a child that inherited this handle across `fork`: it would
     /// act under the parent's identity. (Checked where a syscall is cheap
     /// next to what surrounds it: registering and sleeping.)
-    fn check_fork(&self) -> Result<(), Corrupted> {
+    pub(crate) fn check_fork(&self) -> Result<(), Corrupted> {
         if std::process::id() == self.me.pid {
             Ok(())
         } else {
@@ -431,7 +432,8 @@ impl Queue {
     }
 
     /// Fails once another process truncated the segment under our mapping.
-    fn intact(&self) -> Result<(), Corrupted> {
+    #[inline]
+    pub(crate) fn intact(&self) -> Result<(), Corrupted> {
         if self.shared.segment().is_truncated() {
             Err(self.corrupted("it was truncated by another process after it was mapped"))
         } else {
@@ -439,267 +441,33 @@ impl Queue {
         }
     }
 
-    /// `(head, tail)`, validated.
-    fn indices(&self) -> Result<(u64, u64), Corrupted> {
-        let c = self.ctl();
-        let head = c.consumer.head.load(Ordering::Acquire);
-        let tail = c.producer.tail.load(Ordering::Acquire);
-        // `tail` must leave room for `tail + capacity` (positions are never
-        // near 2^64 in a real queue: that is a million years at 10^8/s).
-        if head > tail || tail - head > self.cap || tail > u64::MAX - self.cap {
-            return Err(self.corrupted(format!(
-                "head {head} and tail {tail} are impossible for capacity {}",
-                self.cap
-            )));
-        }
-        Ok((head, tail))
+    /// Wakes every process asleep on the queue, for an event they find in
+    /// their re-check rather than in a slot (close, a peer gone): long
+    /// sleeps are on `tail` (consumers) and `head` (producers); naps on a
+    /// slot end by themselves within [`crate::wait::HELD_NAP`].
+    pub(crate) fn nudge_all(&self) {
+        let ring = self.ring();
+        ring.index(Side::Send).nudge();
+        ring.index(Side::Recv).nudge();
     }
 
-    fn owner_alive(&self, slot: &SlotHeader) -> bool {
-        let owner = slot.owner();
-        owner == self.me || owner.is_alive()
-    }
-
-    fn claim_for(&self, slot: &SlotHeader, pos: u64, state: u32) {
-        slot.claim(self.me, pos, state);
-    }
-
-    /// Under the lock: claims up to `max` positions at `tail` for writing.
-    fn claim_send(&self, max: usize, check_owners: bool) -> Result<Claim, SendError> {
-        let _g = self.lock()?;
-        kill_point("send:locked");
-        let c = self.ctl();
-        if c.flags.load(Ordering::Relaxed) & FLAG_CLOSED != 0 {
-            return Err(SendError::Closed);
-        }
-        let (head, tail) = self.indices()?;
-        let room = (self.cap - (tail - head)).min(max as u64);
-        let mut n = 0u64;
-        while n < room {
-            let pos = tail + n;
-            let slot = self.slot(pos)?;
-            let state = slot.state();
-            let seq = slot.seq.load(Ordering::Relaxed);
-            let free = match state {
-                FREE => true,
-                // A claim of this very position whose claimer died before
-                // moving `tail`: it never happened.
-                WRITING | READING if seq == pos => true,
-                // A consumer still copying out the previous lap's message.
-                READING if seq.wrapping_add(self.cap) == pos => {
-                    if check_owners && !self.owner_alive(slot) {
-                        c.consumer.recovered.fetch_add(1, Ordering::Relaxed);
-                        true
-                    } else {
-                        false
-                    }
-                }
-                _ => {
-                    return Err(self
-                        .corrupted(format!(
-                            "slot for position {pos} has state {state} and sequence {seq}"
-                        ))
-                        .into());
-                }
-            };
-            if !free {
-                break;
-            }
-            self.claim_for(slot, pos, WRITING);
-            n += 1;
-        }
-        if n == 0 {
-            return Ok(if room == 0 { Claim::None } else { Claim::Busy });
-        }
-        kill_point("send:claimed");
-        c.producer.tail.store(tail + n, Ordering::Release);
-        Ok(Claim::Got {
-            start: tail,
-            n: n as usize,
-        })
-    }
-
-    /// Under the lock: claims up to `max` committed messages at `head`.
-    fn claim_recv(&self, max: usize, check_owners: bool) -> Result<Claim, RecvError> {
-        let _g = self.lock()?;
-        kill_point("recv:locked");
-        let c = self.ctl();
-        let (mut head, tail) = self.indices()?;
-        let start_head = head;
-        let mut n = 0u64;
-        let mut freed = false;
-        while head + n < tail && n < max as u64 {
-            let pos = head + n;
-            let slot = self.slot(pos)?;
-            let state = slot.state();
-            let seq = slot.seq.load(Ordering::Relaxed);
-            if seq != pos {
-                return Err(self
-                    .corrupted(format!("slot for position {pos} carries sequence {seq}"))
-                    .into());
-            }
-            match state {
-                // READING at `head`: a claim whose claimer died before moving
-                // `head`; the message is still whole.
-                READY | READING => {
-                    let len = slot.len.load(Ordering::Relaxed) as usize;
-                    if len > self.slot_size {
-                        return Err(self
-                            .corrupted(format!(
-                                "message length {len} exceeds the slot size {}",
-                                self.slot_size
-                            ))
-                            .into());
-                    }
-                    self.claim_for(slot, pos, READING);
-                    n += 1;
-                }
-                WRITING | ABANDONED if n == 0 => {
-                    let dead = state == ABANDONED || (check_owners && !self.owner_alive(slot));
-                    if !dead {
-                        break;
-                    }
-                    // Skip a claim its producer will never commit.
-                    slot.reclaim();
-                    c.consumer.recovered.fetch_add(1, Ordering::Relaxed);
-                    head += 1;
-                    freed = true;
-                }
-                WRITING | ABANDONED => break,
-                _ => {
-                    return Err(self
-                        .corrupted(format!("slot for position {pos} has state {state}"))
-                        .into());
-                }
-            }
-        }
-        if head + n != start_head {
-            kill_point("recv:claimed");
-            c.consumer.head.store(head + n, Ordering::Release);
-        }
-        if freed {
-            wait::notify(&c.consumer.not_full, &c.consumer.send_waiters, true);
-        }
-        if n > 0 {
-            Ok(Claim::Got {
-                start: head,
-                n: n as usize,
-            })
-        } else if head < tail {
-            Ok(Claim::Busy)
-        } else {
-            Ok(Claim::None)
-        }
-    }
-
-    /// Under the lock: clears registrations of dead processes. Returns the
-    /// live (producers, consumers).
-    fn reap_dead(&self) -> Result<(u64, u64), Corrupted> {
-        let _g = self.lock()?;
-        kill_point("reap:locked");
-        let c = self.ctl();
-        let mut live = [0u64; 2];
-        for (i, table) in [&c.producers, &c.consumers].into_iter().enumerate() {
-            for r in table.iter() {
-                match r.holder() {
-                    Some(who) if who.is_alive() => live[i] += 1,
-                    Some(_) => r.clear(),
-                    None => {}
-                }
-            }
-        }
-        Ok((live[0], live[1]))
-    }
-
-    /// Registered entries whose pid is set (no liveness check: cheap).
-    fn registered(&self, role: Role) -> usize {
-        let table = match role {
-            Role::Producer => &self.ctl().producers,
-            Role::Consumer => &self.ctl().consumers,
-        };
-        table.iter().filter(|r| r.holder().is_some()).count()
-    }
-
-    fn register(&self, role: Role) -> Result<usize, RegisterError> {
-        self.check_fork()?;
-        for attempt in 0..2 {
-            if attempt == 1 {
-                self.reap_dead()?;
-            }
-            let _g = self.lock()?;
-            kill_point("register:locked");
-            let c = self.ctl();
-            if c.flags.load(Ordering::Relaxed) & FLAG_CLOSED != 0 {
-                return Err(RegisterError::Closed);
-            }
-            let (table, flag) = match role {
-                Role::Producer => (&c.producers, FLAG_HAD_PRODUCER),
-                Role::Consumer => (&c.consumers, FLAG_HAD_CONSUMER),
-            };
-            if let Some((i, r)) = table.iter().enumerate().find(|(_, r)| r.holder().is_none()) {
-                r.take(self.me);
-                kill_point("register:taken");
-                c.flags.fetch_or(flag, Ordering::Release);
-                return Ok(i);
-            }
-        }
-        Err(RegisterError::TooMany {
-            queue: self.name.clone(),
-            role: role.word(),
-        })
-    }
-
-    fn unregister(&self, role: Role, index: usize) {
-        let c = self.ctl();
-        let table = match role {
-            Role::Producer => &c.producers,
-            Role::Consumer => &c.consumers,
-        };
-        // A corrupted lock leaves the entry to the dead-peer sweep.
-        if let Ok(_g) = self.lock()
-            && {
-                kill_point("unregister:locked");
-                true
-            }
-            && let Some(r) = table.get(index)
-            && r.holder() == Some(self.me)
-        {
-            r.clear();
-        }
-        // Peers of the other side may now be disconnected.
-        wait::notify(&c.producer.not_empty, &c.producer.recv_waiters, true);
-        wait::notify(&c.consumer.not_full, &c.consumer.send_waiters, true);
-    }
-
-    /// Registers a producer.
-    pub fn sender(&self) -> Result<Sender<'_>, RegisterError> {
-        let index = self.register(Role::Producer)?;
-        Ok(Sender { queue: self, index })
-    }
-
-    /// Registers a consumer.
-    pub fn receiver(&self) -> Result<Receiver<'_>, RegisterError> {
-        let index = self.register(Role::Consumer)?;
-        Ok(Receiver { queue: self, index })
+    /// Whether the queue was closed.
+    #[inline]
+    pub fn is_closed(&self) -> bool {
+        self.ctl().flags.load(Ordering::Acquire) & FLAG_CLOSED != 0
     }
 
     /// Closes the queue: sends fail with `Closed`, receivers drain what is
     /// left and then get `Closed`, and no one can register.
     pub fn close(&self) {
-        let c = self.ctl();
-        c.flags.fetch_or(FLAG_CLOSED, Ordering::SeqCst);
-        wait::notify(&c.producer.not_empty, &c.producer.recv_waiters, true);
-        wait::notify(&c.consumer.not_full, &c.consumer.send_waiters, true);
+        self.ctl().flags.fetch_or(FLAG_CLOSED, Ordering::AcqRel);
+        self.nudge_all();
     }
 
-    /// Whether the queue was closed.
-    pub fn is_closed(&self) -> bool {
-        self.ctl().flags.load(Ordering::Acquire) & FLAG_CLOSED != 0
-    }
-
-    /// Messages in the queue now.
+    /// Messages in the queue now (claimed by producers, not yet taken).
     pub fn len(&self) -> usize {
-        self.indices().map_or(0, |(h, t)| (t - h) as usize)
+        let (head, tail) = self.ring().positions();
+        tail.saturating_sub(head).min(self.cap) as usize
     }
 
     /// Whether the queue is empty now.
@@ -717,31 +485,30 @@ impl Queue {
         self.slot_size
     }
 
-    /// The counters, read without the lock and without registering: an
-    /// observer never disturbs the queue (taking the lock could even find
-    /// a dead holder and would then owe the repair).
+    /// The counters, read without taking part: an observer writes nothing
+    /// to the segment.
+    ///
+    /// The message path keeps no counter of its own (a shared counter
+    /// would be one more cache line both sides write): `sent` and
+    /// `received` are the positions `tail` and `head` less the tombstones
+    /// among them, and a send in progress counts as sent.
     pub fn stats(&self) -> Stats {
         let c = self.ctl();
-        let live = |t: &[Registration; MAX_PEERS]| {
-            t.iter()
-                .filter(|r| r.holder().is_some_and(|p| p.is_alive()))
-                .count() as u64
-        };
-        let head = c.consumer.head.load(Ordering::Relaxed);
-        let tail = c.producer.tail.load(Ordering::Relaxed);
+        let (head, tail) = self.ring().positions();
+        let taken = c.consumer.tombstones_taken.load(Ordering::Relaxed);
         Stats {
             len: tail.saturating_sub(head).min(self.cap),
             capacity: self.cap,
             slot_size: self.slot_size as u64,
-            sent: c.producer.sent.load(Ordering::Relaxed),
-            received: c.consumer.received.load(Ordering::Relaxed),
-            blocked_sends: c.producer.blocked_sends.load(Ordering::Relaxed),
-            blocked_recvs: c.consumer.blocked_recvs.load(Ordering::Relaxed),
-            producers: live(&c.producers),
-            consumers: live(&c.consumers),
+            sent: tail.saturating_sub(taken),
+            received: head.saturating_sub(taken),
+            blocked_sends: c.blocked_sends.load(Ordering::Relaxed),
+            blocked_recvs: c.blocked_recvs.load(Ordering::Relaxed),
+            producers: self.live(true),
+            consumers: self.live(false),
             closed: self.is_closed(),
-            recovered: c.consumer.recovered.load(Ordering::Relaxed),
-            lock_repairs: c.consumer.lock_repairs.load(Ordering::Relaxed),
+            recovered: c.recovered.load(Ordering::Relaxed),
+            abandoned: c.abandoned.load(Ordering::Relaxed),
         }
     }
 
@@ -758,508 +525,5 @@ impl Queue {
     /// Removes the queue's segment now (mappings stay valid until dropped).
     pub fn remove(&self) -> std::io::Result<()> {
         self.shared.segment().remove()
-    }
-
-    // ----- the two blocking loops -----
-
-    /// Claims up to `max` slots for writing, blocking per `wait`.
-    fn acquire_send(&self, max: usize, how: Wait) -> Result<(u64, usize), SendError> {
-        let c = self.ctl();
-        let side = Side {
-            word: &c.consumer.not_full,
-            waiters: &c.consumer.send_waiters,
-            blocked: &c.producer.blocked_sends,
-        };
-        self.acquire(
-            side,
-            how,
-            |check| self.claim_send(max, check),
-            || self.room_at_tail(),
-            // Full or blocked by a slow consumer: only a queue whose every
-            // consumer left is a reason to stop waiting.
-            |_| {
-                (c.flags.load(Ordering::Acquire) & FLAG_HAD_CONSUMER != 0
-                    && self.registered(Role::Consumer) == 0)
-                    .then_some(SendError::Disconnected)
-            },
-            (SendError::Full, SendError::Timeout),
-        )
-    }
-
-    /// Claims up to `max` committed messages, blocking per `wait`.
-    fn acquire_recv(&self, max: usize, how: Wait) -> Result<(u64, usize), RecvError> {
-        let c = self.ctl();
-        let side = Side {
-            word: &c.producer.not_empty,
-            waiters: &c.producer.recv_waiters,
-            blocked: &c.consumer.blocked_recvs,
-        };
-        self.acquire(
-            side,
-            how,
-            |check| self.claim_recv(max, check),
-            || self.message_at_head(),
-            // Closed or disconnected matter only once the queue is drained.
-            |claim| {
-                if !matches!(claim, Claim::None) {
-                    return None;
-                }
-                let flags = c.flags.load(Ordering::Acquire);
-                if flags & FLAG_CLOSED != 0 {
-                    Some(RecvError::Closed)
-                } else if flags & FLAG_HAD_PRODUCER != 0 && self.registered(Role::Producer) == 0 {
-                    Some(RecvError::Disconnected)
-                } else {
-                    None
-                }
-            },
-            (RecvError::Empty, RecvError::Timeout),
-        )
-    }
-
-    /// The blocking loop both sides share: claim; if nothing was claimed,
-    /// stop if `stop` says so, else spin and sleep on the side's futex word
-    /// (counting the sleep once), look for dead peers after each liveness
-    /// slice, and give up at the deadline after one last claim.
-    fn acquire<E: From<Corrupted>>(
-        &self,
-        side: Side<'_>,
-        how: Wait,
-        claim: impl Fn(bool) -> Result<Claim, E>,
-        ready: impl Fn() -> bool,
-        stop: impl Fn(&Claim) -> Option<E>,
-        (would_block, timed_out): (E, E),
-    ) -> Result<(u64, usize), E> {
-        let mut counted = false;
-        // Dead claimants are looked for once per liveness slice, however
-        // often the futex word changes meanwhile.
-        let mut last_sweep = Instant::now();
-        let mut check_owners = false;
-        loop {
-            let seen = side.word.load(Ordering::Acquire);
-            let got = claim(check_owners)?;
-            check_owners = false;
-            if let Claim::Got { start, n } = got {
-                return Ok((start, n));
-            }
-            if let Some(e) = stop(&got) {
-                // The last producer may have committed and left between our
-                // claim and the look at the registrations: seeing it gone
-                // (Acquire), one more claim sees what it committed.
-                match claim(true)? {
-                    Claim::Got { start, n } => return Ok((start, n)),
-                    Claim::None => return Err(e),
-                    Claim::Busy => {}
-                }
-            }
-            let deadline = match how {
-                Wait::Try => return Err(would_block),
-                Wait::Until(d) => d,
-            };
-            if !counted {
-                side.blocked.fetch_add(1, Ordering::Relaxed);
-                counted = true;
-            }
-            match wait::block(side.word, side.waiters, seen, deadline, &ready) {
-                Woke::Changed | Woke::Liveness => {}
-                Woke::Deadline => {
-                    // One last look before giving up.
-                    return match claim(true)? {
-                        Claim::Got { start, n } => Ok((start, n)),
-                        _ => Err(timed_out),
-                    };
-                }
-            }
-            if last_sweep.elapsed() >= wait::LIVENESS {
-                self.check_fork()?;
-                self.reap_dead()?;
-                check_owners = true;
-                last_sweep = Instant::now();
-            }
-        }
-    }
-
-    /// Publishes written slots `start..start+n` with their lengths.
-    fn commit_send(&self, start: u64, lens: impl Iterator<Item = usize>) -> Result<(), SendError> {
-        let c = self.ctl();
-        let mut n = 0;
-        for (i, len) in lens.enumerate() {
-            let pos = start + i as u64;
-            if !self.slot(pos)?.commit(pos, len as u32) {
-                return Err(self
-                    .corrupted(format!(
-                        "the claim on position {pos} was taken over while it was being written"
-                    ))
-                    .into());
-            }
-            n += 1;
-        }
-        c.producer.sent.fetch_add(n, Ordering::Relaxed);
-        // A sleeping receiver's re-check sees the READY slot itself.
-        wait::notify_changed(&c.producer.not_empty, &c.producer.recv_waiters, n > 1);
-        Ok(())
-    }
-
-    /// Frees read slots `start..start+n`.
-    fn release_recv(&self, start: u64, n: usize) -> Result<(), RecvError> {
-        let c = self.ctl();
-        let mut lost = None;
-        for pos in start..start + n as u64 {
-            if !self.slot(pos)?.release(pos) {
-                lost.get_or_insert(pos);
-            }
-        }
-        if let Some(pos) = lost {
-            return Err(self
-                .corrupted(format!(
-                    "the claim on position {pos} was taken over while it was being read"
-                ))
-                .into());
-        }
-        c.consumer.received.fetch_add(n as u64, Ordering::Relaxed);
-        // A sleeping sender's re-check sees the FREE slot itself.
-        wait::notify_changed(&c.consumer.not_full, &c.consumer.send_waiters, n > 1);
-        Ok(())
-    }
-
-    /// Marks claimed-but-unwritten slots abandoned (a panicking closure).
-    fn abandon(&self, start: u64, n: usize) {
-        for i in 0..n as u64 {
-            if let Ok(slot) = self.slot(start + i) {
-                slot.state.store(ABANDONED, Ordering::Release);
-            }
-        }
-        let c = self.ctl();
-        wait::notify(&c.producer.not_empty, &c.producer.recv_waiters, true);
-    }
-
-    fn msg_len(&self, pos: u64) -> Result<usize, RecvError> {
-        let len = self.slot(pos)?.len.load(Ordering::Relaxed) as usize;
-        // Checked at claim time; a hostile write since then is caught here.
-        if len > self.slot_size {
-            return Err(self
-                .corrupted(format!(
-                    "message length {len} exceeds the slot size {}",
-                    self.slot_size
-                ))
-                .into());
-        }
-        Ok(len)
-    }
-}
-
-/// Releases a claim if the code between claim and commit unwinds.
-struct ClaimGuard<'a> {
-    queue: &'a Queue,
-    start: u64,
-    n: usize,
-    write: bool,
-}
-
-impl Drop for ClaimGuard<'_> {
-    fn drop(&mut self) {
-        if self.n == 0 {
-            return;
-        }
-        if self.write {
-            self.queue.abandon(self.start, self.n);
-        } else {
-            // The messages were taken; free the slots so producers go on.
-            let _ = self.queue.release_recv(self.start, self.n);
-        }
-    }
-}
-
-/// A registered producer. Dropping it unregisters; when the last producer
-/// is gone, receivers get [`RecvError::Disconnected`] after draining.
-///
-/// A `Sender` belongs to the process that registered it: do not carry it
-/// across `fork`.
-#[derive(Debug)]
-pub struct Sender<'q> {
-    queue: &'q Queue,
-    index: usize,
-}
-
-impl Sender<'_> {
-    fn send_inner(&self, msg: &[u8], how: Wait) -> Result<(), SendError> {
-        self.send_in_place(msg.len(), how, |buf| {
-            // In two halves, so a kill point can stop a send mid-copy.
-            let half = msg.len() / 2;
-            buf[..half].copy_from_slice(&msg[..half]);
-            kill_point("send:writing");
-            buf[half..].copy_from_slice(&msg[half..]);
-        })
-    }
-
-    fn send_in_place<R>(
-        &self,
-        len: usize,
-        how: Wait,
-        write: impl FnOnce(&mut [u8]) -> R,
-    ) -> Result<R, SendError> {
-        let q = self.queue;
-        if len > q.slot_size {
-            return Err(SendError::TooLarge {
-                len,
-                max: q.slot_size,
-            });
-        }
-        let (start, n) = q.acquire_send(1, how)?;
-        let mut guard = ClaimGuard {
-            queue: q,
-            start,
-            n,
-            write: true,
-        };
-        let ptr = q.payload_ptr(start)?;
-        // SAFETY: `ptr` is the payload of slot `start`, in bounds for
-        // `slot_size >= len` bytes (`payload_ptr` checked), and we hold its
-        // WRITING claim until `commit_send` below.
-        let out = write(unsafe { slots::payload_mut(ptr, len) });
-        guard.n = 0;
-        kill_point("send:written");
-        q.commit_send(start, std::iter::once(len))?;
-        Ok(out)
-    }
-
-    /// Sends, blocking while the queue is full.
-    pub fn send(&self, msg: &[u8]) -> Result<(), SendError> {
-        self.send_inner(msg, Wait::Until(None))
-    }
-
-    /// Sends if there is room now.
-    pub fn try_send(&self, msg: &[u8]) -> Result<(), SendError> {
-        self.send_inner(msg, Wait::Try)
-    }
-
-    /// Sends, blocking at most `timeout`.
-    pub fn send_timeout(&self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
-        self.send_inner(msg, Wait::timeout(timeout))
-    }
-
-    /// Zero-copy send: `write` fills the slot in place with a message of
-    /// exactly `len` bytes. If `write` panics the claim is abandoned and
-    /// nothing is sent.
-    pub fn send_with<R>(
-        &self,
-        len: usize,
-        write: impl FnOnce(&mut [u8]) -> R,
-    ) -> Result<R, SendError> {
-        self.send_in_place(len, Wait::Until(None), write)
-    }
-
-    /// Sends every message of `msgs` in order, claiming as many slots per
-    /// lock as are free. Blocks while the queue is full. On an error, the
-    /// messages before the returned count were sent.
-    pub fn send_batch(&self, msgs: &[&[u8]]) -> Result<(), (usize, SendError)> {
-        let q = self.queue;
-        if let Some(m) = msgs.iter().find(|m| m.len() > q.slot_size) {
-            return Err((
-                0,
-                SendError::TooLarge {
-                    len: m.len(),
-                    max: q.slot_size,
-                },
-            ));
-        }
-        let mut done = 0;
-        while done < msgs.len() {
-            let (start, n) = q
-                .acquire_send(msgs.len() - done, Wait::Until(None))
-                .map_err(|e| (done, e))?;
-            let mut guard = ClaimGuard {
-                queue: q,
-                start,
-                n,
-                write: true,
-            };
-            for (i, m) in msgs[done..done + n].iter().enumerate() {
-                let ptr = q
-                    .payload_ptr(start + i as u64)
-                    .map_err(|e| (done, e.into()))?;
-                // SAFETY: the payload of a slot we hold a WRITING claim on,
-                // in bounds for `slot_size >= m.len()` bytes.
-                unsafe { slots::payload_mut(ptr, m.len()) }.copy_from_slice(m);
-            }
-            guard.n = 0;
-            q.commit_send(start, msgs[done..done + n].iter().map(|m| m.len()))
-                .map_err(|e| (done, e))?;
-            done += n;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn send_value<T: shm_core::ShmSafe + Copy>(
-        &self,
-        value: T,
-        how: Wait,
-    ) -> Result<(), SendError> {
-        self.send_in_place(size_of::<T>(), how, |buf| {
-            // SAFETY: `buf` is the claimed payload, exactly `size_of::<T>()`
-            // bytes long.
-            unsafe { slots::write_value(buf.as_mut_ptr(), value) }
-        })
-    }
-
-    /// The queue.
-    pub fn queue(&self) -> &Queue {
-        self.queue
-    }
-}
-
-impl Drop for Sender<'_> {
-    fn drop(&mut self) {
-        self.queue.unregister(Role::Producer, self.index);
-    }
-}
-
-/// A registered consumer. Dropping it unregisters; when the last consumer
-/// is gone, senders get [`SendError::Disconnected`].
-///
-/// A `Receiver` belongs to the process that registered it: do not carry it
-/// across `fork`.
-#[derive(Debug)]
-pub struct Receiver<'q> {
-    queue: &'q Queue,
-    index: usize,
-}
-
-impl Receiver<'_> {
-    fn recv_in_place<R>(&self, how: Wait, read: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
-        let q = self.queue;
-        let (start, n) = q.acquire_recv(1, how)?;
-        let mut guard = ClaimGuard {
-            queue: q,
-            start,
-            n,
-            write: false,
-        };
-        let len = q.msg_len(start)?;
-        let ptr = q.payload_ptr(start)?;
-        kill_point("recv:reading");
-        // SAFETY: the payload of slot `start`, in bounds for `slot_size >=
-        // len` bytes, under our READING claim until `release_recv`.
-        let out = read(unsafe { slots::payload(ptr, len) });
-        // Bytes read from pages lost to a truncation are zeros: not a message.
-        q.intact()?;
-        kill_point("recv:read");
-        guard.n = 0;
-        q.release_recv(start, n)?;
-        Ok(out)
-    }
-
-    /// Receives the next message, blocking while the queue is empty.
-    pub fn recv(&self) -> Result<Vec<u8>, RecvError> {
-        self.recv_in_place(Wait::Until(None), <[u8]>::to_vec)
-    }
-
-    /// Receives if a message is there now.
-    pub fn try_recv(&self) -> Result<Vec<u8>, RecvError> {
-        self.recv_in_place(Wait::Try, <[u8]>::to_vec)
-    }
-
-    /// Receives, blocking at most `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
-        self.recv_in_place(Wait::timeout(timeout), <[u8]>::to_vec)
-    }
-
-    /// Receives into `buf`, returning the message's length. `buf` must be
-    /// at least [`Queue::slot_size`] long, so that no message can be cut;
-    /// a shorter one is refused with [`RecvError::BufferTooSmall`] before
-    /// anything is taken.
-    pub fn recv_into(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        if buf.len() < self.queue.slot_size {
-            return Err(RecvError::BufferTooSmall {
-                len: self.queue.slot_size,
-                buf: buf.len(),
-            });
-        }
-        self.recv_in_place(Wait::Until(None), |m| {
-            buf[..m.len()].copy_from_slice(m);
-            m.len()
-        })
-    }
-
-    /// Zero-copy receive: `read` sees the message in place in its slot.
-    pub fn recv_with<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
-        self.recv_in_place(Wait::Until(None), read)
-    }
-
-    /// Zero-copy receive with a deadline.
-    pub fn recv_with_timeout<R>(
-        &self,
-        timeout: Duration,
-        read: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R, RecvError> {
-        self.recv_in_place(Wait::timeout(timeout), read)
-    }
-
-    /// Receives up to `max` messages under one lock, blocking until at
-    /// least one is there, and appends them to `out`. Returns how many.
-    pub fn recv_batch(&self, out: &mut Vec<Vec<u8>>, max: usize) -> Result<usize, RecvError> {
-        let q = self.queue;
-        let (start, n) = q.acquire_recv(max.max(1), Wait::Until(None))?;
-        let mut guard = ClaimGuard {
-            queue: q,
-            start,
-            n,
-            write: false,
-        };
-        // Check every length before taking any message, so an error never
-        // leaves half the batch in `out`.
-        let lens = (0..n as u64)
-            .map(|i| q.msg_len(start + i))
-            .collect::<Result<Vec<_>, _>>()?;
-        for (i, len) in lens.into_iter().enumerate() {
-            let ptr = q.payload_ptr(start + i as u64)?;
-            // SAFETY: the payload of a slot under our READING claim, in
-            // bounds for `slot_size >= len` bytes.
-            out.push(unsafe { slots::payload(ptr, len) }.to_vec());
-        }
-        guard.n = 0;
-        q.release_recv(start, n)?;
-        Ok(n)
-    }
-
-    pub(crate) fn recv_value<T: shm_core::ShmSafe + Copy>(
-        &self,
-        how: Wait,
-    ) -> Result<T, RecvError> {
-        let q = self.queue;
-        let (start, n) = q.acquire_recv(1, how)?;
-        let mut guard = ClaimGuard {
-            queue: q,
-            start,
-            n,
-            write: false,
-        };
-        let len = q.msg_len(start)?;
-        if len != size_of::<T>() {
-            return Err(q
-                .corrupted(format!(
-                    "typed message of {len} bytes, expected {}",
-                    size_of::<T>()
-                ))
-                .into());
-        }
-        let ptr = q.payload_ptr(start)?;
-        // SAFETY: `size_of::<T>()` bytes of a payload under our READING
-        // claim (length checked above, in bounds by `payload_ptr`).
-        let value = unsafe { slots::read_value::<T>(ptr) };
-        guard.n = 0;
-        q.release_recv(start, n)?;
-        Ok(value)
-    }
-
-    /// The queue.
-    pub fn queue(&self) -> &Queue {
-        self.queue
-    }
-}
-
-impl Drop for Receiver<'_> {
-    fn drop(&mut self) {
-        self.queue.unregister(Role::Consumer, self.index);
     }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use shm_core::{SegmentId, ShmSafe};
 
 use crate::error::{OpenError, RecvError, RegisterError, SendError};
-use crate::queue::{Queue, QueueOptions, Receiver, Sender, Stats, Wait};
+use crate::queue::{Queue, QueueOptions, Stats, Wait};
+use crate::{Receiver, Sender};
 
 /// A queue of `T` values. The message type's [`ShmSafe::TYPE_ID`] is
 /// recorded in the segment; opening with another `T` fails with

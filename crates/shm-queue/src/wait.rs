@@ -1,110 +1,246 @@
-//! Sleeping and waking on the queue's futex words.
+//! Blocking: the loop both sides share around a claim.
 //!
-//! A waiter snapshots the word, re-checks the queue, spins briefly (pause
-//! bursts without yielding, for at most [`SPIN`]) watching the word and the
-//! queue itself, then announces itself in the waiter count and sleeps on the
-//! shared futex if, after announcing, neither the word nor the queue has
-//! changed.
+//! A claim that finds nothing says which slot to wait on and the state it
+//! saw there ([`Claim::Wait`]). The waiter spins briefly (pause bursts
+//! without yielding, for at most [`SPIN`]) watching that state word, then
+//! sleeps on it with shm-sync's [`WaitWord::sleep`](shm_sync::WaitWord::sleep):
+//! the commit or release that changes the slot wakes it, and nothing is
+//! written to a shared line when nobody sleeps. Events that are not a slot
+//! change (close, the other side gone) come through a nudge and the
+//! sleeper's re-check.
 //!
-//! Two kinds of notification:
+//! Time, not the futex's answer, decides about dead peers: a sleep lasts at
+//! most one [`LIVENESS`] slice, and
 //!
-//! - [`notify_changed`], on every commit and every freed slot (the hot
-//!   path): the change itself is visible to a waiter's re-check, so the
-//!   word is bumped, and a wake-up made, only if a waiter has announced
-//!   itself. Nothing is written to a shared line when nobody sleeps;
-//! - [`notify`], for rare events a re-check of the slots cannot see
-//!   (producers leaving, close, claims of dead processes skipped): the word
-//!   is always bumped.
-//!
-//! The pair (announce, re-check) against (change, look at the count) is a
-//! Dekker handshake: the waiter increments the count then fences (SeqCst)
-//! then re-checks; the notifier makes its change then fences then loads the
-//! count. Either the notifier sees the waiter, or the waiter sees the
-//! change — no lost wakeup, and no syscall when nobody sleeps.
-//!
-//! Sleeps are cut into slices of [`LIVENESS`]: a crashed peer cannot wake
-//! anyone, so a sleeper wakes that often to look for dead peers. That costs
-//! ten futex calls a second, not a measurable share of a core.
+//! - a claim of another process that holds us up (a producer writing the
+//!   slot at `head`, a consumer reading the slot at `tail`) is checked for
+//!   a dead holder once it has held us up for a whole slice ([`Patience`],
+//!   kept per position, so a stream of signals or wake-ups neither hurries
+//!   nor delays it);
+//! - every slice of waiting, dead registrations are cleared, so a
+//!   disconnect caused by a crash is seen.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use shm_sync::futex;
+use shm_sync::WaitWord;
 
-use crate::primitive::{AtomicU32, Ordering};
+use crate::error::Corrupted;
+use crate::layout::Registration;
+use crate::primitive::Ordering;
+use crate::queue::{Queue, Wait};
+use crate::registry::Role;
+use crate::ring::{Claim, Side, WaitOn};
 
-/// How often a sleeper looks for crashed peers.
+/// How long a claim of another process may hold a waiter up before the
+/// waiter checks whether that process is alive, and how often a sleeper
+/// looks for crashed peers.
 pub(crate) const LIVENESS: Duration = Duration::from_millis(100);
 
-/// Why [`block`] returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Woke {
-    /// The word changed (or a wakeup arrived): re-check the condition.
-    Changed,
-    /// A liveness slice passed: look for dead peers, then re-check.
-    Liveness,
-    /// The caller's deadline passed.
-    Deadline,
-}
-
-/// Spins, then sleeps while `word == seen` and `ready()` is false, until
-/// `deadline` or one liveness slice. `ready` looks at the queue itself (is
-/// there something to claim?), without the lock.
-pub(crate) fn block(
-    word: &AtomicU32,
-    waiters: &AtomicU32,
-    seen: u32,
-    deadline: Option<Instant>,
-    ready: impl Fn() -> bool,
-) -> Woke {
-    // Under loom, spinning only multiplies the states to explore.
-    #[cfg(not(shm_loom))]
-    if spin_until(|| word.load(Ordering::Acquire) != seen || ready()) {
-        return Woke::Changed;
-    }
-    let now = Instant::now();
-    if deadline.is_some_and(|d| now >= d) {
-        return Woke::Deadline;
-    }
-    // Under loom the liveness slice is left out, so that a lost wakeup is a
-    // deadlock the model reports instead of a 100 ms delay.
-    let until = if cfg!(shm_loom) {
-        deadline
-    } else {
-        let slice = now + LIVENESS;
-        Some(deadline.map_or(slice, |d| d.min(slice)))
-    };
-    announce(waiters);
-    let result = if word.load(Ordering::SeqCst) == seen && !ready() {
-        futex::wait(word, seen, until)
-    } else {
-        futex::WaitResult::ValueChanged
-    };
-    waiters.fetch_sub(1, Ordering::SeqCst);
-    match result {
-        futex::WaitResult::TimedOut if deadline.is_some_and(|d| Instant::now() >= d) => {
-            Woke::Deadline
-        }
-        futex::WaitResult::TimedOut => Woke::Liveness,
-        _ => Woke::Changed,
-    }
-}
+/// How long one sleep lasts while another process's claim holds us up:
+/// its commit or release is a plain store that wakes us only if it sees
+/// our flag, and one landing between its look and its store misses us (see
+/// [`WaitWord::store_exclusive`]); such a miss costs at most this long.
+pub(crate) const HELD_NAP: Duration = Duration::from_millis(1);
 
 /// How long a waiter spins before it sleeps: a few round trips between two
 /// processes on two cores (one is about a microsecond), far less than the
 /// tens of microseconds a futex wake-up costs on a virtual machine.
 pub(crate) const SPIN: Duration = Duration::from_micros(30);
 
+/// How long a handle has been held up at one position by another process's
+/// claim. Kept in the handle, so that `try_*` calls in a loop recover a
+/// dead claim as surely as a blocking call does.
+#[derive(Debug, Default)]
+pub(crate) struct Patience(Cell<Option<(u64, Instant)>>);
+
+impl Patience {
+    /// Held up at `pos` again: whether a whole slice has passed since this
+    /// started (then the clock restarts, so liveness is checked at most
+    /// once a slice).
+    fn due(&self, pos: u64) -> bool {
+        let now = Instant::now();
+        match self.0.get() {
+            Some((p, since)) if p == pos && now.duration_since(since) < LIVENESS => false,
+            Some((p, _)) if p == pos => {
+                self.0.set(Some((pos, now)));
+                true
+            }
+            _ => {
+                self.0.set(Some((pos, now)));
+                false
+            }
+        }
+    }
+
+    fn clear(&self) {
+        self.0.set(None);
+    }
+}
+
+/// The errors of one side for "would block", "timed out", and the stop
+/// conditions.
+pub(crate) struct Outcomes<E> {
+    pub(crate) would_block: E,
+    pub(crate) timed_out: E,
+    pub(crate) closed: E,
+    pub(crate) disconnected: E,
+}
+
+impl Queue {
+    /// Claims up to `max` positions for `role` (publishing them in `rec`),
+    /// blocking per `how`.
+    pub(crate) fn acquire<E: From<Corrupted>>(
+        &self,
+        role: Role,
+        rec: &Registration,
+        max: usize,
+        how: Wait,
+        patience: &Patience,
+        out: Outcomes<E>,
+    ) -> Result<(u64, usize, bool), E> {
+        let ring = self.ring();
+        let other = match role {
+            Role::Producer => Role::Consumer,
+            Role::Consumer => Role::Producer,
+        };
+        let claim = |recover: bool| {
+            match role {
+                Role::Producer => ring.claim_send(rec, max, recover),
+                Role::Consumer => ring.claim_recv(rec, max, recover),
+            }
+            .map_err(|b| E::from(self.bad(b)))
+        };
+        let mut recover = false;
+        let mut forced = false;
+        let mut counted = false;
+        // Set when the first sleep starts (reading the clock on every
+        // claim would cost more than the claim).
+        let mut last_sweep: Option<Instant> = None;
+        loop {
+            // A process-local flag: cheap enough for every claim.
+            self.intact().map_err(E::from)?;
+            if role == Role::Producer && self.is_closed() {
+                return Err(out.closed);
+            }
+            let (on, seen) = match claim(recover)? {
+                Claim::Got { start, n, wake } => {
+                    patience.clear();
+                    return Ok((start, n, wake));
+                }
+                Claim::Wait { on, seen } => (on, seen),
+            };
+            recover = false;
+            let held = matches!(on, WaitOn::Held { .. });
+            if let WaitOn::Held { pos } = on
+                && patience.due(pos)
+            {
+                recover = true;
+                continue;
+            }
+            let closed = self.is_closed();
+            let gone = self.side_gone(other);
+            if held && gone && !forced && role == Role::Consumer {
+                // Every producer is gone, so a claim still open at the head
+                // is a dead one: recover it now rather than after a slice.
+                recover = true;
+                forced = true;
+                continue;
+            }
+            forced = false;
+            // Consumers stop only on a drained queue; producers as soon as
+            // they would have to wait.
+            let stop = match role {
+                Role::Consumer if held => None,
+                Role::Consumer if closed => Some(true),
+                _ if gone => Some(false),
+                _ => None,
+            };
+            if let Some(closed) = stop {
+                // A last look, with recovery: the other side may have
+                // committed (or released) and left between our claim and
+                // the look at its registrations; seeing it gone (Acquire),
+                // this claim sees what it did.
+                match claim(true)? {
+                    Claim::Got { start, n, wake } => {
+                        patience.clear();
+                        return Ok((start, n, wake));
+                    }
+                    Claim::Wait {
+                        on: WaitOn::Index, ..
+                    } if closed => return Err(out.closed),
+                    Claim::Wait {
+                        on: WaitOn::Index, ..
+                    } => return Err(out.disconnected),
+                    Claim::Wait { .. } => continue,
+                }
+            }
+            let deadline = match how {
+                Wait::Try => return Err(out.would_block),
+                Wait::Until(d) => d,
+            };
+            let (word, nap) = match on {
+                // A consumer waits for a producer's claim, a producer for
+                // a consumer's.
+                WaitOn::Index if role == Role::Consumer => (ring.index(Side::Send), LIVENESS),
+                WaitOn::Index => (ring.index(Side::Recv), LIVENESS),
+                WaitOn::Held { pos } => {
+                    (ring.word(pos).map_err(|b| E::from(self.bad(b)))?, HELD_NAP)
+                }
+            };
+            if spin_until_changed(word, seen) {
+                continue;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                // One last look before giving up.
+                return match claim(false)? {
+                    Claim::Got { start, n, wake } => {
+                        patience.clear();
+                        Ok((start, n, wake))
+                    }
+                    Claim::Wait { .. } => Err(out.timed_out),
+                };
+            }
+            if !counted {
+                let blocked = match role {
+                    Role::Producer => &self.ctl().blocked_sends,
+                    Role::Consumer => &self.ctl().blocked_recvs,
+                };
+                blocked.fetch_add(1, Ordering::Relaxed);
+                counted = true;
+            }
+            let slice = now + nap;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            word.sleep(seen, Some(until), || {
+                self.is_closed() != closed || self.side_gone(other) != gone
+            });
+            // Time decides, not how the sleep ended: a signal every few
+            // milliseconds must neither hurry nor starve the sweep.
+            let swept = *last_sweep.get_or_insert(now);
+            if swept.elapsed() >= LIVENESS {
+                self.check_fork().map_err(E::from)?;
+                self.reap_dead();
+                last_sweep = Some(Instant::now());
+            }
+        }
+    }
+}
+
 /// Spins with `pause` (never `sched_yield`: on a busy machine a yield
 /// gives the CPU away for a whole time slice, milliseconds, which is what
-/// the spin is there to avoid), checking `done` between short bursts that
-/// grow to 16 pauses, for at most [`SPIN`]. Whether `done` came true.
-#[cfg(not(shm_loom))]
-fn spin_until(done: impl Fn() -> bool) -> bool {
+/// the spin is there to avoid), watching `word` leave `seen`, in bursts
+/// that grow to 16 pauses, for at most [`SPIN`]. Whether it changed.
+fn spin_until_changed(word: &WaitWord, seen: u64) -> bool {
+    if cfg!(shm_loom) {
+        // Under loom, spinning only multiplies the states to explore.
+        return word.load() != seen;
+    }
     let start = Instant::now();
     let mut burst = 1u32;
     loop {
         for _ in 0..32 {
-            if done() {
+            if word.load() != seen {
                 return true;
             }
             for _ in 0..burst {
@@ -115,50 +251,5 @@ fn spin_until(done: impl Fn() -> bool) -> bool {
         if start.elapsed() >= SPIN {
             return false;
         }
-    }
-}
-
-/// Bumps `word` and wakes one sleeper (or all), with no syscall when
-/// nobody sleeps: for events a waiter's re-check of the slots cannot see.
-pub(crate) fn notify(word: &AtomicU32, waiters: &AtomicU32, all: bool) {
-    word.fetch_add(1, Ordering::SeqCst);
-    if look_at_waiters(waiters) != 0 {
-        futex::wake(word, if all { i32::MAX as u32 } else { 1 });
-    }
-}
-
-/// After a change a waiter's `ready()` re-check can see (a commit, a freed
-/// slot): bumps `word` and wakes one sleeper (or all) only if a waiter has
-/// announced itself; otherwise writes nothing shared at all.
-pub(crate) fn notify_changed(word: &AtomicU32, waiters: &AtomicU32, all: bool) {
-    if look_at_waiters(waiters) != 0 {
-        word.fetch_add(1, Ordering::SeqCst);
-        futex::wake(word, if all { i32::MAX as u32 } else { 1 });
-    }
-}
-
-/// The waiter's half of the handshake: count itself, then fence, before
-/// re-checking the word and the queue.
-fn announce(waiters: &AtomicU32) {
-    waiters.fetch_add(1, Ordering::SeqCst);
-    #[cfg(not(shm_loom))]
-    std::sync::atomic::fence(Ordering::SeqCst);
-}
-
-/// The notifier's half: after its change, fence, then look at the count.
-///
-/// loom treats SeqCst as AcqRel, under which two fenced store-then-load
-/// sequences could both miss the other's store; in the model the look is
-/// therefore an RMW on the count (`fetch_add(0)`), which orders itself with
-/// the waiter's increment in the count's modification order and so forbids
-/// that outcome under AcqRel too. Real builds use the fence the C++ memory
-/// model guarantees, and a plain load: nothing shared is written on the hot
-/// path.
-fn look_at_waiters(waiters: &AtomicU32) -> u32 {
-    if cfg!(shm_loom) {
-        waiters.fetch_add(0, Ordering::SeqCst)
-    } else {
-        std::sync::atomic::fence(Ordering::SeqCst);
-        waiters.load(Ordering::Relaxed)
     }
 }

@@ -14,6 +14,7 @@
 //! | [`Condvar`] | `pthread_cond_t`, `PROCESS_SHARED`, `CLOCK_MONOTONIC` | **not robust**: a waiter killed mid-wait can hang later notifiers (glibc 2.36, shown by the kill tests) | waits re-check at least every [`Condvar::RECHECK`] |
 //! | [`FutexCondvar`] | sequence counter + shared futex | a dead waiter harms nobody: use this one when processes may be killed | `wait`, `wait_timeout`, `wait_while` |
 //! | [`Semaphore`] | count + waiter hint, shared futex | no owner | `wait`, `wait_timeout`, `wait_deadline` |
+//! | [`WaitWord`] | a 63-bit state value + sleepers flag, shared futex | no owner: a dead sleeper leaves at most a flag, costing one needless wake | `sleep` until the value changes |
 //!
 //! See docs/sync.md for the owner-death contract, the clock, and the
 //! condvar caveats with the evidence from the kill tests.
@@ -63,14 +64,31 @@ mod mutex;
 mod primitive;
 mod semaphore;
 mod sys;
+mod wait_word;
 
 pub use condvar::Condvar;
 pub use futex_condvar::FutexCondvar;
 pub use mutex::{LockError, Mutex, MutexGuard, TryLockError};
 pub use semaphore::{SemError, Semaphore};
+pub use wait_word::{MAX_WAIT_VALUE, Slept, WaitWord};
 
 /// The version of the running glibc (`gnu_get_libc_version`), e.g. `"2.36"`:
 /// whether the [`Condvar`] caveats apply depends on it.
 pub fn glibc_version() -> String {
     sys::pthread::glibc_version()
+}
+
+/// The atomic types every crate of the workspace uses for what lives in a
+/// segment: `std`'s, or loom's under `--cfg shm_loom`, so that one switch
+/// swaps them everywhere and loom models of other crates (shm-queue's slot
+/// protocol) run on the same types as shm-sync's futex model. Not part of
+/// the public API.
+#[doc(hidden)]
+pub mod shim {
+    #[cfg(shm_loom)]
+    pub use loom::sync::atomic::{AtomicU32, AtomicU64};
+    pub use std::sync::atomic::Ordering;
+    #[allow(clippy::disallowed_types)]
+    #[cfg(not(shm_loom))]
+    pub use std::sync::atomic::{AtomicU32, AtomicU64};
 }

@@ -19,6 +19,8 @@ pub mod channel;
 #[allow(unsafe_code)]
 pub mod condvar;
 pub mod fd;
+#[cfg(feature = "iceoryx2")]
+pub mod iceoryx;
 pub mod mq;
 pub mod queue;
 // Calls the `unsafe fn`s of `sys::slot` (in-place slot access).
@@ -27,6 +29,13 @@ pub mod spin;
 
 /// A sending endpoint.
 pub trait Tx {
+    /// Called once the participant has opened all its endpoints, before it
+    /// reports ready: waits until the other end exists and connects to it.
+    /// Only transports that connect lazily need it (iceoryx2).
+    fn connect(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Sends one message of `len` bytes whose contents `fill` writes.
     fn send(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()>;
 
@@ -50,6 +59,11 @@ pub type Check<'a> = dyn FnMut(&[u8]) -> io::Result<()> + 'a;
 
 /// A receiving endpoint.
 pub trait Rx {
+    /// As [`Tx::connect`].
+    fn connect(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Blocks for one message and runs `f` on it.
     fn recv(&mut self, f: &mut Check<'_>) -> io::Result<()>;
 
@@ -85,13 +99,19 @@ pub enum Contender {
     ShmQueueZeroCopy,
     /// shm-queue, `send_batch` / `recv_batch`.
     ShmQueueBatch,
+    /// iceoryx2 publish-subscribe, the subscriber busy-polling (feature
+    /// `iceoryx2`).
+    Iceoryx2,
+    /// iceoryx2 publish-subscribe plus an event service: the subscriber
+    /// blocks on a listener (feature `iceoryx2`).
+    Iceoryx2Event,
     /// crossbeam-channel between two threads of one process.
     Crossbeam,
 }
 
 impl Contender {
     /// All contenders, in report order.
-    pub const ALL: [Contender; 11] = [
+    pub const ALL: [Contender; 13] = [
         Contender::Pipe,
         Contender::UnixStream,
         Contender::UnixSeqpacket,
@@ -102,6 +122,8 @@ impl Contender {
         Contender::ShmQueue,
         Contender::ShmQueueZeroCopy,
         Contender::ShmQueueBatch,
+        Contender::Iceoryx2,
+        Contender::Iceoryx2Event,
         Contender::Crossbeam,
     ];
 
@@ -118,6 +140,8 @@ impl Contender {
             Contender::ShmQueue => "shm-queue",
             Contender::ShmQueueZeroCopy => "shm-queue-zerocopy",
             Contender::ShmQueueBatch => "shm-queue-batch",
+            Contender::Iceoryx2 => "iceoryx2",
+            Contender::Iceoryx2Event => "iceoryx2-event",
             Contender::Crossbeam => "crossbeam",
         }
     }
@@ -137,6 +161,10 @@ impl Contender {
             Contender::ShmQueue => "shm-queue send / recv_into, default blocking wait",
             Contender::ShmQueueZeroCopy => "shm-queue send_with / recv_with (in place)",
             Contender::ShmQueueBatch => "shm-queue send_batch / recv_batch",
+            Contender::Iceoryx2 => "iceoryx2 publish-subscribe, subscriber busy-polls",
+            Contender::Iceoryx2Event => {
+                "iceoryx2 publish-subscribe + event service, subscriber blocks on a listener"
+            }
             Contender::Crossbeam => "crossbeam-channel bounded, two threads of one process",
         }
     }
@@ -144,6 +172,17 @@ impl Contender {
     /// Parses [`Contender::name`].
     pub fn from_name(name: &str) -> Option<Contender> {
         Contender::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// Whether this build can run it: the iceoryx2 contenders need the
+    /// `iceoryx2` feature.
+    pub fn available(self) -> bool {
+        !self.is_iceoryx2() || cfg!(feature = "iceoryx2")
+    }
+
+    /// Whether it is one of the iceoryx2 contenders.
+    pub fn is_iceoryx2(self) -> bool {
+        matches!(self, Contender::Iceoryx2 | Contender::Iceoryx2Event)
     }
 
     /// Whether it runs as threads of one child process instead of two
@@ -161,6 +200,10 @@ impl Contender {
     }
 }
 
+/// Why the iceoryx2 contenders cannot run in a build without the feature.
+pub const NO_ICEORYX2: &str = "built without the `iceoryx2` feature \
+     (cargo run --release -p shm-bench --features iceoryx2 -- ...)";
+
 /// Size and depth of one channel.
 #[derive(Debug, Clone, Copy)]
 pub struct ChanSpec {
@@ -168,6 +211,17 @@ pub struct ChanSpec {
     pub size: usize,
     /// Messages the channel holds (where the transport lets us choose).
     pub capacity: usize,
+}
+
+/// Where a participant runs, as far as its endpoint's waiting cares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Pinned to a CPU of its own: its affinity mask is that one CPU and
+    /// no other participant of the run is pinned there, so every peer
+    /// runs on another CPU. A spinning endpoint then never yields (a
+    /// yield could only hand the CPU to unrelated work); without it, it
+    /// yields after a short spin so that a peer sharing the CPU can run.
+    pub dedicated_cpu: bool,
 }
 
 /// Which end of a channel a participant uses.
@@ -196,6 +250,12 @@ pub enum Chan {
     Mq(mq::MqName),
     /// An shm-queue the children open by name.
     Queue(shm_queue::Queue),
+    /// iceoryx2 services the children open by name.
+    #[cfg(feature = "iceoryx2")]
+    Iceoryx(
+        #[expect(dead_code, reason = "held for its Drop, which removes the services")]
+        iceoryx::IceChan,
+    ),
     /// Nothing: the in-process contender makes its channels itself.
     InProcess,
 }
@@ -231,7 +291,28 @@ impl Chan {
             Contender::ShmQueue | Contender::ShmQueueZeroCopy | Contender::ShmQueueBatch => {
                 queue::create(name, spec).map(Chan::Queue)
             }
+            #[cfg(feature = "iceoryx2")]
+            Contender::Iceoryx2 | Contender::Iceoryx2Event => {
+                iceoryx::create(name, spec, contender == Contender::Iceoryx2Event)
+                    .map(Chan::Iceoryx)
+            }
+            #[cfg(not(feature = "iceoryx2"))]
+            Contender::Iceoryx2 | Contender::Iceoryx2Event => {
+                Err(CreateError::Unsupported(NO_ICEORYX2.into()))
+            }
             Contender::Crossbeam => Ok(Chan::InProcess),
+        }
+    }
+
+    /// Whether the parent keeps it until the children are reaped (to read
+    /// its counters, or to clean up after a child that died) rather than
+    /// closing it once the run has started.
+    pub fn keep_until_end(&self) -> bool {
+        match self {
+            Chan::Queue(_) => true,
+            #[cfg(feature = "iceoryx2")]
+            Chan::Iceoryx(_) => true,
+            _ => false,
         }
     }
 
@@ -250,6 +331,8 @@ impl Chan {
                 )
             }
             Chan::Segment(_) | Chan::Mq(_) | Chan::Queue(_) => (json!({ "name": name }), None),
+            #[cfg(feature = "iceoryx2")]
+            Chan::Iceoryx(_) => (json!({ "name": name }), None),
             Chan::InProcess => (Value::Null, None),
         }
     }
@@ -266,6 +349,9 @@ impl Chan {
                 let _ = q.remove();
             }
             Chan::Fds { .. } | Chan::InProcess => {}
+            // The services live until the parent drops them at the end.
+            #[cfg(feature = "iceoryx2")]
+            Chan::Iceoryx(_) => {}
         }
     }
 }
@@ -285,15 +371,22 @@ fn arg_name(arg: &Value) -> io::Result<&str> {
 }
 
 /// Opens the sending end described by `arg` (from [`Chan::endpoint`]).
-pub fn open_tx(contender: Contender, arg: &Value, spec: ChanSpec) -> io::Result<Box<dyn Tx>> {
+pub fn open_tx(
+    contender: Contender,
+    arg: &Value,
+    spec: ChanSpec,
+    place: Placement,
+) -> io::Result<Box<dyn Tx>> {
     Ok(match contender {
         Contender::Pipe => Box::new(fd::StreamTx::new(arg_fd(arg)?, spec)),
         Contender::UnixStream => Box::new(fd::StreamTx::new(arg_fd(arg)?, spec)),
         Contender::UnixSeqpacket => Box::new(fd::PacketTx::new(arg_fd(arg)?, spec)),
         Contender::PosixMq => Box::new(mq::MqTx::open(arg_name(arg)?, spec)?),
         Contender::CondvarRing => Box::new(condvar::CondTx::open(arg_name(arg)?, spec)?),
-        Contender::SpinRing => Box::new(spin::SpinTx::open(arg_name(arg)?, spec, false)?),
-        Contender::SpinRingInPlace => Box::new(spin::SpinTx::open(arg_name(arg)?, spec, true)?),
+        Contender::SpinRing => Box::new(spin::SpinTx::open(arg_name(arg)?, spec, false, place)?),
+        Contender::SpinRingInPlace => {
+            Box::new(spin::SpinTx::open(arg_name(arg)?, spec, true, place)?)
+        }
         Contender::ShmQueue => Box::new(queue::QueueTx::open(
             arg_name(arg)?,
             spec,
@@ -309,6 +402,12 @@ pub fn open_tx(contender: Contender, arg: &Value, spec: ChanSpec) -> io::Result<
             spec,
             queue::Api::Batch,
         )?),
+        #[cfg(feature = "iceoryx2")]
+        Contender::Iceoryx2 | Contender::Iceoryx2Event => Box::new(iceoryx::IceTx::open(
+            arg_name(arg)?,
+            spec,
+            contender == Contender::Iceoryx2Event,
+        )?),
         other => {
             return Err(io::Error::other(format!(
                 "{} has no cross-process sender",
@@ -319,15 +418,22 @@ pub fn open_tx(contender: Contender, arg: &Value, spec: ChanSpec) -> io::Result<
 }
 
 /// Opens the receiving end described by `arg` (from [`Chan::endpoint`]).
-pub fn open_rx(contender: Contender, arg: &Value, spec: ChanSpec) -> io::Result<Box<dyn Rx>> {
+pub fn open_rx(
+    contender: Contender,
+    arg: &Value,
+    spec: ChanSpec,
+    place: Placement,
+) -> io::Result<Box<dyn Rx>> {
     Ok(match contender {
         Contender::Pipe => Box::new(fd::StreamRx::new(arg_fd(arg)?, spec)),
         Contender::UnixStream => Box::new(fd::StreamRx::new(arg_fd(arg)?, spec)),
         Contender::UnixSeqpacket => Box::new(fd::PacketRx::new(arg_fd(arg)?, spec)),
         Contender::PosixMq => Box::new(mq::MqRx::open(arg_name(arg)?, spec)?),
         Contender::CondvarRing => Box::new(condvar::CondRx::open(arg_name(arg)?, spec)?),
-        Contender::SpinRing => Box::new(spin::SpinRx::open(arg_name(arg)?, spec, false)?),
-        Contender::SpinRingInPlace => Box::new(spin::SpinRx::open(arg_name(arg)?, spec, true)?),
+        Contender::SpinRing => Box::new(spin::SpinRx::open(arg_name(arg)?, spec, false, place)?),
+        Contender::SpinRingInPlace => {
+            Box::new(spin::SpinRx::open(arg_name(arg)?, spec, true, place)?)
+        }
         Contender::ShmQueue => Box::new(queue::QueueRx::open(arg_name(arg)?, queue::Api::Copy)?),
         Contender::ShmQueueZeroCopy => {
             Box::new(queue::QueueRx::open(arg_name(arg)?, queue::Api::ZeroCopy)?)
@@ -335,6 +441,13 @@ pub fn open_rx(contender: Contender, arg: &Value, spec: ChanSpec) -> io::Result<
         Contender::ShmQueueBatch => {
             Box::new(queue::QueueRx::open(arg_name(arg)?, queue::Api::Batch)?)
         }
+        #[cfg(feature = "iceoryx2")]
+        Contender::Iceoryx2 | Contender::Iceoryx2Event => Box::new(iceoryx::IceRx::open(
+            arg_name(arg)?,
+            spec,
+            contender == Contender::Iceoryx2Event,
+            place,
+        )?),
         other => {
             return Err(io::Error::other(format!(
                 "{} has no cross-process receiver",

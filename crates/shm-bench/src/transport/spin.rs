@@ -19,9 +19,18 @@
 //! Acquire and gives it back by storing `tail` with Release after reading
 //! it, which the producer loads with Acquire before reusing the slot.
 //!
-//! The spin uses `spin_loop` hints and, after about a thousand of them,
-//! `sched_yield`, so that the ring still makes progress on a machine where
-//! the two processes share a core; on two free cores it never yields.
+//! The spin depends on where the two sides run ([`Placement`]). Pinned to
+//! two different CPUs, each alone on its own, a side spins on `spin_loop`
+//! hints and never yields: that is the hardware limit this ring stands
+//! for, and a yield could only hand the CPU to unrelated work. Otherwise
+//! (not pinned, or sharing a CPU with another participant) it yields with
+//! `sched_yield` after about a thousand spins, so that the ring still makes
+//! progress when both sides share a core.
+//!
+//! Nothing else runs per message: the indices are plain counters (no
+//! modulo on a shared word, no read-modify-write), each side reads the
+//! other's index line only when its cached copy says full or empty, and
+//! the per-slot work is one length word plus the payload.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use shm_core::Segment;
 
 use super::{
-    ChanSpec, Check, CreateError, RingGeometry, Rx, Tx, checked_len, create_segment,
+    ChanSpec, Check, CreateError, Placement, RingGeometry, Rx, Tx, checked_len, create_segment,
     open_segment_static, ring_stride,
 };
 use crate::sys::slot;
@@ -40,16 +49,32 @@ const TAIL: usize = 128;
 const CAP: usize = 256;
 const SLOTS: usize = 384;
 
-/// Spins, then yields.
-#[derive(Debug, Default)]
-pub struct Backoff(u32);
+/// Spins before the first `sched_yield` when the CPU may be shared.
+const SPINS_BEFORE_YIELD: u32 = 1024;
+
+/// One wait of one side: spins, and yields only when the CPU may be shared.
+#[derive(Debug)]
+pub struct Backoff {
+    spins: u32,
+    dedicated: bool,
+}
 
 impl Backoff {
-    /// Waits a little longer than last time.
+    /// A fresh wait for a side placed at `place`.
+    pub fn new(place: Placement) -> Self {
+        Backoff {
+            spins: 0,
+            dedicated: place.dedicated_cpu,
+        }
+    }
+
+    /// Waits a little: a `spin_loop` hint; on a CPU that may be shared,
+    /// `sched_yield` once the spin has gone on for a while.
+    #[inline]
     pub fn snooze(&mut self) {
-        if self.0 < 1024 {
+        if self.dedicated || self.spins < SPINS_BEFORE_YIELD {
             std::hint::spin_loop();
-            self.0 += 1;
+            self.spins = self.spins.saturating_add(1);
         } else {
             std::thread::yield_now();
         }
@@ -115,12 +140,14 @@ pub struct SpinTx {
     pos: u64,
     cached_tail: u64,
     in_place: bool,
+    place: Placement,
     buf: Vec<u8>,
 }
 
 impl SpinTx {
-    /// Attaches to ring `name`; `in_place` fills the slot directly.
-    pub fn open(name: &str, spec: ChanSpec, in_place: bool) -> io::Result<Self> {
+    /// Attaches to ring `name`; `in_place` fills the slot directly, `place`
+    /// says whether it may spin without yielding.
+    pub fn open(name: &str, spec: ChanSpec, in_place: bool, place: Placement) -> io::Result<Self> {
         let ring = Ring::open(name)?;
         let pos = ring.head.load(Ordering::Acquire);
         Ok(SpinTx {
@@ -128,6 +155,7 @@ impl SpinTx {
             ring,
             pos,
             in_place,
+            place,
             buf: vec![0; spec.size],
         })
     }
@@ -141,7 +169,7 @@ impl Tx for SpinTx {
         if !self.in_place {
             fill(&mut self.buf[..len]);
         }
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(self.place);
         while self.pos.wrapping_sub(self.cached_tail) >= self.ring.cap {
             self.cached_tail = self.ring.tail.load(Ordering::Acquire);
             if self.pos.wrapping_sub(self.cached_tail) >= self.ring.cap {
@@ -177,12 +205,14 @@ pub struct SpinRx {
     pos: u64,
     cached_head: u64,
     in_place: bool,
+    place: Placement,
     buf: Vec<u8>,
 }
 
 impl SpinRx {
-    /// Attaches to ring `name`; `in_place` checks the slot directly.
-    pub fn open(name: &str, spec: ChanSpec, in_place: bool) -> io::Result<Self> {
+    /// Attaches to ring `name`; `in_place` checks the slot directly, `place`
+    /// says whether it may spin without yielding.
+    pub fn open(name: &str, spec: ChanSpec, in_place: bool, place: Placement) -> io::Result<Self> {
         let ring = Ring::open(name)?;
         let pos = ring.tail.load(Ordering::Acquire);
         Ok(SpinRx {
@@ -190,6 +220,7 @@ impl SpinRx {
             ring,
             pos,
             in_place,
+            place,
             buf: vec![0; spec.size],
         })
     }
@@ -197,7 +228,7 @@ impl SpinRx {
 
 impl Rx for SpinRx {
     fn recv(&mut self, f: &mut Check<'_>) -> io::Result<()> {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(self.place);
         while self.cached_head == self.pos {
             self.cached_head = self.ring.head.load(Ordering::Acquire);
             if self.cached_head == self.pos {

@@ -84,22 +84,26 @@ impl Mapping {
     /// Whether a touch found the file cut short under the mapping (another
     /// process truncated it); the pages past its end now read zeros that no
     /// one else sees.
+    #[inline]
     pub(crate) fn is_truncated(&self) -> bool {
         self.guard.is_some_and(super::sigbus::is_truncated)
     }
 
     /// The first byte of the mapping.
+    #[inline]
     pub(crate) fn ptr(&self) -> NonNull<u8> {
         self.ptr
     }
 
     /// Length in bytes.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Whether `offset..offset+len` lies inside the mapping and its address
     /// is a multiple of `align`.
+    #[inline]
     pub(crate) fn contains(&self, offset: usize, len: usize, align: usize) -> bool {
         offset.checked_add(len).is_some_and(|end| end <= self.len)
             && (self.ptr.as_ptr() as usize).wrapping_add(offset) % align == 0
@@ -129,6 +133,7 @@ impl Mapping {
     }
 
     /// A `&T` at `offset`, if in bounds and aligned.
+    #[inline]
     pub(crate) fn view<T: crate::ShmShared>(&self, offset: usize) -> Option<&T> {
         if !self.contains(offset, size_of::<T>(), align_of::<T>()) {
             return None;

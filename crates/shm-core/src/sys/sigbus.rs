@@ -97,6 +97,7 @@ pub(crate) fn unregister(index: usize) {
 }
 
 /// Whether a touch of the mapping found it cut short.
+#[inline]
 pub(crate) fn is_truncated(index: usize) -> bool {
     TABLE
         .get(index)

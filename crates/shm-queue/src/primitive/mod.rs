@@ -1,10 +1,5 @@
-//! The one place that names the real atomic types (STYLE habit 1); under
-//! `--cfg shm_loom` the loom versions are swapped in.
+//! The atomics of everything the queue keeps in its segment: shm-sync's
+//! shim, so that `--cfg shm_loom` swaps in loom's types here exactly as it
+//! does in shm-sync (whose futex model the queue's waits then use).
 
-#[cfg(not(shm_loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64};
-
-#[cfg(shm_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
-
-pub(crate) use std::sync::atomic::Ordering;
+pub(crate) use shm_sync::shim::{AtomicU32, AtomicU64, Ordering};

@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-pub use loom::sync::atomic::AtomicU32;
+pub use loom::sync::atomic::{AtomicU32, AtomicU64};
 use loom::sync::{Condvar, Mutex};
 
 use super::Ordering;
@@ -54,8 +54,8 @@ loom::lazy_static! {
     };
 }
 
-fn addr(word: &AtomicU32) -> usize {
-    word as *const AtomicU32 as usize
+fn addr<T>(word: &T) -> usize {
+    word as *const T as usize
 }
 
 fn is_woken(t: &Table, id: usize) -> bool {
@@ -64,15 +64,43 @@ fn is_woken(t: &Table, id: usize) -> bool {
 
 /// The modelled `FUTEX_WAIT_BITSET`.
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitResult {
+    wait_at(
+        addr(word),
+        || word.load(Ordering::SeqCst) == expected,
+        deadline,
+    )
+}
+
+/// The modelled wait on the low half of a 64-bit word.
+pub(crate) fn futex_wait_low(
+    word: &AtomicU64,
+    expected: u32,
+    deadline: Option<Instant>,
+) -> WaitResult {
+    wait_at(
+        addr(word),
+        || word.load(Ordering::SeqCst) as u32 == expected,
+        deadline,
+    )
+}
+
+/// The modelled wake of sleepers on the low half of a 64-bit word.
+pub(crate) fn futex_wake_low(word: &AtomicU64, n: u32) -> usize {
+    wake_at(addr(word), n)
+}
+
+/// Checks `unchanged` and queues the waiter atomically (under the table
+/// lock, as the kernel does under its hash-bucket lock).
+fn wait_at(a: usize, unchanged: impl Fn() -> bool, deadline: Option<Instant>) -> WaitResult {
     let f = &*FUTEXES;
     let mut t = f.table.lock().unwrap();
-    if word.load(Ordering::SeqCst) != expected {
+    if !unchanged() {
         return WaitResult::ValueChanged;
     }
     let id = t.next_id;
     t.next_id += 1;
     t.waiters.push(Waiter {
-        addr: addr(word),
+        addr: a,
         id,
         woken: false,
     });
@@ -96,9 +124,12 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Insta
 
 /// The modelled `FUTEX_WAKE`.
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
+    wake_at(addr(word), n)
+}
+
+fn wake_at(a: usize, n: u32) -> usize {
     let f = &*FUTEXES;
     let mut t = f.table.lock().unwrap();
-    let a = addr(word);
     let mut count = 0;
     for w in t.waiters.iter_mut() {
         if count as u32 >= n {

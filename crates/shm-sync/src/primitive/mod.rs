@@ -21,7 +21,7 @@ pub(crate) use std::sync::atomic::Ordering;
 /// a pthread mutex.
 pub(crate) mod real {
     pub(crate) use std::cell::UnsafeCell;
-    pub(crate) use std::sync::atomic::AtomicU32;
+    pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64};
 }
 
 #[cfg(not(shm_loom))]
