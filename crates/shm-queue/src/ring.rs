@@ -209,6 +209,12 @@ impl<S: Slots> Ring<'_, S> {
                     t = now;
                     continue;
                 }
+                if head > t || t - head > self.cap {
+                    return Err(Bad(format!(
+                        "head {head} and tail {t} are impossible for capacity {}",
+                        self.cap
+                    )));
+                }
                 return Ok(if held {
                     Claim::Wait {
                         on: WaitOn::Held { pos: t },
@@ -293,6 +299,12 @@ impl<S: Slots> Ring<'_, S> {
                     h = now;
                     continue;
                 }
+                if tail < h || tail - h > self.cap {
+                    return Err(Bad(format!(
+                        "head {h} and tail {tail} are impossible for capacity {}",
+                        self.cap
+                    )));
+                }
                 return Ok(if held {
                     Claim::Wait {
                         on: WaitOn::Held { pos: h },
@@ -313,6 +325,9 @@ impl<S: Slots> Ring<'_, S> {
                 if now != h {
                     h = now;
                     continue;
+                }
+                if tail < h {
+                    return Err(Bad(format!("tail {tail} is behind head {h}")));
                 }
                 return Ok(Claim::Wait {
                     on: WaitOn::Index,

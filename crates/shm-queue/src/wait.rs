@@ -138,6 +138,20 @@ impl Queue {
                 recover = true;
                 continue;
             }
+            let (word, nap) = match on {
+                // A consumer waits for a producer's claim, a producer for
+                // a consumer's.
+                WaitOn::Index if role == Role::Consumer => (ring.index(Side::Send), LIVENESS),
+                WaitOn::Index => (ring.index(Side::Recv), LIVENESS),
+                WaitOn::Held { pos } => {
+                    (ring.word(pos).map_err(|b| E::from(self.bad(b)))?, HELD_NAP)
+                }
+            };
+            // Spin first: in a stream or a ping-pong the other side is a
+            // microsecond away, and the checks below read shared lines.
+            if matches!(how, Wait::Until(_)) && spin_until_changed(word, seen) {
+                continue;
+            }
             let closed = self.is_closed();
             let gone = self.side_gone(other);
             if held && gone && !forced && role == Role::Consumer {
@@ -179,18 +193,6 @@ impl Queue {
                 Wait::Try => return Err(out.would_block),
                 Wait::Until(d) => d,
             };
-            let (word, nap) = match on {
-                // A consumer waits for a producer's claim, a producer for
-                // a consumer's.
-                WaitOn::Index if role == Role::Consumer => (ring.index(Side::Send), LIVENESS),
-                WaitOn::Index => (ring.index(Side::Recv), LIVENESS),
-                WaitOn::Held { pos } => {
-                    (ring.word(pos).map_err(|b| E::from(self.bad(b)))?, HELD_NAP)
-                }
-            };
-            if spin_until_changed(word, seen) {
-                continue;
-            }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 // One last look before giving up.
