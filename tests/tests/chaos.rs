@@ -1,4 +1,5 @@
-//! The chaos suite: rounds of real producers and consumers through the
+//! The chaos suite: rounds of real producers and consumers (2 to 4 of each,
+//! plus one consumer that is never killed) through the
 //! queue, with processes killed by SIGKILL at random moments, and after each
 //! round the checks: every message whose send returned success was received
 //! exactly once unless a receiver that took it was killed; nothing torn;
@@ -66,8 +67,8 @@ fn round(seed: u64, figures: &mut Figures) {
     q.segment_mut().set_owner(false);
     let name = id.to_string();
     let size = rng.range(24, u64::from(slot)).to_string();
-    let n_prod = rng.range(1, 4) as u32;
-    let n_cons = rng.range(1, 4);
+    let n_prod = rng.range(2, 4) as u32;
+    let n_cons = rng.range(2, 4);
     let mut members: Vec<Member> = Vec::new();
     // One consumer is never killed, so producers always have someone to
     // send to (with every consumer dead they rightly get Disconnected).

@@ -2,11 +2,10 @@
 //! processes, in one shared memory segment, that survives `kill -9`.
 //!
 //! Built on [`shm_core`] (the segment, its header and init handshake) and
-//! [`shm_sync`] (the shared futex). Its lock is a futex mutex of its own
-//! whose holder is named in the segment (PID and start time), rather than
-//! shm-sync's robust `pthread_mutex_t`: glibc follows pointers stored inside
-//! a robust mutex, so a process that scribbles over the segment could crash
-//! its peers through it; see `src/lock.rs`.
+//! [`shm_sync`] (its [`WaitWord`](shm_sync::WaitWord), the one wake
+//! handshake the queue sleeps and wakes through). The message path takes no
+//! lock: a producer and a consumer meet only at the slot they hand over,
+//! and same-side peers at one CAS on `tail` or `head`.
 //!
 //! # Example: the whole life of a queue
 //!
@@ -53,49 +52,56 @@
 //!   and every one of them is gone, if it would have to wait for room.
 //! - **Close.** [`Queue::close`] makes sends fail with `Closed`; receivers
 //!   drain what is left, then get `Closed`.
-//! - **Blocking.** A blocked sender or receiver spins briefly, then sleeps
-//!   on a shared futex and uses no CPU; it wakes every 100 ms to look for
-//!   crashed peers, so a peer killed with `SIGKILL` is noticed within about
-//!   that long.
+//! - **Blocking.** A blocked sender or receiver spins briefly (at most
+//!   30 µs), then sleeps on a shared futex and uses no CPU; it wakes every
+//!   100 ms to look for crashed peers, so a peer killed with `SIGKILL` is
+//!   noticed within about that long. `try_*` calls never block; timeout
+//!   calls never block past their deadline.
+//! - **Threads.** A [`Sender`] or [`Receiver`] is used by one thread at a
+//!   time (it is not `Sync`): register one per
+//!   thread.
 //!
 //! # When a process dies
 //!
 //! A process killed at any instruction leaves the queue usable:
 //!
-//! - a message is *committed* when its slot turns READY; a receiver never
-//!   sees a slot that is not committed, so no torn message is delivered;
-//! - a producer killed while writing leaves a claim that consumers skip
-//!   once they see its owner is dead (the send never returned, so nothing
+//! - a message is *committed* when its slot turns FULL; a receiver never
+//!   takes a slot that is not committed, so no torn message is delivered;
+//! - every process publishes its open claim in its registration record
+//!   before it claims, so a claim no live process covers is a dead one;
+//! - a producer killed between claim and commit leaves a claim that a
+//!   consumer turns into a tombstone once it has waited a liveness slice
+//!   for it and finds no live claimer (the send never returned, so nothing
 //!   promised is lost);
-//! - a consumer killed while reading frees nothing; producers take the slot
-//!   back once they see its owner is dead — that one message is lost, since
-//!   the receiver that took it died;
-//! - a process killed holding the lock: a waiter finds the holder named
-//!   next to the lock word dead, takes the lock over and validates the
-//!   indices; claims are committed by a single index store, so a half-done
-//!   claim is simply taken over;
-//! - registrations of dead processes (PID plus start time, so a recycled PID
-//!   is not mistaken for the dead one) are cleared, so disconnect still
-//!   arrives.
+//! - a consumer killed between claim and release leaves a slot that a
+//!   producer frees the same way — that one message is lost, since the
+//!   receiver that took it died;
+//! - every recovery is one CAS from the exact state seen, so a survivor
+//!   killed while recovering leaves either the old state (the next survivor
+//!   recovers it) or the new one, and a slow claimer that finishes first
+//!   wins;
+//! - registrations of dead processes (PID plus start time in one word, so
+//!   a recycled PID is not mistaken for the dead one) are cleared, so
+//!   disconnect still arrives.
 //!
 //! # Untrusted contents
 //!
 //! Capacity, slot size and stride are read and validated once at open and
-//! kept in the handle. Every index, length, sequence and state read from the
-//! segment afterwards is checked; an impossible value gives a
-//! [`Corrupted`] error, never an out-of-bounds access or a panic.
+//! kept in the handle. Every index, length and state read from the segment
+//! afterwards is checked; an impossible value gives a [`Corrupted`] error,
+//! never an out-of-bounds access, a panic or a wait on an impossible state.
+//! A segment of an older format ([`FORMAT_VERSION`]) is refused with
+//! [`OpenError::OldFormat`].
 //!
 //! # Layout
 //!
-//! The shm-core header (kind `queue`), then the control block: the lock
-//! (word, holder PID, holder start time), capacity, slot size, stride,
-//! flags, message type, the producer line (tail, `not_empty` futex word,
-//! sleeping receivers, sent, blocked sends), the consumer line (head,
-//! `not_full` futex word, sleeping senders, received, blocked receives,
-//! recovered claims, lock repairs), and two registration tables of
-//! [`MAX_PEERS`] entries (PID, start time). Then `capacity` slots: a 32-byte
-//! header (state, length, sequence, owner PID and start time) and the
-//! payload, padded to 64 bytes. docs/layout.md has the offsets.
+//! The shm-core header (kind `queue`), then the control block:
+//! configuration, flags and slow-path counters on one line, `tail` and
+//! `head` on lines of their own, and two tables of [`MAX_PEERS`]
+//! registration records of 64 bytes (identity word, open claim). Then
+//! `capacity` slots: a 16-byte header (state word, length) and the payload,
+//! padded to 64 bytes. docs/layout.md has the offsets and the format
+//! history.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -124,3 +130,6 @@ pub use queue::{KIND, MAX_CAPACITY, MAX_SLOT_SIZE, Queue, QueueOptions, Stats};
 pub use receiver::Receiver;
 pub use sender::Sender;
 pub use typed::{TypedQueue, TypedReceiver, TypedSender};
+#[cfg(all(test, shm_loom))]
+#[allow(unsafe_code)]
+mod loom_tests;

@@ -29,6 +29,10 @@ pub(crate) struct Bad(pub(crate) String);
 pub(crate) trait Slots {
     /// The header of slot `index` (`index < capacity`).
     fn header(&self, index: usize) -> Result<&SlotHeader, Bad>;
+
+    /// A hint that this process is about to write slot `index`'s header
+    /// line (see [`crate::slots::prefetch_for_write`]).
+    fn prefetch_for_write(&self, _index: usize) {}
 }
 
 /// What a claim found.
@@ -159,6 +163,9 @@ impl<S: Slots> Ring<'_, S> {
     ) -> Result<Claim, Bad> {
         let max = (max.max(1) as u64).min(self.cap);
         let mut t = self.load_index(Side::Send)?;
+        // The slot we are about to claim and write: fetch it for writing
+        // at once rather than shared now and exclusive later.
+        self.slots.prefetch_for_write(self.split(t).0);
         loop {
             let (slot, lap) = self.at(t)?;
             let word = &slot.state;
@@ -267,6 +274,9 @@ impl<S: Slots> Ring<'_, S> {
                 kill_point("recv:published");
                 match self.ctl.consumer.head.transition_deferred(h, h + n) {
                     Ok(wake) => {
+                        // Our release will write the header line: fetch it
+                        // for writing while we read the payload.
+                        self.slots.prefetch_for_write(self.split(h).0);
                         kill_point("recv:claimed");
                         return Ok(Claim::Got {
                             start: h,
