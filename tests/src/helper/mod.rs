@@ -4,6 +4,8 @@
 pub mod core;
 pub mod limits;
 pub mod queue;
+#[allow(unsafe_code)]
+pub mod storm;
 pub mod sync;
 
 /// Runs subcommand `cmd` with `args`; the exit code, or `None` if unknown.
@@ -12,4 +14,5 @@ pub fn dispatch(cmd: &str, args: &[String]) -> Option<i32> {
         .or_else(|| sync::run(cmd, args))
         .or_else(|| queue::run(cmd, args))
         .or_else(|| limits::run(cmd, args))
+        .or_else(|| storm::run(cmd, args))
 }
