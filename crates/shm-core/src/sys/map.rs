@@ -106,7 +106,9 @@ impl Mapping {
     #[inline]
     pub(crate) fn contains(&self, offset: usize, len: usize, align: usize) -> bool {
         offset.checked_add(len).is_some_and(|end| end <= self.len)
-            && (self.ptr.as_ptr() as usize).wrapping_add(offset) % align == 0
+            && (self.ptr.as_ptr() as usize)
+                .wrapping_add(offset)
+                .is_multiple_of(align)
     }
 
     /// Copies bytes out at `offset`; `false` (and nothing copied) if out of

@@ -112,7 +112,7 @@ const _: () = {
     assert!(size_of::<RawMutex>() == size_of::<libc::pthread_mutex_t>() + 8);
     assert!(align_of::<RawMutex>() == align_of::<libc::pthread_mutex_t>());
     assert!(align_of::<libc::pthread_mutex_t>() >= 4);
-    assert!(size_of::<libc::pthread_mutex_t>() % 8 == 0);
+    assert!(size_of::<libc::pthread_mutex_t>().is_multiple_of(8));
 };
 
 impl RawMutex {
@@ -216,7 +216,7 @@ pub(crate) struct RawCond {
 const _: () = {
     assert!(size_of::<RawCond>() == size_of::<libc::pthread_cond_t>() + 8);
     assert!(align_of::<RawCond>() == align_of::<libc::pthread_cond_t>());
-    assert!(size_of::<libc::pthread_cond_t>() % 8 == 0);
+    assert!(size_of::<libc::pthread_cond_t>().is_multiple_of(8));
 };
 
 impl RawCond {
