@@ -74,7 +74,7 @@ fn a_consumer_in_a_signal_storm_recovers_a_dead_producers_claim() {
         "the dead producer's committed messages"
     );
     assert_eq!(received(&out, 2), (0..100).collect::<Vec<_>>());
-    assert!(storm_count(&out) > 5, "the storm did not happen: {out}");
+    assert!(storm_count(&out) >= 2, "the storm did not happen: {out}");
     let stats = q.stats();
     assert!(
         stats.recovered >= 1,
@@ -121,7 +121,8 @@ fn a_producer_in_a_signal_storm_frees_a_dead_consumers_slot() {
     let producer = spawn(&["storm", "queue-produce", &name, "2", "40", "64"]);
     let pout = producer.success(LIMIT);
     assert!(pout.contains("done"), "{pout}");
-    assert!(storm_count(&pout) > 5, "the storm did not happen: {pout}");
+    // A few signals at least (the producer may be done within 100 ms).
+    assert!(storm_count(&pout) >= 2, "the storm did not happen: {pout}");
     anchor.kill();
     let out = consumer.success(LIMIT);
     assert!(

@@ -6,10 +6,19 @@
 //! proven to survive a death exactly there. Without the feature, a kill
 //! point compiles to nothing.
 //!
-//! The steps: `send:locked`, `send:claimed`, `send:writing`, `send:written`,
-//! `recv:locked`, `recv:claimed`, `recv:reading`, `recv:read`,
-//! `register:locked`, `register:taken`, `unregister:locked`, `reap:locked`,
-//! `repair:locked`.
+//! The steps, in the order a message passes them:
+//!
+//! - producer: `send:published` (claim in its record, before the CAS on
+//!   `tail`), `send:claimed`, `send:writing` (half the payload copied),
+//!   `send:written`, `send:committed` (committed, record not yet cleared);
+//! - consumer: `recv:published`, `recv:claimed`, `recv:reading`,
+//!   `recv:read` (copied out, slot not yet released), `recv:released`
+//!   (released, the message not yet returned to the caller);
+//! - recovery: `recover:skip` / `recover:skipped` (a consumer, before and
+//!   after turning a dead producer's claim into a tombstone),
+//!   `recover:free` / `recover:freed` (a producer, before and after freeing
+//!   a dead consumer's slot);
+//! - registration: `register:taken`, `unregister:cleared`, `reap:cleared`.
 
 #[cfg(feature = "kill-points")]
 pub(crate) fn kill_point(name: &str) {

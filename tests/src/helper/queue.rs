@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use shm_core::SegmentId;
-use shm_queue::{Queue, RecvError};
+use shm_queue::{Queue, RecvError, SendError};
 
 /// Smallest message the checked format needs.
 pub const MIN_MSG: usize = 24;
@@ -72,6 +72,17 @@ fn op_timeout(flags: &[String]) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
+/// A one-word name for a send error, for `say-error`.
+fn send_error_kind(e: &SendError) -> &'static str {
+    match e {
+        SendError::Timeout => "timeout",
+        SendError::Full => "full",
+        SendError::Disconnected => "disconnected",
+        SendError::Closed => "closed",
+        _ => "other",
+    }
+}
+
 fn fail(msg: &str) -> ! {
     eprintln!("error: {msg}");
     std::process::exit(1)
@@ -81,15 +92,20 @@ fn fail(msg: &str) -> ! {
 pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
     match cmd {
         // queue-produce NAME PRODUCER COUNT SIZE [report] [timeout=MS]
+        //               [say-error]
         // Sends COUNT checked messages; with `report`, prints "s SEQ" after
         // each send returned success. Prints "done" at the end. Any error
-        // exits with status 1.
+        // exits with status 1; with `say-error`, it first prints
+        // "failed SEQ KIND" on stdout (KIND: timeout, full, disconnected,
+        // closed or other), so a test can tell an expected timeout from
+        // anything else.
         "queue-produce" => {
             let q = open(&args[0]);
             let producer: u32 = arg(args, 1, "producer");
             let count: u64 = arg(args, 2, "count");
             let size: usize = arg(args, 3, "size");
             let report = args[4..].iter().any(|a| a == "report");
+            let say_error = args[4..].iter().any(|a| a == "say-error");
             let timeout = op_timeout(&args[4..]);
             let tx = q
                 .sender()
@@ -106,6 +122,9 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
                 };
                 if let Err(e) = sent {
                     eprintln!("producer {producer}: send {seq} failed: {e}");
+                    if say_error {
+                        writeln!(out, "failed {seq} {}", send_error_kind(&e)).ok();
+                    }
                     return Some(1);
                 }
                 if report {
