@@ -109,8 +109,13 @@ impl<'q> Sender<'q> {
 
     fn send_inner(&self, msg: &[u8], how: Wait) -> Result<(), SendError> {
         self.send_in_place(msg.len(), how, |buf| {
-            // In two halves, so a kill point can stop a send mid-copy.
-            let half = msg.len() / 2;
+            // With kill points, in two halves, so a kill point can stop a
+            // send mid-copy.
+            let half = if cfg!(feature = "kill-points") {
+                msg.len() / 2
+            } else {
+                0
+            };
             buf[..half].copy_from_slice(&msg[..half]);
             kill_point("send:writing");
             buf[half..].copy_from_slice(&msg[half..]);

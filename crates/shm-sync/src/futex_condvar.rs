@@ -1,4 +1,4 @@
-//! A condition variable made of a sequence counter and the shared futex.
+//! A condition variable made of a notification counter on a [`WaitWord`].
 
 use std::fmt;
 use std::io;
@@ -6,85 +6,82 @@ use std::time::{Duration, Instant};
 
 use shm_core::ShmSafe;
 
-use crate::futex::{self, WaitResult};
 use crate::mutex::{LockError, MutexGuard};
-use crate::primitive::{AtomicU32, Ordering};
+use crate::primitive;
+use crate::wait_word::{MAX_WAIT_VALUE, Slept, WaitWord};
 
-/// A condition variable for a [`crate::Mutex`], made of a sequence counter
-/// and a waiter hint on the shared futex: no state that a dead process can
-/// leave half-updated, so a waiter killed mid-wait (or a notifier killed
-/// mid-notify) cannot block anybody.
+/// A condition variable for a [`crate::Mutex`], made of a notification
+/// counter that is the value of a [`WaitWord`]: no state that a dead
+/// process can leave half-updated, so a waiter killed mid-wait (or a
+/// notifier killed mid-notify) cannot block anybody.
 ///
 /// Same API as [`crate::Condvar`]. A wait reads the counter while still
-/// holding the mutex, unlocks, and sleeps on the futex "while the counter
-/// still has that value"; a notify increments the counter and wakes. A
-/// notification that comes between the unlock and the sleep changed the
-/// counter, so the kernel refuses the sleep: no lost wake-up. All-zero
+/// holding the mutex, unlocks, and sleeps "while the counter still has that
+/// value" ([`WaitWord::sleep`]); a notify increments the counter
+/// ([`WaitWord::transition`]), which wakes the sleepers if any flagged the
+/// word. A notification that comes between the unlock and the sleep changed
+/// the counter, so the waiter does not sleep: no lost wake-up, by the one
+/// ordering argument of [`WaitWord`] ("Why no wake-up is lost"). All-zero
 /// memory is a valid, empty condvar; [`FutexCondvar::init`] only resets it.
 ///
+/// # `notify_one` wakes every sleeper
+///
+/// The word records only *that* someone sleeps, not who or how many, so
+/// both notifies wake every waiter asleep on the condvar: `notify_one` is
+/// allowed to, since a condvar may wake spuriously, and its callers
+/// re-check their condition anyway ([`FutexCondvar::wait_while`]). In
+/// exchange, a notified waiter that is killed before it relocks cannot
+/// strand the others: they were woken too. Waits sleep at most
+/// [`FutexCondvar::RECHECK`] at a time and then look at the counter again,
+/// so a notifier killed between its increment and its `FUTEX_WAKE` delays
+/// the waiters by at most that much.
+///
 /// Limits: waits may return spuriously (as with every condvar: use
-/// [`FutexCondvar::wait_while`]); `notify_one` may wake a waiter that
-/// arrived after it instead of an older one; after exactly 2³² notifications
-/// between a waiter's read and its sleep (not a practical case) the waiter
-/// would sleep through them.
+/// [`FutexCondvar::wait_while`]); the counter has 63 bits and wraps, and
+/// the kernel compares only the low 32 bits of the word, see [`WaitWord`].
 ///
 /// # Layout
 ///
+/// Format v2 (type id `shm_sync::FutexCondvar/v2`; v1 was a 4-byte counter
+/// and a 4-byte waiter count, aligned to 4).
+///
 /// | offset | size | field |
 /// |---|---|---|
-/// | 0 | 4 | `seq`, the futex word |
-/// | 4 | 4 | `waiters`, a hint |
+/// | 0 | 8 | `word`: a [`WaitWord`], `notifications << 1 \| sleepers` |
 #[repr(C)]
 pub struct FutexCondvar {
-    /// The futex word: the number of notifications so far, wrapping.
+    /// The number of notifications so far (mod 2⁶³), as the value of a
+    /// [`WaitWord`].
     ///
-    /// | state | meaning |
+    /// | value | meaning |
     /// |---|---|
-    /// | any `s` | `s` notifications (mod 2³²) have been made |
+    /// | any `s` | `s` notifications (mod 2⁶³) have been made |
     ///
-    /// Transitions: `notify_*` does `s -> s+1` (`fetch_add`, **Release**).
-    /// A waiter loads it (**Acquire**) while holding the mutex and sleeps
-    /// with `FUTEX_WAIT` expecting that value; what the notifier wrote is
-    /// seen through the mutex, which the waiter reacquires.
-    seq: AtomicU32,
-    /// How many waiters may be asleep on `seq` (a hint, wrapping).
-    ///
-    /// | state | meaning |
-    /// |---|---|
-    /// | `0` | no waiter: notifies skip `FUTEX_WAKE` |
-    /// | `k > 0` | up to `k` waiters (or dead ones): notifies call `FUTEX_WAKE` |
-    ///
-    /// Transitions: a waiter does `fetch_add(1)` (**AcqRel**) *before*
-    /// loading `seq`, and `fetch_sub(1)` after waking; a notifier reads it
-    /// with `fetch_add(0)` (**AcqRel**, an RMW) *after* incrementing `seq`.
-    /// The two RMWs are ordered: either the notifier sees the waiter and
-    /// wakes it, or the waiter's RMW synchronizes with the notifier's and
-    /// its load of `seq` sees the new value, so it does not sleep on the old
-    /// one. (When the notifier changed the condition under the mutex, the
-    /// mutex alone already orders the waiter's increment before the
-    /// notifier's read; the RMW keeps the argument independent of that, for
-    /// one locked instruction per notify.) A waiter killed mid-wait leaves
-    /// the hint one too high: later notifies then make a needless
-    /// `FUTEX_WAKE`, nothing worse.
-    waiters: AtomicU32,
+    /// Transitions: `notify_*` is `transition(s, s+1)` (a CAS, **AcqRel**,
+    /// retried while other notifiers race). A waiter loads it
+    /// (**Acquire**) while holding the mutex and sleeps with
+    /// `WaitWord::sleep(s, ..)`; what the notifier wrote is seen through
+    /// the mutex, which the waiter reacquires.
+    word: WaitWord,
 }
 
 #[cfg(not(shm_loom))]
 const _: () = {
     assert!(size_of::<FutexCondvar>() == 8);
-    assert!(align_of::<FutexCondvar>() == 4);
+    assert!(align_of::<FutexCondvar>() == 8);
 };
 
-// SAFETY: `#[repr(C)]` of two `AtomicU32`s: no pointers, every bit pattern
-// is a valid state (any counter, any hint), all mutation is atomic, and the
-// all-zero pattern is an empty condvar. (Under `--cfg shm_loom` the atomics
-// are loom's and the type is never placed in a segment.)
+// SAFETY: `#[repr(C)]` of one `WaitWord` (itself one `AtomicU64`): no
+// pointers, every bit pattern is a valid state (any counter, either flag),
+// all mutation is atomic, and the all-zero pattern is an empty condvar.
+// (Under `--cfg shm_loom` the atomic is loom's and the type is never placed
+// in a segment.)
 #[allow(unsafe_code)]
 unsafe impl ShmSafe for FutexCondvar {
-    const TYPE_ID: u64 = shm_core::type_id("shm_sync::FutexCondvar/v1");
+    const TYPE_ID: u64 = shm_core::type_id("shm_sync::FutexCondvar/v2");
 }
 
-// SAFETY: every field is an atomic or sits in an `UnsafeCell`.
+// SAFETY: its only field is a `WaitWord`, whose only field is an atomic.
 #[allow(unsafe_code)]
 unsafe impl shm_core::ShmShared for FutexCondvar {}
 
@@ -95,11 +92,14 @@ impl Default for FutexCondvar {
 }
 
 impl FutexCondvar {
+    /// How long one sleep of a wait lasts at most before it looks at the
+    /// counter again (see "`notify_one` wakes every sleeper" above).
+    pub const RECHECK: Duration = Duration::from_millis(100);
+
     /// A condvar outside any segment (for one process, or for tests).
     pub fn new() -> Self {
         FutexCondvar {
-            seq: AtomicU32::new(0),
-            waiters: AtomicU32::new(0),
+            word: WaitWord::new(0),
         }
     }
 
@@ -107,8 +107,7 @@ impl FutexCondvar {
     /// memory is already a valid condvar, so this cannot fail; it returns a
     /// `Result` to match [`crate::Condvar::init`].
     pub fn init(&self) -> io::Result<()> {
-        self.waiters.store(0, Ordering::Relaxed);
-        self.seq.store(0, Ordering::Release);
+        self.word.init(0);
         Ok(())
     }
 
@@ -176,61 +175,77 @@ impl FutexCondvar {
         Ok((guard, false))
     }
 
-    /// Wakes one waiter, in any process (no system call if nobody waits).
+    /// Wakes at least one waiter, in any process (no system call if nobody
+    /// sleeps). It wakes every sleeping waiter: see "`notify_one` wakes
+    /// every sleeper" above.
     pub fn notify_one(&self) {
-        self.notify(1);
+        self.notify();
     }
 
     /// Wakes every waiter, in every process (no system call if nobody
-    /// waits).
+    /// sleeps).
     pub fn notify_all(&self) {
-        self.notify(u32::MAX);
+        self.notify();
     }
 
-    fn notify(&self, n: u32) {
-        self.seq.fetch_add(1, Ordering::Release);
-        // An RMW, not a load: see the `waiters` state table.
-        if self.waiters.fetch_add(0, Ordering::AcqRel) != 0 {
-            futex::wake(&self.seq, n);
+    fn notify(&self) {
+        let mut s = self.word.load();
+        while let Err(now) = self.word.transition(s, s.wrapping_add(1) & MAX_WAIT_VALUE) {
+            s = now;
         }
     }
 
     /// The protocol, independent of the mutex type (the loom models use a
-    /// loom mutex): with the lock held by `guard`, announce the waiter, read
-    /// the counter, unlock by dropping `guard`, sleep while the counter is
-    /// unchanged, then `relock`. Returns `relock`'s result and whether the
-    /// deadline passed.
+    /// loom mutex): with the lock held by `guard`, read the counter, unlock
+    /// by dropping `guard`, sleep while the counter is unchanged (in slices
+    /// of at most [`Self::RECHECK`]), then `relock`. Returns `relock`'s
+    /// result and whether the deadline passed.
     pub(crate) fn wait_raw<G, R>(
         &self,
         guard: G,
         deadline: Option<Instant>,
         relock: impl FnOnce() -> R,
     ) -> (R, bool) {
-        self.waiters.fetch_add(1, Ordering::AcqRel);
-        let seen = self.seq.load(Ordering::Acquire);
+        let seen = self.word.load();
         drop(guard);
         let timed_out = loop {
-            match futex::wait(&self.seq, seen, deadline) {
-                WaitResult::Woken | WaitResult::ValueChanged => break false,
-                WaitResult::TimedOut => break true,
-                WaitResult::Interrupted => {}
+            if deadline.is_some_and(primitive::passed) {
+                break true;
+            }
+            let until = primitive::slice_end(deadline, Self::RECHECK);
+            match self.word.sleep(seen, until, || false) {
+                // A change, a wake-up, or a signal (a spurious wake-up).
+                Slept::Changed | Slept::Woken => break false,
+                // The sleep ended at the caller's deadline, not at a slice.
+                Slept::TimedOut if until == deadline => break true,
+                Slept::TimedOut => {}
             }
         };
-        self.waiters.fetch_sub(1, Ordering::Release);
+        if timed_out && self.word.has_sleepers() {
+            // Leave no flag behind for the next notify to wake needlessly
+            // (any other sleeper is woken: a spurious wake-up).
+            self.word.nudge();
+        }
         (relock(), timed_out)
     }
 
-    /// The waiter hint now (for stats and tests).
+    /// 1 if a waiter has flagged the counter as slept on (or about to be),
+    /// else 0: a snapshot for stats and tests.
+    ///
+    /// Since format v2 this is a flag, not a count: several sleepers show
+    /// as 1. A notify clears it, and so does a wait that times out, so the
+    /// value reads 0 once no wait is in progress, unless a waiter was
+    /// killed while it slept.
     pub fn waiters(&self) -> u32 {
-        self.waiters.load(Ordering::Relaxed)
+        u32::from(self.word.has_sleepers())
     }
 }
 
 impl fmt::Debug for FutexCondvar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FutexCondvar")
-            .field("seq", &self.seq.load(Ordering::Relaxed))
-            .field("waiters", &self.waiters())
+            .field("notifications", &self.word.load())
+            .field("sleepers", &self.word.has_sleepers())
             .finish()
     }
 }
@@ -336,6 +351,30 @@ mod loom_tests {
                 c.join().unwrap();
             }
             assert_eq!(*s.flag.lock().unwrap(), 0);
+        });
+    }
+
+    /// A wait that times out with nobody notifying leaves no sleepers flag
+    /// behind, and its nudge strands no untimed waiter.
+    #[test]
+    fn loom_futex_condvar_timed_out_wait_leaves_no_flag() {
+        loom::model(|| {
+            let s = shared();
+            let g = s.flag.lock().unwrap();
+            let (g, timed_out) =
+                s.cv.wait_raw(g, Some(Instant::now()), || s.flag.lock().unwrap());
+            assert!(timed_out);
+            drop(g);
+            assert_eq!(s.cv.waiters(), 0);
+            let s2 = Arc::clone(&s);
+            let waiter = thread::spawn(move || wait_for(&s2, 1));
+            let g = s.flag.lock().unwrap();
+            let (g, _) =
+                s.cv.wait_raw(g, Some(Instant::now()), || s.flag.lock().unwrap());
+            drop(g);
+            *s.flag.lock().unwrap() = 1;
+            s.cv.notify_one();
+            waiter.join().unwrap();
         });
     }
 

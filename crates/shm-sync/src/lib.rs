@@ -1,6 +1,7 @@
 //! Robust process-shared synchronization that lives inside a shared memory
 //! segment: a [`Mutex<T>`] that survives its holder's death, a pthread
-//! [`Condvar`], a futex-based [`FutexCondvar`], a counting [`Semaphore`], and
+//! [`Condvar`], a futex-based [`FutexCondvar`], a counting [`Semaphore`], an
+//! [`OwnerLock`] that names its holder, the [`WaitWord`] wake handshake, and
 //! the shared [`futex`] wrappers they are built on.
 //!
 //! Everything here is `#[repr(C)]`, implements [`shm_core::ShmSafe`], has
@@ -12,9 +13,15 @@
 //! |---|---|---|---|
 //! | [`Mutex<T>`] | `pthread_mutex_t`, `PROCESS_SHARED`, `ROBUST` | [`LockError::OwnerDied`] carries the guard | `lock`, `lock_timeout` |
 //! | [`Condvar`] | `pthread_cond_t`, `PROCESS_SHARED`, `CLOCK_MONOTONIC` | **not robust**: a waiter killed mid-wait can hang later notifiers (glibc 2.36, shown by the kill tests) | waits re-check at least every [`Condvar::RECHECK`] |
-//! | [`FutexCondvar`] | sequence counter + shared futex | a dead waiter harms nobody: use this one when processes may be killed | `wait`, `wait_timeout`, `wait_while` |
-//! | [`Semaphore`] | count + waiter hint, shared futex | no owner | `wait`, `wait_timeout`, `wait_deadline` |
+//! | [`FutexCondvar`] | notification counter in a [`WaitWord`] | a dead waiter or notifier harms nobody: use this one when processes may be killed | `wait`, `wait_timeout`, `wait_while`; sleeps re-check at least every [`FutexCondvar::RECHECK`] |
+//! | [`Semaphore`] | count in a [`WaitWord`] | no owner; a killed waiter loses no token | `wait`, `wait_timeout`, `wait_deadline`; sleeps re-check at least every [`Semaphore::RECHECK`] |
+//! | [`OwnerLock`] | futex lock word holding the holder's PID, plus its start time | [`Locked::TakenOver`] carries the guard; found by looking at the holder every [`OwnerLock::LIVENESS`] | `lock(patience)`, [`Stuck`] after it |
 //! | [`WaitWord`] | a 63-bit state value + sleepers flag, shared futex | no owner: a dead sleeper leaves at most a flag, costing one needless wake | `sleep` until the value changes |
+//!
+//! The futex primitives share one wake handshake: [`Semaphore`] and
+//! [`FutexCondvar`] are a value in a [`WaitWord`], so there is one
+//! memory-ordering argument (in [`WaitWord`]'s docs, "Why no wake-up is
+//! lost"), and the loom models check it on the code that ships.
 //!
 //! See docs/sync.md for the owner-death contract, the clock, and the
 //! condvar caveats with the evidence from the kill tests.
@@ -61,6 +68,7 @@ mod condvar;
 pub mod futex;
 mod futex_condvar;
 mod mutex;
+mod owner_lock;
 mod primitive;
 mod semaphore;
 mod sys;
@@ -69,6 +77,7 @@ mod wait_word;
 pub use condvar::Condvar;
 pub use futex_condvar::FutexCondvar;
 pub use mutex::{LockError, Mutex, MutexGuard, TryLockError};
+pub use owner_lock::{Locked, OwnerGuard, OwnerLock, Stuck};
 pub use semaphore::{SemError, Semaphore};
 pub use wait_word::{MAX_WAIT_VALUE, Slept, WaitWord};
 

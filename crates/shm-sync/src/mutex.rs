@@ -100,7 +100,7 @@ unsafe impl<T: ShmSafe + Send> Sync for Mutex<T> {}
 // holder's glibc follow a garbage pointer (abort, crash or a stray write in
 // the holder): this type is sound only among processes that trust each
 // other, as docs/sync.md ("Untrusted memory") and docs/reliability.md say;
-// shm-queue uses its own lock for that reason.
+// among others, use `OwnerLock`, which follows no pointer at all.
 #[allow(unsafe_code)]
 unsafe impl<T: ShmSafe + Send> ShmSafe for Mutex<T> {
     const TYPE_ID: u64 =

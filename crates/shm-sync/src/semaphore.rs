@@ -1,89 +1,90 @@
-//! A counting semaphore on a shared futex.
+//! A counting semaphore on a [`WaitWord`].
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::futex::{self, WaitResult};
-use crate::primitive::{AtomicU32, Ordering, Spin};
+use crate::primitive::{self, Spin};
+use crate::wait_word::{Slept, WaitWord};
 
 /// A counting semaphore that lives in a segment and works across processes.
 ///
-/// `post` adds one; `wait` takes one, sleeping on the shared futex while the
-/// count is zero. `post` makes no system call when nobody waits. A waiter
-/// first spins briefly (`parking_lot_core::SpinWait`), then sleeps in the
-/// kernel, costing no CPU; timed waits use an absolute `CLOCK_MONOTONIC`
-/// deadline, so spurious wake-ups and `EINTR` neither shorten nor extend
-/// them.
+/// `post` adds one; `wait` takes one, sleeping while the count is zero.
+/// The count is the value of a [`WaitWord`], so the semaphore's wake-up
+/// handshake is the `WaitWord`'s, whose ordering argument is written once
+/// (see "Why no wake-up is lost" there) and model-checked. `post` makes no
+/// system call when nobody sleeps. A waiter first spins briefly
+/// (`parking_lot_core::SpinWait`), then sleeps in the kernel, costing no
+/// CPU; timed waits use an absolute `CLOCK_MONOTONIC` deadline, so spurious
+/// wake-ups and `EINTR` neither shorten nor extend them.
 ///
 /// The all-zero bit pattern is a valid semaphore with count 0; the creator
 /// sets another start value with [`Semaphore::init`].
 ///
+/// # Wake all, not wake one
+///
+/// A `post` that finds sleepers wakes **all** of them: one takes the token,
+/// the others find the count at 0 again and go back to sleep. That costs
+/// extra wake-ups when many processes wait at once, and buys this: no
+/// waiter can be stranded by another that was woken and then died before
+/// it took its token. (The previous design, format v1, woke one sleeper;
+/// if that process was killed between the wake-up and its
+/// compare-and-swap, the token sat in the count while the others slept on
+/// until their next [`Semaphore::RECHECK`].) A waiter still sleeps at most
+/// `RECHECK` at a time and then looks at the count, which bounds the cost
+/// of a poster killed between its increment and its wake-up.
+///
 /// # Layout
+///
+/// Format v2 (type id `shm_sync::Semaphore/v2`; v1 was a 4-byte count and
+/// a 4-byte waiter count, aligned to 4).
 ///
 /// | offset | size | field | |
 /// |---|---|---|---|
-/// | 0 | 4 | `count` | the futex word, tokens available |
-/// | 4 | 4 | `waiters` | a hint: threads between "about to sleep" and "done" |
+/// | 0 | 8 | `word` | a [`WaitWord`]: `count << 1 \| sleepers` |
 ///
 /// # Owner death
 ///
 /// A semaphore has no owner: a process killed after `wait` returned simply
 /// never posts its token back (as with any semaphore). One killed while
-/// sleeping leaves `waiters` one too high, which only costs later `post`s a
-/// needless `FUTEX_WAKE`; the count stays exact.
+/// sleeping can leave the sleepers flag set, which only costs the next
+/// `post` a needless `FUTEX_WAKE`; the count stays exact.
 #[repr(C)]
 pub struct Semaphore {
-    /// The futex word: how many tokens are available.
+    /// The count, as the value of a [`WaitWord`] (the flag is the
+    /// `WaitWord`'s own).
     ///
-    /// | state | meaning |
+    /// | value | meaning |
     /// |---|---|
-    /// | `0` | empty: `wait` sleeps on the futex with expected value 0 |
-    /// | `n > 0` | `n` tokens: `try_wait` takes one by CAS `n -> n-1` |
-    /// | `u32::MAX` | full: `post` fails with [`SemError::Overflow`] |
+    /// | `0` | empty: `wait` flags the word and sleeps on it |
+    /// | `0 < n < u32::MAX` | `n` tokens: `try_wait` takes one by `transition(n, n-1)` |
+    /// | `n >= u32::MAX` | full: `post` fails with [`SemError::Overflow`] (more than `u32::MAX` only in a corrupted segment; `try_wait` still counts down) |
     ///
-    /// Transitions: `post` CASes `n -> n+1` with **Release** (publishing
-    /// what the poster wrote before); `wait`/`try_wait` CAS `n -> n-1` with
-    /// **Acquire** (so the taker sees it). Sleeping happens only on the value
-    /// 0, and the kernel compares the word with 0 atomically with queueing
-    /// the sleeper.
-    count: AtomicU32,
-    /// How many waiters may be asleep on `count` (a hint, wrapping).
-    ///
-    /// | state | meaning |
-    /// |---|---|
-    /// | `0` | nobody is between "about to sleep" and "done": `post` skips `FUTEX_WAKE` |
-    /// | `k > 0` | up to `k` sleepers (or dead ones, see below): `post` calls `FUTEX_WAKE(1)` |
-    ///
-    /// Transitions: a waiter does `fetch_add(1)` (**AcqRel**) *before* its
-    /// last look at `count`, and `fetch_sub(1)` when done; `post`, *after*
-    /// its increment of `count`, reads it with `fetch_add(0)` (**AcqRel**),
-    /// an RMW rather than a load. Both sides' RMWs on this word are ordered
-    /// in its modification order: if the poster's comes first, the waiter's
-    /// RMW reads from it and synchronizes with it, so the waiter's next look
-    /// at `count` sees the token and it does not sleep; if the waiter's
-    /// comes first, the poster reads `k > 0` and wakes. This needs only
-    /// acquire/release reasoning (no SeqCst store-buffer argument, which
-    /// loom does not model), and the loom models in this module check that
-    /// no wake-up is lost.
-    waiters: AtomicU32,
+    /// Transitions: `post` is `transition(n, n+1)` and `try_wait`
+    /// `transition(n, n-1)`, compare-and-swaps with **AcqRel**: what the
+    /// poster wrote before its post is visible to the waiter that takes its
+    /// token. A waiter sleeps only with `WaitWord::sleep(0, ..)`, so the
+    /// flag is set only while the count is 0, and the next `post` clears it
+    /// and wakes every sleeper.
+    word: WaitWord,
 }
 
 #[cfg(not(shm_loom))]
 const _: () = {
     assert!(size_of::<Semaphore>() == 8);
-    assert!(align_of::<Semaphore>() == 4);
+    assert!(align_of::<Semaphore>() == 8);
 };
 
-// SAFETY: `#[repr(C)]` of two `AtomicU32`s: no pointers, every bit pattern is
-// a valid state (any count, any waiter hint), all mutation is atomic, and the
-// all-zero pattern is a semaphore with count 0. (Under `--cfg shm_loom` the
-// atomics are loom's and the type is never placed in a segment.)
+// SAFETY: `#[repr(C)]` of one `WaitWord` (itself one `AtomicU64`): no
+// pointers, every bit pattern is a valid state (any count, either flag), all
+// mutation is atomic, and the all-zero pattern is a semaphore with count 0.
+// (Under `--cfg shm_loom` the atomic is loom's and the type is never placed
+// in a segment.)
 #[allow(unsafe_code)]
 unsafe impl shm_core::ShmSafe for Semaphore {
-    const TYPE_ID: u64 = shm_core::type_id("shm_sync::Semaphore/v1");
+    const TYPE_ID: u64 = shm_core::type_id("shm_sync::Semaphore/v2");
 }
 
-// SAFETY: every field is an atomic or sits in an `UnsafeCell`.
+// SAFETY: its only field is a `WaitWord`, whose only field is an atomic.
 #[allow(unsafe_code)]
 unsafe impl shm_core::ShmShared for Semaphore {}
 
@@ -114,55 +115,45 @@ impl From<SemError> for std::io::Error {
     }
 }
 
+/// The largest count.
+const MAX: u64 = u32::MAX as u64;
+
 impl Semaphore {
     /// A semaphore outside any segment (for one process, or for tests).
     pub fn new(initial: u32) -> Self {
         Semaphore {
-            count: AtomicU32::new(initial),
-            waiters: AtomicU32::new(0),
+            word: WaitWord::new(u64::from(initial)),
         }
     }
 
     /// Sets the count; for the creator, before anyone else uses it.
     pub fn init(&self, initial: u32) {
-        self.waiters.store(0, Ordering::Relaxed);
-        self.count.store(initial, Ordering::Release);
+        self.word.init(u64::from(initial));
     }
 
-    /// Adds a token and wakes one sleeping waiter, if any (no system call
-    /// when there is none).
+    /// Adds a token and wakes every sleeping waiter, if any (no system call
+    /// when there is none). See "Wake all, not wake one" above.
     #[doc(alias = "sem_post")]
     pub fn post(&self) -> Result<(), SemError> {
-        let mut c = self.count.load(Ordering::Relaxed);
+        let mut c = self.word.load();
         loop {
-            if c == u32::MAX {
+            if c >= MAX {
                 return Err(SemError::Overflow);
             }
-            match self
-                .count
-                .compare_exchange(c, c + 1, Ordering::Release, Ordering::Relaxed)
-            {
-                Ok(_) => break,
+            match self.word.transition(c, c + 1) {
+                Ok(()) => return Ok(()),
                 Err(now) => c = now,
             }
         }
-        // An RMW, not a load: see the `waiters` state table.
-        if self.waiters.fetch_add(0, Ordering::AcqRel) != 0 {
-            futex::wake(&self.count, 1);
-        }
-        Ok(())
     }
 
     /// Takes a token if one is available, without blocking.
     #[doc(alias = "sem_trywait")]
     pub fn try_wait(&self) -> bool {
-        let mut c = self.count.load(Ordering::Relaxed);
+        let mut c = self.word.load();
         while c != 0 {
-            match self
-                .count
-                .compare_exchange(c, c - 1, Ordering::Acquire, Ordering::Relaxed)
-            {
-                Ok(_) => return true,
+            match self.word.transition(c, c - 1) {
+                Ok(()) => return true,
                 Err(now) => c = now,
             }
         }
@@ -188,33 +179,29 @@ impl Semaphore {
         self.wait_until(Some(deadline))
     }
 
-    /// The count now (racy by nature: a snapshot for stats and tests).
+    /// The count now (racy by nature: a snapshot for stats and tests;
+    /// `u32::MAX` for a corrupted word holding more).
     pub fn value(&self) -> u32 {
-        self.count.load(Ordering::Relaxed)
+        u32::try_from(self.word.load()).unwrap_or(u32::MAX)
     }
 
-    /// The waiter hint now (for stats and tests).
+    /// 1 if a waiter has flagged the word as sleeping (or about to), else
+    /// 0: a snapshot for stats and tests.
+    ///
+    /// Since format v2 this is a flag, not a count: several sleepers show
+    /// as 1. A wait that returns without a token clears a flag left behind,
+    /// so the value reads 0 once no wait is in progress, unless a waiter
+    /// was killed while it slept.
     pub fn waiters(&self) -> u32 {
-        self.waiters.load(Ordering::Relaxed)
+        u32::from(self.word.has_sleepers())
     }
 
-    /// How long one sleep of a wait lasts before it looks at the count
-    /// again. `post` wakes one sleeper; if that process is killed before it
-    /// takes the token, the token stays in the count while the others
-    /// sleep on: re-checking every slice turns that into a delay of at most
-    /// this long instead of a wait until the next post.
+    /// How long one sleep of a wait lasts at most before it looks at the
+    /// count again. A `post` wakes every sleeper, but a poster killed
+    /// between its increment and its `FUTEX_WAKE` wakes nobody: re-checking
+    /// every slice turns that into a delay of at most this long instead of
+    /// a wait until the next post.
     pub const RECHECK: Duration = Duration::from_millis(100);
-
-    /// The end of the next sleep: the deadline, or one [`Self::RECHECK`]
-    /// from now if that is sooner. (Under loom: the deadline, so that a lost
-    /// wake-up is a deadlock the model reports.)
-    fn slice(deadline: Option<Instant>) -> Option<Instant> {
-        if cfg!(shm_loom) {
-            return deadline;
-        }
-        let next = Instant::now() + Self::RECHECK;
-        Some(deadline.map_or(next, |d| d.min(next)))
-    }
 
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
         if self.try_wait() {
@@ -226,19 +213,29 @@ impl Semaphore {
                 return true;
             }
         }
-        self.waiters.fetch_add(1, Ordering::AcqRel);
-        let taken = loop {
+        loop {
             if self.try_wait() {
-                break true;
+                return true;
             }
-            match futex::wait(&self.count, 0, Self::slice(deadline)) {
-                WaitResult::TimedOut if deadline.is_none_or(|d| Instant::now() < d) => {}
-                WaitResult::TimedOut => break self.try_wait(),
-                WaitResult::Woken | WaitResult::ValueChanged | WaitResult::Interrupted => {}
+            if deadline.is_some_and(primitive::passed) {
+                break;
             }
-        };
-        self.waiters.fetch_sub(1, Ordering::Release);
-        taken
+            let until = primitive::slice_end(deadline, Self::RECHECK);
+            match self.word.sleep(0, until, || false) {
+                // The sleep ended at the caller's deadline, not at a slice.
+                Slept::TimedOut if until == deadline => break,
+                Slept::TimedOut | Slept::Changed | Slept::Woken => {}
+            }
+        }
+        // A last look, then leave no flag behind for the next `post` to
+        // wake needlessly (waking any other sleeper, which flags again).
+        if self.try_wait() {
+            return true;
+        }
+        if self.word.has_sleepers() {
+            self.word.nudge();
+        }
+        false
     }
 }
 
@@ -246,7 +243,7 @@ impl fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Semaphore")
             .field("value", &self.value())
-            .field("waiters", &self.waiters())
+            .field("sleepers", &self.word.has_sleepers())
             .finish()
     }
 }
@@ -366,11 +363,12 @@ mod eintr_tests {
             // join it below, after `done`), so it is valid; SIGUSR1 has a
             // handler installed.
             unsafe { libc::pthread_kill(pt, libc::SIGUSR1) };
-            if let Some(after) = post_after {
-                if !posted && start.elapsed() >= after {
-                    s.post().unwrap();
-                    posted = true;
-                }
+            if let Some(after) = post_after
+                && !posted
+                && start.elapsed() >= after
+            {
+                s.post().unwrap();
+                posted = true;
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -458,6 +456,25 @@ mod loom_tests {
             sleeper.join().unwrap();
             // Two tokens: the sleeper took one, the thief at most one.
             assert_eq!(s.value(), if stolen { 0 } else { 1 });
+        });
+    }
+
+    /// A wait that times out leaves no sleepers flag behind (so `post`
+    /// makes no needless system call), and the nudge it uses to clear it
+    /// strands no other sleeper: the untimed waiter still gets the post.
+    #[test]
+    fn loom_timed_out_wait_leaves_no_flag_and_strands_nobody() {
+        loom::model(|| {
+            let s = Arc::new(Semaphore::new(0));
+            assert!(!s.wait_timeout(Duration::from_millis(1)));
+            assert_eq!(s.waiters(), 0);
+            let s1 = Arc::clone(&s);
+            let sleeper = thread::spawn(move || s1.wait());
+            let taken = s.wait_timeout(Duration::from_millis(1));
+            assert!(!taken, "nobody posted yet");
+            s.post().unwrap();
+            sleeper.join().unwrap();
+            assert_eq!(s.value(), 0);
         });
     }
 

@@ -3,7 +3,8 @@
 //!
 //! Every subcommand takes the segment name first. The segment is a
 //! [`Shared<Mutex<u64>>`] (the counter) whose trailing region holds a
-//! [`Condvar`], a [`FutexCondvar`] and two [`Semaphore`]s; see [`Objects`].
+//! [`Condvar`], a [`FutexCondvar`], two [`Semaphore`]s and an
+//! [`OwnerLock`]; see [`Objects`].
 //! Results go to stdout as one line each (`ok 5`, `owner-died 18446744...`,
 //! `not-recoverable`, ...), so the tests can assert on them.
 //!
@@ -18,6 +19,8 @@
 //! | `sync-sem-post` | NAME SLOT N | posts N times |
 //! | `sync-sem-wait` | NAME SLOT N | takes N tokens (blocking); prints `got N` |
 //! | `sync-sem-timeout` | NAME SLOT MS | one `wait_timeout(MS)`; prints `timed-out ELAPSED_MS` or `got ELAPSED_MS` |
+//! | `sync-owner-hold` | NAME | takes the [`OwnerLock`], prints `locked`, sleeps (to be killed) |
+//! | `sync-owner-lock` | NAME | one `OwnerLock::lock(60 s)`; prints `clean`, `taken-over PID` or `stuck PID` |
 //!
 //! The `sync-chaos-*` subcommands, for `tests/tests/chaos_sync.rs`, work on
 //! another segment (see [`chaos`]) and take any segment name, POSIX or
@@ -26,7 +29,9 @@
 use std::time::{Duration, Instant};
 
 use shm_core::{SegmentId, Shared, SharedOptions};
-use shm_sync::{Condvar, FutexCondvar, LockError, Mutex, Semaphore, TryLockError};
+use shm_sync::{
+    Condvar, FutexCondvar, LockError, Locked, Mutex, OwnerLock, Semaphore, TryLockError,
+};
 
 /// What `sync-hold` writes into the counter before it is killed: a repairer
 /// must see it.
@@ -36,6 +41,7 @@ pub const DIRTY: u64 = u64::MAX;
 const CONDVAR_AT: usize = 0;
 const FUTEX_CONDVAR_AT: usize = 64;
 const SEM_AT: [usize; 2] = [72, 80];
+const OWNER_LOCK_AT: usize = 96;
 const TAIL: u64 = 128;
 
 /// The test segment: the counter mutex and, in its trailing region, the
@@ -59,6 +65,7 @@ impl Objects {
         o.futex_condvar().init().expect("init futex condvar");
         o.semaphore(0).init(0);
         o.semaphore(1).init(0);
+        o.owner_lock().init();
         o
     }
 
@@ -86,6 +93,11 @@ impl Objects {
     /// Semaphore 0 or 1.
     pub fn semaphore(&self, slot: usize) -> &Semaphore {
         self.tail(SEM_AT[slot.min(1)])
+    }
+
+    /// The owner lock.
+    pub fn owner_lock(&self) -> &OwnerLock {
+        self.tail(OWNER_LOCK_AT)
     }
 
     /// The segment, to remove it.
@@ -191,6 +203,8 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
         "sync-sem-post" => sem_post,
         "sync-sem-wait" => sem_wait,
         "sync-sem-timeout" => sem_timeout,
+        "sync-owner-hold" => owner_hold,
+        "sync-owner-lock" => owner_lock,
         _ => return None,
     };
     let id = SegmentId::posix(arg(args, 0, "segment name")).expect("segment name");
@@ -355,6 +369,27 @@ fn sem_timeout(o: &Objects, args: &[String]) -> i32 {
         "{} {elapsed}",
         if got { "got" } else { "timed-out" }
     ));
+    0
+}
+
+fn owner_hold(o: &Objects, _args: &[String]) -> i32 {
+    let guard = match o.owner_lock().lock(Duration::from_secs(20)) {
+        Ok(l) => l.into_guard(),
+        Err(e) => panic!("owner lock: {e}"),
+    };
+    say("locked");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+        let _ = &guard;
+    }
+}
+
+fn owner_lock(o: &Objects, _args: &[String]) -> i32 {
+    match o.owner_lock().lock(Duration::from_secs(60)) {
+        Ok(Locked::Clean(_)) => say("clean"),
+        Ok(Locked::TakenOver { dead, .. }) => say(&format!("taken-over {}", dead.pid)),
+        Err(e) => say(&format!("stuck {}", e.holder.pid)),
+    }
     0
 }
 

@@ -26,7 +26,7 @@ pub struct Pad {
 // SAFETY: `#[repr(C)]` of shm-sync primitives and an atomic, each of them
 // `ShmSafe`: no pointers, every bit pattern valid, mutation interior.
 unsafe impl ShmSafe for Pad {
-    const TYPE_ID: u64 = shm_core::type_id("shm_bench::Pad/v1");
+    const TYPE_ID: u64 = shm_core::type_id("shm_bench::Pad/v2");
 }
 
 // SAFETY: every field is `ShmShared` (atomics or `UnsafeCell`s only).

@@ -9,7 +9,7 @@
 //! and loom reports it. A wait with a deadline yields once and then either
 //! was woken or times out, so both outcomes are explored.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use loom::sync::atomic::{AtomicU32, AtomicU64};
 use loom::sync::{Condvar, Mutex};
@@ -28,6 +28,23 @@ impl Spin {
     pub(crate) fn spin(&mut self) -> bool {
         false
     }
+
+    pub(crate) fn pause(&mut self) -> bool {
+        false
+    }
+}
+
+/// No slices under loom: a sleep lasts until the caller's own deadline, so
+/// that a lost wake-up is a deadlock the model reports instead of a delay.
+pub(crate) fn slice_end(deadline: Option<Instant>, _every: Duration) -> Option<Instant> {
+    deadline
+}
+
+/// Time does not pass under loom: a deadline passes only when the modelled
+/// futex says it timed out (the caller learns that from the sleep's
+/// result, which keeps every execution deterministic).
+pub(crate) fn passed(_at: Instant) -> bool {
+    false
 }
 
 struct Waiter {

@@ -2,12 +2,15 @@
 //! (STYLE habit 1).
 //!
 //! Everything in this crate imports them from here. Normal builds get
-//! `std`'s atomics, `parking_lot_core::SpinWait` and the shared futex of
-//! [`crate::sys`]; `--cfg shm_loom` swaps in loom's atomics, no spinning and
-//! a loom-modelled futex (an address-to-waiters table behind a loom mutex and
-//! condvar, reset for every model execution), so that the lock-free
-//! protocols of [`crate::Semaphore`] and [`crate::FutexCondvar`] can be
-//! model-checked.
+//! `std`'s atomics, `parking_lot_core::SpinWait`, the shared futex of
+//! [`crate::sys`] and the monotonic clock; `--cfg shm_loom` swaps in loom's
+//! atomics, no spinning, a loom-modelled futex (an address-to-waiters table
+//! behind a loom mutex and condvar, reset for every model execution) and a
+//! clock that never passes a deadline by itself (`slice_end` gives no
+//! re-check slices, `passed` is always false: a timed sleep ends only when
+//! the modelled futex says it timed out), so that the lock-free protocols
+//! of [`crate::WaitWord`], [`crate::Semaphore`], [`crate::FutexCondvar`] and
+//! [`crate::OwnerLock`] are model-checked deterministically.
 //!
 //! The pthread types are not here: loom cannot model them, so
 //! [`crate::Mutex`] and [`crate::Condvar`] always use the real ones and are

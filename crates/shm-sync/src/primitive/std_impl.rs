@@ -1,6 +1,6 @@
 //! The real types.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -8,17 +8,47 @@ use crate::futex::WaitResult;
 use crate::sys;
 
 /// Bounded adaptive spinning before sleeping.
-pub(crate) struct Spin(parking_lot_core::SpinWait);
+pub(crate) struct Spin(parking_lot_core::SpinWait, u32);
+
+/// How many rounds [`Spin::pause`] spins (about 60 pauses in all with
+/// `SpinWait`'s backoff).
+const PAUSES: u32 = 6;
 
 impl Spin {
     pub(crate) fn new() -> Self {
-        Spin(parking_lot_core::SpinWait::new())
+        Spin(parking_lot_core::SpinWait::new(), 0)
     }
 
     /// Spins a little; `false` once spinning is no longer worth it.
     pub(crate) fn spin(&mut self) -> bool {
         self.0.spin()
     }
+
+    /// Spins a little without ever yielding the CPU (for locks whose
+    /// critical sections are a few dozen instructions: a yield on a busy
+    /// machine costs a time slice); `false`, without spinning, after a few
+    /// rounds.
+    pub(crate) fn pause(&mut self) -> bool {
+        if self.1 >= PAUSES {
+            return false;
+        }
+        self.1 += 1;
+        self.0.spin_no_yield();
+        true
+    }
+}
+
+/// The end of the next sleep of a wait that must look around at least every
+/// `every` (for a dead peer, a wake-up that a killed process never made):
+/// `deadline`, or `every` from now if that is sooner.
+pub(crate) fn slice_end(deadline: Option<Instant>, every: Duration) -> Option<Instant> {
+    let next = Instant::now() + every;
+    Some(deadline.map_or(next, |d| d.min(next)))
+}
+
+/// Whether `at` has passed (`CLOCK_MONOTONIC`).
+pub(crate) fn passed(at: Instant) -> bool {
+    Instant::now() >= at
 }
 
 /// The shared futex wait, absolute `CLOCK_MONOTONIC` deadline.
