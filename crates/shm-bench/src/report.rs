@@ -627,7 +627,7 @@ pub fn markdown(s: &Summary, contenders: &[Contender], passes: usize) -> String 
         }
     }
 
-    let _ = writeln!(out, "\n### shm-queue targets (issue 4)\n");
+    let _ = writeln!(out, "\n### shm-queue targets (shm-queue v2)\n");
     let _ = writeln!(out, "| target | measured | verdict |\n|---|---|---|");
     for tg in targets(s) {
         let _ = writeln!(out, "| {} | {} | {} |", tg.target, tg.measured, tg.verdict);
@@ -679,7 +679,8 @@ fn judge(
     }
 }
 
-/// Issue 4's performance targets against this run.
+/// The queue's performance targets (the shm-queue v2 issue) against this
+/// run.
 pub fn targets(s: &Summary) -> Vec<Target> {
     use Contender::*;
     let q = ShmQueue;
@@ -732,6 +733,31 @@ pub fn targets(s: &Summary) -> Vec<Target> {
         );
         v.push(judge(label, m(q), m(SpinRing), limit, false, detail));
     }
+    let m64 = |c| us("stream-64", c, "msgs_per_s");
+    v.push(judge(
+        "64 B streaming, zero-copy API ≥ 0.6x the raw in-place ring",
+        m64(ShmQueueZeroCopy),
+        m64(SpinRingInPlace),
+        0.6,
+        false,
+        format!(
+            "{} vs {} M msg/s",
+            m64(ShmQueueZeroCopy).map_or("-".into(), |x| sig(x / 1e6)),
+            m64(SpinRingInPlace).map_or("-".into(), |x| sig(x / 1e6)),
+        ),
+    ));
+    v.push(judge(
+        "64 B streaming ≥ 2x the hand-written condvar ring",
+        m64(q),
+        m64(CondvarRing),
+        2.0,
+        false,
+        format!(
+            "{} vs {} M msg/s",
+            m64(q).map_or("-".into(), |x| sig(x / 1e6)),
+            m64(CondvarRing).map_or("-".into(), |x| sig(x / 1e6)),
+        ),
+    ));
     let big = format!("stream-{LARGE}");
     let mb = |c| us(&big, c, "mb_per_s");
     v.push(judge(
