@@ -9,8 +9,6 @@
 //! impossible one is a [`Bad`], never a panic, an out-of-bounds access or
 //! an endless loop.
 
-use shm_core::ProcessId;
-
 use crate::kill::kill_point;
 use crate::layout::{
     Control, EMPTY, FULL, MAX_PEERS, MAX_POS, Registration, SKIP, SlotHeader, decode, process_of,
@@ -148,7 +146,9 @@ impl<S: Slots> Ring<'_, S> {
     fn claimed_by_live(&self, table: &[Registration; MAX_PEERS], pos: u64) -> bool {
         table.iter().any(|r| {
             let who = r.ident();
-            who != 0 && r.covers(pos) && (who == self.me || alive(process_of(who)))
+            who != 0
+                && r.covers(pos)
+                && (who == self.me || shm_sync::shim::is_alive(process_of(who)))
         })
     }
 
@@ -438,10 +438,4 @@ fn side_name(side: Side) -> &'static str {
         Side::Send => "tail",
         Side::Recv => "head",
     }
-}
-
-/// Whether the process still runs (under loom every modelled process is
-/// this one, and alive).
-fn alive(p: ProcessId) -> bool {
-    if cfg!(shm_loom) { true } else { p.is_alive() }
 }

@@ -229,29 +229,8 @@ impl Queue {
     }
 }
 
-/// Spins with `pause` (never `sched_yield`: on a busy machine a yield
-/// gives the CPU away for a whole time slice, milliseconds, which is what
-/// the spin is there to avoid), watching `word` leave `seen`, in bursts
-/// that grow to 16 pauses, for at most [`SPIN`]. Whether it changed.
+/// Spins watching `word` leave `seen`, for at most [`SPIN`] (shm-sync's
+/// spin: pause bursts, never a yield). Whether it changed.
 fn spin_until_changed(word: &WaitWord, seen: u64) -> bool {
-    if cfg!(shm_loom) {
-        // Under loom, spinning only multiplies the states to explore.
-        return word.load() != seen;
-    }
-    let start = Instant::now();
-    let mut burst = 1u32;
-    loop {
-        for _ in 0..32 {
-            if word.load() != seen {
-                return true;
-            }
-            for _ in 0..burst {
-                std::hint::spin_loop();
-            }
-            burst = (burst * 2).min(16);
-        }
-        if start.elapsed() >= SPIN {
-            return false;
-        }
-    }
+    shm_sync::shim::spin_until(SPIN, || word.load() != seen)
 }

@@ -100,4 +100,38 @@ pub mod shim {
     #[allow(clippy::disallowed_types)]
     #[cfg(not(shm_loom))]
     pub use std::sync::atomic::{AtomicU32, AtomicU64};
+
+    /// Spins with `pause` (never `sched_yield`: on a busy machine a yield
+    /// gives the CPU away for a whole time slice), checking `done` between
+    /// bursts that grow to 16 pauses, for at most `limit`; whether `done`
+    /// came true. Under loom it looks once: spinning only multiplies the
+    /// states to explore.
+    pub fn spin_until(limit: std::time::Duration, done: impl Fn() -> bool) -> bool {
+        if cfg!(shm_loom) {
+            return done();
+        }
+        let start = std::time::Instant::now();
+        let mut burst = 1u32;
+        loop {
+            for _ in 0..32 {
+                if done() {
+                    return true;
+                }
+                for _ in 0..burst {
+                    std::hint::spin_loop();
+                }
+                burst = (burst * 2).min(16);
+            }
+            if start.elapsed() >= limit {
+                return false;
+            }
+        }
+    }
+
+    /// Whether process `p` still runs. Under loom every modelled "process"
+    /// is a thread of this one: a model makes a peer dead by clearing its
+    /// registration, as a reaper would.
+    pub fn is_alive(p: shm_core::ProcessId) -> bool {
+        cfg!(shm_loom) || p.is_alive()
+    }
 }
