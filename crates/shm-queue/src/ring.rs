@@ -176,20 +176,10 @@ impl<S: Slots> Ring<'_, S> {
                 while n < max && self.word(t + n)?.load() == self.st(t + n, EMPTY) {
                     n += 1;
                 }
-                rec.publish(t, n as u32);
-                kill_point("send:published");
-                match self.ctl.producer.tail.transition_deferred(t, t + n) {
-                    Ok(wake) => {
-                        kill_point("send:claimed");
-                        return Ok(Claim::Got {
-                            start: t,
-                            n: n as usize,
-                            wake,
-                        });
-                    }
+                match self.take(Side::Send, rec, t, n)? {
+                    Ok(got) => return Ok(got),
                     Err(now) => {
-                        rec.withdraw();
-                        t = self.checked(Side::Send, now)?;
+                        t = now;
                         continue;
                     }
                 }
@@ -204,11 +194,13 @@ impl<S: Slots> Ring<'_, S> {
                 if held && recover && !self.claimed_by_live(&self.ctl.consumers, p) {
                     // A consumer took `p` and died before releasing it: the
                     // message is lost with it; the slot is ours to reuse.
-                    kill_point("recover:free");
-                    if word.transition(seen, state(lap, EMPTY)).is_ok() {
-                        self.ctl.recovered.fetch_add(1, Ordering::Relaxed);
-                        kill_point("recover:freed");
-                    }
+                    self.recover(
+                        word,
+                        seen,
+                        state(lap, EMPTY),
+                        "recover:free",
+                        "recover:freed",
+                    );
                     continue;
                 }
                 let now = self.load_index(Side::Send)?;
@@ -270,23 +262,10 @@ impl<S: Slots> Ring<'_, S> {
                     }
                     n += 1;
                 }
-                rec.publish(h, n as u32);
-                kill_point("recv:published");
-                match self.ctl.consumer.head.transition_deferred(h, h + n) {
-                    Ok(wake) => {
-                        // Our release will write the header line: fetch it
-                        // for writing while we read the payload.
-                        self.slots.prefetch_for_write(self.split(h).0);
-                        kill_point("recv:claimed");
-                        return Ok(Claim::Got {
-                            start: h,
-                            n: n as usize,
-                            wake,
-                        });
-                    }
+                match self.take(Side::Recv, rec, h, n)? {
+                    Ok(got) => return Ok(got),
                     Err(now) => {
-                        rec.withdraw();
-                        h = self.checked(Side::Recv, now)?;
+                        h = now;
                         continue;
                     }
                 }
@@ -297,11 +276,13 @@ impl<S: Slots> Ring<'_, S> {
                 if held && recover && !self.claimed_by_live(&self.ctl.producers, h) {
                     // A producer claimed `h` and died before committing: the
                     // send never returned, so nothing promised is lost.
-                    kill_point("recover:skip");
-                    if word.transition(seen, state(lap, SKIP)).is_ok() {
-                        self.ctl.recovered.fetch_add(1, Ordering::Relaxed);
-                        kill_point("recover:skipped");
-                    }
+                    self.recover(
+                        word,
+                        seen,
+                        state(lap, SKIP),
+                        "recover:skip",
+                        "recover:skipped",
+                    );
                     continue;
                 }
                 let now = self.load_index(Side::Recv)?;
@@ -350,6 +331,56 @@ impl<S: Slots> Ring<'_, S> {
                 continue;
             }
             return Err(self.impossible(h, seen, "head"));
+        }
+    }
+
+    /// The claim step both sides share: publish `at..at+n` in `rec`, then
+    /// CAS the side's index from `at` to `at + n`. `Ok(Err(now))`: another
+    /// claimer of the same side was first (the record is withdrawn; retry
+    /// at `now`).
+    #[inline]
+    fn take(
+        &self,
+        side: Side,
+        rec: &Registration,
+        at: u64,
+        n: u64,
+    ) -> Result<Result<Claim, u64>, Bad> {
+        let (published, claimed) = match side {
+            Side::Send => ("send:published", "send:claimed"),
+            Side::Recv => ("recv:published", "recv:claimed"),
+        };
+        rec.publish(at, n as u32);
+        kill_point(published);
+        match self.index(side).transition_deferred(at, at + n) {
+            Ok(wake) => {
+                if side == Side::Recv {
+                    // Our release will write the header line: fetch it for
+                    // writing while we read the payload.
+                    self.slots.prefetch_for_write(self.split(at).0);
+                }
+                kill_point(claimed);
+                Ok(Ok(Claim::Got {
+                    start: at,
+                    n: n as usize,
+                    wake,
+                }))
+            }
+            Err(now) => {
+                rec.withdraw();
+                Ok(Err(self.checked(side, now)?))
+            }
+        }
+    }
+
+    /// Recovers a dead process's claim: one CAS from the exact state seen
+    /// to `to`, so a claimer that finished meanwhile wins, and a recoverer
+    /// killed before or after it leaves a state the next one handles.
+    fn recover(&self, word: &WaitWord, seen: u64, to: u64, before: &str, after: &str) {
+        kill_point(before);
+        if word.transition(seen, to).is_ok() {
+            self.ctl.recovered.fetch_add(1, Ordering::Relaxed);
+            kill_point(after);
         }
     }
 
