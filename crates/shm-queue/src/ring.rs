@@ -191,6 +191,14 @@ impl<S: Slots> Ring<'_, S> {
                 let p = t - self.cap;
                 let head = self.load_index(Side::Recv)?;
                 let held = tag != EMPTY && head > p;
+                if tag == EMPTY && head > p {
+                    // `p` was committed, taken and released between our
+                    // look at the slot and at `head`: loading `head` past
+                    // `p` (Acquire) makes the next look see that, so look
+                    // again (found by the loom model of two producers).
+                    self.moved_on(word, seen, t, "head")?;
+                    continue;
+                }
                 if held && recover && !self.claimed_by_live(&self.ctl.consumers, p) {
                     // A consumer took `p` and died before releasing it: the
                     // message is lost with it; the slot is ours to reuse.
@@ -312,6 +320,14 @@ impl<S: Slots> Ring<'_, S> {
                 // The consumer of the previous lap has not released the
                 // slot yet: nothing was written for `h`.
                 let tail = self.load_index(Side::Send)?;
+                if tail > h {
+                    // A producer claimed `h` since our look at the slot, so
+                    // the slot was released meanwhile (it needed EMPTY of
+                    // `h` to claim): look again, or we would sleep on a
+                    // `tail` whose claimer will not wake us.
+                    self.moved_on(word, seen, h, "tail")?;
+                    continue;
+                }
                 let now = self.load_index(Side::Recv)?;
                 if now != h {
                     h = now;
@@ -371,6 +387,20 @@ impl<S: Slots> Ring<'_, S> {
                 Ok(Err(self.checked(side, now)?))
             }
         }
+    }
+
+    /// After an index showed that the slot of `at` has moved on from
+    /// `seen`: a slot that still holds `seen` is impossible (the index was
+    /// loaded with Acquire after the change that let it move), so it is
+    /// reported rather than looked at forever.
+    fn moved_on(&self, word: &WaitWord, seen: u64, at: u64, index: &str) -> Result<(), Bad> {
+        if word.load() == seen {
+            let (lap, tag) = decode(seen);
+            return Err(Bad(format!(
+                "the slot for position {at} still holds tag {tag} of lap {lap} although the {index} moved past it"
+            )));
+        }
+        Ok(())
     }
 
     /// Recovers a dead process's claim: one CAS from the exact state seen
