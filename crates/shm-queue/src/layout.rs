@@ -310,6 +310,53 @@ pub(crate) fn pid_namespace() -> u64 {
 mod tests {
     use super::*;
 
+    /// A stand-in for the format-1 control block: same size, alignment and
+    /// type id as `shm_queue::Control/v1` (its bytes do not matter: the
+    /// opener must refuse it before reading any).
+    #[repr(C, align(64))]
+    struct ControlV1([AtomicU64; 280]);
+
+    // SAFETY: atomics only; it reproduces the fingerprint of format 1.
+    unsafe impl ShmSafe for ControlV1 {
+        const TYPE_ID: u64 = type_id(OLD_FORMATS[0].1);
+    }
+    // SAFETY: every byte is inside an atomic.
+    unsafe impl ShmShared for ControlV1 {}
+
+    #[test]
+    #[cfg(not(shm_loom))]
+    fn a_queue_of_format_1_is_refused_with_a_message_that_says_so() {
+        let id =
+            shm_core::SegmentId::posix(&format!("/shmrs-test-oldformat-{}", std::process::id()))
+                .expect("name");
+        // The creating handle removes the segment when dropped.
+        let _old = shm_core::Shared::<ControlV1>::create(
+            &id,
+            &shm_core::SharedOptions::new()
+                .kind(crate::KIND)
+                .extra(4 * 96),
+            |_| Ok(()),
+        )
+        .expect("create a format-1 lookalike");
+        let e = crate::Queue::open(&id).expect_err("a format-1 queue must be refused");
+        assert!(
+            matches!(
+                e,
+                crate::OpenError::OldFormat {
+                    found: 1,
+                    expected: FORMAT_VERSION,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("format version 1") && msg.contains("format version 2"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn identity_words_round_trip_and_never_are_zero() {
         let p = ProcessId {
