@@ -657,6 +657,7 @@ fn stat_shows_raw_segments_and_queues() {
     assert_eq!(qs["producers"], 0);
     assert_eq!(qs["consumers"], 0);
     assert_eq!(qs["closed"], false);
+    assert_eq!(qs["recovered"], 0);
     let text = shm(&["stat", &name_of(&q)]).ok().stdout;
     assert!(text.contains("2 of 4 slots used"), "{text}");
     // `ls` tells the queue by its header.

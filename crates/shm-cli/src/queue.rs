@@ -29,6 +29,8 @@ impl QueueInfo {
             "producers": s.producers,
             "consumers": s.consumers,
             "closed": s.closed,
+            "recovered": s.recovered,
+            "abandoned": s.abandoned,
         })
     }
 
@@ -56,6 +58,13 @@ impl QueueInfo {
                 format!("{} producers, {} consumers", s.producers, s.consumers),
             ),
             ("closed".into(), if s.closed { "yes" } else { "no" }.into()),
+            (
+                "recovered".into(),
+                format!(
+                    "{} claims of dead processes, {} abandoned sends",
+                    s.recovered, s.abandoned
+                ),
+            ),
         ]
     }
 }
