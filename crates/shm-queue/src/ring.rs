@@ -216,23 +216,7 @@ impl<S: Slots> Ring<'_, S> {
                     t = now;
                     continue;
                 }
-                if head > t || t - head > self.cap {
-                    return Err(Bad(format!(
-                        "head {head} and tail {t} are impossible for capacity {}",
-                        self.cap
-                    )));
-                }
-                return Ok(if held {
-                    Claim::Wait {
-                        on: WaitOn::Held { pos: t },
-                        seen,
-                    }
-                } else {
-                    Claim::Wait {
-                        on: WaitOn::Index,
-                        seen: head,
-                    }
-                });
+                return self.wait(head, t, t, seen, held, head);
             }
             // Anything else means `tail` moved on since we loaded it.
             let now = self.load_index(Side::Send)?;
@@ -298,23 +282,7 @@ impl<S: Slots> Ring<'_, S> {
                     h = now;
                     continue;
                 }
-                if tail < h || tail - h > self.cap {
-                    return Err(Bad(format!(
-                        "head {h} and tail {tail} are impossible for capacity {}",
-                        self.cap
-                    )));
-                }
-                return Ok(if held {
-                    Claim::Wait {
-                        on: WaitOn::Held { pos: h },
-                        seen,
-                    }
-                } else {
-                    Claim::Wait {
-                        on: WaitOn::Index,
-                        seen: tail,
-                    }
-                });
+                return self.wait(h, tail, h, seen, held, tail);
             }
             if lap >= self.cap && seen_lap == lap - self.cap && tag != EMPTY {
                 // The consumer of the previous lap has not released the
@@ -387,6 +355,37 @@ impl<S: Slots> Ring<'_, S> {
                 Ok(Err(self.checked(side, now)?))
             }
         }
+    }
+
+    /// A claim that must wait: on the slot of `pos` (state `seen`) if a
+    /// live peer's claim holds it, else on the other side's index (value
+    /// `index`), after checking that `head` and `tail` are possible.
+    fn wait(
+        &self,
+        head: u64,
+        tail: u64,
+        pos: u64,
+        seen: u64,
+        held: bool,
+        index: u64,
+    ) -> Result<Claim, Bad> {
+        if head > tail || tail - head > self.cap {
+            return Err(Bad(format!(
+                "head {head} and tail {tail} are impossible for capacity {}",
+                self.cap
+            )));
+        }
+        Ok(if held {
+            Claim::Wait {
+                on: WaitOn::Held { pos },
+                seen,
+            }
+        } else {
+            Claim::Wait {
+                on: WaitOn::Index,
+                seen: index,
+            }
+        })
     }
 
     /// After an index showed that the slot of `at` has moved on from
