@@ -134,16 +134,6 @@ impl Slots for Queue {
             .view::<SlotHeader>(self.slots_offset + index * self.stride)
             .map_err(|e| Bad(e.to_string()))
     }
-
-    #[inline]
-    fn prefetch_for_write(&self, index: usize) {
-        if let Ok(p) = self.shared.segment().ptr_at(
-            self.slots_offset + (index % self.cap as usize) * self.stride,
-            SLOT_HEADER,
-        ) {
-            crate::slots::prefetch_for_write(p);
-        }
-    }
 }
 
 /// How long an operation may block.

@@ -28,9 +28,6 @@ pub(crate) trait Slots {
     /// The header of slot `index` (`index < capacity`).
     fn header(&self, index: usize) -> Result<&SlotHeader, Bad>;
 
-    /// A hint that this process is about to write slot `index`'s header
-    /// line (see [`crate::slots::prefetch_for_write`]).
-    fn prefetch_for_write(&self, _index: usize) {}
 }
 
 /// What a claim found.
@@ -163,9 +160,6 @@ impl<S: Slots> Ring<'_, S> {
     ) -> Result<Claim, Bad> {
         let max = (max.max(1) as u64).min(self.cap);
         let mut t = self.load_index(Side::Send)?;
-        // The slot we are about to claim and write: fetch it for writing
-        // at once rather than shared now and exclusive later.
-        self.slots.prefetch_for_write(self.split(t).0);
         loop {
             let (slot, lap) = self.at(t)?;
             let word = &slot.state;
@@ -338,11 +332,6 @@ impl<S: Slots> Ring<'_, S> {
         kill_point(published);
         match self.index(side).transition_deferred(at, at + n) {
             Ok(wake) => {
-                if side == Side::Recv {
-                    // Our release will write the header line: fetch it for
-                    // writing while we read the payload.
-                    self.slots.prefetch_for_write(self.split(at).0);
-                }
                 kill_point(claimed);
                 Ok(Ok(Claim::Got {
                     start: at,

@@ -58,22 +58,3 @@ pub(crate) unsafe fn read_value<T: ShmSafe + Copy>(src: *const u8) -> T {
     // valid.
     unsafe { src.cast::<T>().read_unaligned() }
 }
-
-/// Asks the CPU to bring the cache line at `ptr` in for writing
-/// (`prefetchw`), so that a later store to it does not first have to fetch
-/// it shared and then upgrade it: one transfer from the other core instead
-/// of two, and no store that a later locked instruction must wait for. A
-/// hint: it never faults and changes no memory.
-#[inline]
-pub(crate) fn prefetch_for_write(ptr: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
-        // SAFETY: a prefetch does not access memory in the sense of the
-        // abstract machine and cannot fault, whatever the address; SSE is
-        // part of the x86_64 baseline.
-        unsafe { _mm_prefetch::<_MM_HINT_ET0>(ptr.cast()) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = ptr;
-}
