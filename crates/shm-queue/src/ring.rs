@@ -27,7 +27,6 @@ pub(crate) struct Bad(pub(crate) String);
 pub(crate) trait Slots {
     /// The header of slot `index` (`index < capacity`).
     fn header(&self, index: usize) -> Result<&SlotHeader, Bad>;
-
 }
 
 /// What a claim found.
