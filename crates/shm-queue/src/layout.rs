@@ -70,6 +70,19 @@ pub(crate) fn state(lap: u64, tag: u64) -> u64 {
     lap << 2 | tag
 }
 
+/// The slot index of position `pos` in a ring of `capacity` slots, and the
+/// first position of its lap (a mask for a power-of-two capacity, the
+/// usual case: no division on the message path).
+#[inline]
+pub(crate) fn slot_index(pos: u64, capacity: u64) -> (usize, u64) {
+    let index = if capacity.is_power_of_two() {
+        pos & (capacity - 1)
+    } else {
+        pos % capacity
+    };
+    (index as usize, pos - index)
+}
+
 /// `(lap, tag)` of a state value.
 #[inline]
 pub(crate) fn decode(value: u64) -> (u64, u64) {

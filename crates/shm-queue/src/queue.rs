@@ -10,7 +10,7 @@ use shm_core::{ProcessId, SegmentId, Shared, SharedOptions};
 use crate::error::{Corrupted, OpenError};
 use crate::layout::{
     Control, FLAG_CLOSED, FORMAT_VERSION, MAX_PEERS, OLD_FORMATS, Registration, SLOT_HEADER,
-    SlotHeader, ident_of, pid_namespace, stride_for,
+    SlotHeader, ident_of, pid_namespace, slot_index, stride_for,
 };
 use crate::primitive::Ordering;
 use crate::ring::{Bad, Ring, Side, Slots};
@@ -367,15 +367,10 @@ impl Queue {
         &table[index % MAX_PEERS]
     }
 
-    /// The slot index of `pos` (a mask for a power-of-two capacity, the
-    /// usual case: no division on the message path).
+    /// The slot index of `pos`.
     #[inline]
     pub(crate) fn index_of(&self, pos: u64) -> usize {
-        (if self.cap.is_power_of_two() {
-            pos & (self.cap - 1)
-        } else {
-            pos % self.cap
-        }) as usize
+        slot_index(pos, self.cap).0
     }
 
     #[inline]

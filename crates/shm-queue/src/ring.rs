@@ -12,7 +12,7 @@
 use crate::kill::kill_point;
 use crate::layout::{
     Control, EMPTY, FULL, MAX_PEERS, MAX_POS, Registration, SKIP, SlotHeader, decode, process_of,
-    state,
+    slot_index, state,
 };
 use shm_sync::WaitWord;
 
@@ -76,12 +76,7 @@ impl<S: Slots> Ring<'_, S> {
     /// The slot index of `pos` and the first position of its lap.
     #[inline]
     fn split(&self, pos: u64) -> (usize, u64) {
-        let index = if self.cap.is_power_of_two() {
-            pos & (self.cap - 1)
-        } else {
-            pos % self.cap
-        };
-        (index as usize, pos - index)
+        slot_index(pos, self.cap)
     }
 
     /// The state value for position `pos` with `tag`.
@@ -116,14 +111,7 @@ impl<S: Slots> Ring<'_, S> {
     /// overflow.
     #[inline]
     fn load_index(&self, side: Side) -> Result<u64, Bad> {
-        let at = self.index(side).load();
-        if at > MAX_POS - self.cap {
-            return Err(Bad(format!(
-                "{} {at} is beyond the largest position",
-                side_name(side)
-            )));
-        }
-        Ok(at)
+        self.checked(side, self.index(side).load())
     }
 
     /// `head` and `tail` (a snapshot, for stats and the blocking loop's

@@ -137,24 +137,10 @@ impl WaitWord {
     /// holds. `to` is masked to [`MAX_WAIT_VALUE`].
     #[inline]
     pub fn transition(&self, from: u64, to: u64) -> Result<(), u64> {
-        let want = (to & MAX_WAIT_VALUE) << 1;
-        let mut expected = (from & MAX_WAIT_VALUE) << 1;
-        loop {
-            match self
-                .raw
-                .compare_exchange(expected, want, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(old) => {
-                    if old & SLEEPERS != 0 {
-                        primitive::futex_wake_low(&self.raw, u32::MAX);
-                    }
-                    return Ok(());
-                }
-                // The same value with the flag set: take the flag along.
-                Err(now) if now >> 1 == from & MAX_WAIT_VALUE => expected = now,
-                Err(now) => return Err(now >> 1),
-            }
+        if self.transition_deferred(from, to)? {
+            self.wake_all();
         }
+        Ok(())
     }
 
     /// Like [`WaitWord::transition`], but does not wake: returns whether a
@@ -218,7 +204,7 @@ impl WaitWord {
     /// comes later synchronizes with it.
     pub fn nudge(&self) {
         if self.raw.fetch_and(!SLEEPERS, Ordering::AcqRel) & SLEEPERS != 0 {
-            primitive::futex_wake_low(&self.raw, u32::MAX);
+            self.wake_all();
         }
     }
 
