@@ -49,7 +49,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use shm_queue::{Queue, QueueOptions, Stats};
+use shm_queue::{Lifetime, Queue, QueueOptions, Stats};
 use shm_tests::{Cleanup, Proc, read_line, spawn, spawn_env, unique_posix};
 
 const SEND_STEPS: [&str; 5] = [
@@ -375,9 +375,14 @@ fn must_hit(a: &str, b: &str) -> bool {
 fn run_pair(a: &'static str, b: &'static str) -> bool {
     let id = unique_posix("compound");
     let _clean = Cleanup::new(std::slice::from_ref(&id));
-    let mut q = Queue::create(&id, &QueueOptions::new().capacity(CAPACITY).slot_size(SLOT))
-        .expect("create");
-    q.segment_mut().set_owner(false);
+    let q = Queue::create(
+        &id,
+        &QueueOptions::new()
+            .capacity(CAPACITY)
+            .slot_size(SLOT)
+            .lifetime(Lifetime::Persistent),
+    )
+    .expect("create");
     let name = id.to_string();
     let mut pair = Pair {
         a,

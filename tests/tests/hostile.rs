@@ -8,7 +8,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use shm_core::{Segment, SegmentId, Shared, SharedOptions};
-use shm_queue::{OpenError, Queue, QueueOptions};
+use shm_queue::{Lifetime, Queue, QueueOpenError, QueueOptions};
 use shm_tests::{Cleanup, Proc, read_line, spawn, unique_posix, unique_sysv};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -30,9 +30,14 @@ fn assert_error_or_success(p: Proc, what: &str, seed: u64) -> String {
 
 fn hostile_round(id: SegmentId, seed: u64) {
     let _clean = Cleanup::new(std::slice::from_ref(&id));
-    let mut q =
-        Queue::create(&id, &QueueOptions::new().capacity(16).slot_size(64)).expect("create");
-    q.segment_mut().set_owner(false);
+    let _q = Queue::create(
+        &id,
+        &QueueOptions::new()
+            .capacity(16)
+            .slot_size(64)
+            .lifetime(Lifetime::Persistent),
+    )
+    .expect("create");
     let name = id.to_string();
     let mut users = Vec::new();
     for _ in 0..2 {
@@ -106,7 +111,7 @@ fn segments_of_another_kind_or_not_ours_are_refused() {
         .collect();
     raw.write_at(0, &junk).unwrap();
     match Queue::open(&raw_id) {
-        Err(OpenError::Open(shm_core::OpenError::NotOurs { .. })) => {}
+        Err(QueueOpenError::Open(shm_core::OpenError::NotOurs { .. })) => {}
         other => panic!("a foreign segment opened as a queue: {other:?}"),
     }
     // Ours, but holding another type.
@@ -117,7 +122,7 @@ fn segments_of_another_kind_or_not_ours_are_refused() {
     )
     .unwrap();
     match Queue::open(&typed_id) {
-        Err(OpenError::Open(shm_core::OpenError::LayoutMismatch { .. })) => {}
+        Err(QueueOpenError::Open(shm_core::OpenError::LayoutMismatch { .. })) => {}
         other => panic!("another type opened as a queue: {other:?}"),
     }
     // Through a process too: an error on stderr and exit 1, no panic.
@@ -158,8 +163,14 @@ fn a_segment_truncated_after_mapping_gives_an_error_not_sigbus() {
 fn queue_users_get_errors_when_the_segment_is_truncated_under_them() {
     let id = unique_posix("trunc-queue");
     let _clean = Cleanup::new(std::slice::from_ref(&id));
-    let mut q = Queue::create(&id, &QueueOptions::new().capacity(256).slot_size(1024)).unwrap();
-    q.segment_mut().set_owner(false);
+    let q = Queue::create(
+        &id,
+        &QueueOptions::new()
+            .capacity(256)
+            .slot_size(1024)
+            .lifetime(Lifetime::Persistent),
+    )
+    .unwrap();
     let name = id.to_string();
     let mut users = Vec::new();
     let mut c = spawn(&["queue-consume", &name, "timeout=2000"]);

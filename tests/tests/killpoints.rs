@@ -16,14 +16,20 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use shm_core::SegmentId;
-use shm_queue::{Queue, QueueOptions};
+use shm_queue::{Lifetime, Queue, QueueOptions};
 use shm_tests::{Cleanup, Proc, read_line, spawn, spawn_env, unique_posix};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn queue(id: &SegmentId) -> Queue {
-    let mut q = Queue::create(id, &QueueOptions::new().capacity(4).slot_size(64)).expect("create");
-    q.segment_mut().set_owner(false);
+    let q = Queue::create(
+        id,
+        &QueueOptions::new()
+            .capacity(4)
+            .slot_size(64)
+            .lifetime(Lifetime::Persistent),
+    )
+    .expect("create");
     q
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shm_core::SegmentId;
 use shm_core::list::SegmentInfo;
-use shm_queue::{Queue, QueueOptions, RecvError, SendError, Stats};
+use shm_queue::{Lifetime, Queue, QueueOptions, RecvTimeoutError, SendTimeoutError, Stats};
 
 use crate::fmt::human_size;
 use crate::{CliError, CliResult, emit, warn};
@@ -93,10 +93,11 @@ pub fn create(id: &SegmentId, capacity: u64, slot_size: u64, mode: u32) -> CliRe
     let opts = QueueOptions::new()
         .capacity(to_u32("capacity", capacity)?)
         .slot_size(to_u32("slot size", slot_size)?)
-        .mode(mode);
-    let mut q = Queue::create(id, &opts)?;
-    // Leave it for the senders and receivers to come.
-    q.segment_mut().set_owner(false);
+        .mode(mode)
+        // Leave it for the senders and receivers to come: it stays until
+        // `shm rm`.
+        .lifetime(Lifetime::Persistent);
+    let q = Queue::create(id, &opts)?;
     emit(&format!(
         "created queue {id}: {} slots of {} bytes ({} segment), mode {mode:04o}\n",
         q.capacity(),
@@ -130,18 +131,18 @@ pub fn send(id: &SegmentId, timeout: Option<Duration>) -> CliResult {
         n += 1;
         let result = match timeout {
             Some(t) => tx.send_timeout(&line, t),
-            None => tx.send(&line),
+            None => tx.send(&line).map_err(SendTimeoutError::from),
         };
         match result {
             Ok(()) => {}
-            Err(SendError::TooLarge { len, max }) => {
+            Err(SendTimeoutError::TooLarge { len, max }) => {
                 return Err(CliError::new(format!(
                     "line {n} is {len} bytes, longer than the {max}-byte slots of {id}: \
                      not sent ({} lines before it were)",
                     n - 1
                 )));
             }
-            Err(SendError::Timeout) => {
+            Err(SendTimeoutError::Timeout) => {
                 return Err(CliError::new(format!(
                     "timed out sending line {n} to {id}: the queue stayed full for {} ms ({} lines were sent)",
                     timeout.map_or(0, |t| t.as_millis()),
@@ -171,12 +172,12 @@ pub fn recv(id: &SegmentId, count: Option<u64>, timeout: Option<Duration>) -> Cl
     while count.is_none_or(|c| got < c) {
         let msg = match timeout {
             Some(t) => rx.recv_timeout(t),
-            None => rx.recv(),
+            None => rx.recv().map_err(RecvTimeoutError::from),
         };
         let msg = match msg {
             Ok(m) => m,
-            Err(RecvError::Disconnected) | Err(RecvError::Closed) => break,
-            Err(RecvError::Timeout) => {
+            Err(RecvTimeoutError::Disconnected) | Err(RecvTimeoutError::Closed) => break,
+            Err(RecvTimeoutError::Timeout) => {
                 return Err(CliError::new(format!(
                     "no message arrived on {id} within {} ms ({got} received)",
                     timeout.map_or(0, |t| t.as_millis())

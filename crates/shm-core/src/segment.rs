@@ -809,6 +809,35 @@ impl Segment {
         self.owner = owner && self.id.is_some();
     }
 
+    /// Whether the segment's name still refers to this segment: `false`
+    /// once it was removed (and perhaps given to a new segment since), and
+    /// for an anonymous segment. Errors reading the name count as `true`
+    /// (it cannot be shown to be gone).
+    pub fn is_named(&self) -> bool {
+        match (&self.handle, &self.id) {
+            (Handle::Fd(fd), Some(SegmentId::Posix(name))) => {
+                use std::os::unix::fs::MetadataExt;
+                let Ok(mine) = posix::fstat(fd.as_fd()) else {
+                    return true;
+                };
+                match std::fs::metadata(format!("/dev/shm/{}", name.file_name())) {
+                    Ok(md) => md.dev() == mine.dev && md.ino() == mine.ino,
+                    Err(e) => e.kind() != io::ErrorKind::NotFound,
+                }
+            }
+            // `IPC_RMID` on an attached segment makes its key private (0).
+            (Handle::SysV(shmid), Some(SegmentId::SysV(key))) => {
+                match crate::list::sysv_entries() {
+                    Ok(entries) => entries
+                        .iter()
+                        .any(|e| e.shmid == *shmid && e.key == *key && e.key != 0),
+                    Err(_) => true,
+                }
+            }
+            _ => false,
+        }
+    }
+
     /// Removes the segment's name now (`shm_unlink` / `IPC_RMID`). Mappings,
     /// this one included, stay valid until dropped; System V memory is freed
     /// after the last detach. Afterwards this handle is no longer the owner.

@@ -1,5 +1,5 @@
-//! The queue's errors (STYLE habit 7): one enum per operation, messages a
-//! person can act on.
+//! The queue's errors: one enum per operation (and per way of waiting),
+//! with messages a person can act on.
 
 use std::error::Error;
 use std::fmt;
@@ -8,7 +8,7 @@ use std::io;
 /// Why opening or creating a queue failed.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum OpenError {
+pub enum QueueOpenError {
     /// The segment could not be created.
     Create(shm_core::CreateError),
     /// The segment could not be opened or its header is not valid.
@@ -43,29 +43,43 @@ pub enum OpenError {
         /// The version this build reads.
         expected: u32,
     },
+    /// Every entry of the table of attached processes
+    /// ([`crate::MAX_ATTACHED`]) is held by a live process.
+    TooManyAttached {
+        /// The queue.
+        queue: String,
+    },
+    /// The queue's last peer has been removing its name for seconds
+    /// without finishing (a stopped process?).
+    Retiring {
+        /// The queue.
+        queue: String,
+        /// The leaving process.
+        pid: u32,
+    },
     /// The control block holds impossible values.
     Corrupted(Corrupted),
 }
 
-impl fmt::Display for OpenError {
+impl fmt::Display for QueueOpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            OpenError::Create(e) => e.fmt(f),
-            OpenError::Open(e) => e.fmt(f),
-            OpenError::InvalidConfig { queue, reason } => {
+            QueueOpenError::Create(e) => e.fmt(f),
+            QueueOpenError::Open(e) => e.fmt(f),
+            QueueOpenError::InvalidConfig { queue, reason } => {
                 write!(f, "invalid queue {queue}: {reason}")
             }
-            OpenError::WrongMessageType { queue } => {
+            QueueOpenError::WrongMessageType { queue } => {
                 write!(
                     f,
                     "{queue} holds another message type than the one asked for"
                 )
             }
-            OpenError::OtherPidNamespace { queue } => write!(
+            QueueOpenError::OtherPidNamespace { queue } => write!(
                 f,
                 "{queue} was created in another PID namespace (another container?): peers are named by PID, so it can only be shared by processes that see the same PIDs"
             ),
-            OpenError::OldFormat {
+            QueueOpenError::OldFormat {
                 queue,
                 found,
                 expected,
@@ -73,46 +87,57 @@ impl fmt::Display for OpenError {
                 f,
                 "{queue} is a queue of format version {found}, made by an older shm-queue; this build reads only format version {expected}: remove it (`shm rm`) and create it again, or use the version that made it"
             ),
-            OpenError::Corrupted(c) => c.fmt(f),
+            QueueOpenError::TooManyAttached { queue } => write!(
+                f,
+                "{queue} already has {} live attached handles, the most it records",
+                crate::MAX_ATTACHED
+            ),
+            QueueOpenError::Retiring { queue, pid } => write!(
+                f,
+                "{queue} is being removed by its last peer, pid {pid}, which has not finished for seconds (is it stopped?)"
+            ),
+            QueueOpenError::Corrupted(c) => c.fmt(f),
         }
     }
 }
 
-impl Error for OpenError {
+impl Error for QueueOpenError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
-            OpenError::Create(e) => Some(e),
-            OpenError::Open(e) => Some(e),
-            OpenError::Corrupted(c) => Some(c),
+            QueueOpenError::Create(e) => Some(e),
+            QueueOpenError::Open(e) => Some(e),
+            QueueOpenError::Corrupted(c) => Some(c),
             _ => None,
         }
     }
 }
 
-impl From<shm_core::CreateError> for OpenError {
+impl From<shm_core::CreateError> for QueueOpenError {
     fn from(e: shm_core::CreateError) -> Self {
-        OpenError::Create(e)
+        QueueOpenError::Create(e)
     }
 }
 
-impl From<shm_core::OpenError> for OpenError {
+impl From<shm_core::OpenError> for QueueOpenError {
     fn from(e: shm_core::OpenError) -> Self {
-        OpenError::Open(e)
+        QueueOpenError::Open(e)
     }
 }
 
-impl From<Corrupted> for OpenError {
+impl From<Corrupted> for QueueOpenError {
     fn from(e: Corrupted) -> Self {
-        OpenError::Corrupted(e)
+        QueueOpenError::Corrupted(e)
     }
 }
 
-impl From<OpenError> for io::Error {
-    fn from(e: OpenError) -> Self {
+impl From<QueueOpenError> for io::Error {
+    fn from(e: QueueOpenError) -> Self {
         let kind = match &e {
-            OpenError::Create(c) => c.kind(),
-            OpenError::Open(o) => o.kind(),
-            OpenError::InvalidConfig { .. } => io::ErrorKind::InvalidInput,
+            QueueOpenError::Create(c) => c.kind(),
+            QueueOpenError::Open(o) => o.kind(),
+            QueueOpenError::InvalidConfig { .. } => io::ErrorKind::InvalidInput,
+            QueueOpenError::TooManyAttached { .. } => io::ErrorKind::QuotaExceeded,
+            QueueOpenError::Retiring { .. } => io::ErrorKind::WouldBlock,
             _ => io::ErrorKind::InvalidData,
         };
         io::Error::new(kind, e)
@@ -176,7 +201,12 @@ impl From<Corrupted> for RegisterError {
     }
 }
 
-/// Why a send did not happen. In every case nothing was sent.
+/// Why a blocking send did not happen. In every case nothing was sent.
+///
+/// [`Sender::try_send`](crate::Sender::try_send) and
+/// [`Sender::send_timeout`](crate::Sender::send_timeout) return
+/// [`TrySendError`] and [`SendTimeoutError`]: the same cases plus giving
+/// up on waiting, named as in `std::sync::mpsc` and crossbeam-channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
@@ -187,14 +217,16 @@ pub enum SendError {
         /// The slot size.
         max: usize,
     },
-    /// `try_send`: the queue is full.
-    Full,
-    /// The deadline passed while the queue stayed full.
-    Timeout,
     /// Every consumer that registered is gone.
     Disconnected,
     /// The queue was closed.
     Closed,
+    /// The readiness helper of the async and descriptor interfaces could
+    /// not be set up (no tokio runtime, no `eventfd`, no thread).
+    Readiness {
+        /// The system's reason.
+        reason: String,
+    },
     /// The control block is corrupted.
     Corrupted(Corrupted),
 }
@@ -206,10 +238,9 @@ impl fmt::Display for SendError {
                 f,
                 "message of {len} bytes is larger than the queue's {max}-byte slots; nothing was sent"
             ),
-            SendError::Full => f.write_str("the queue is full"),
-            SendError::Timeout => f.write_str("timed out: the queue stayed full"),
             SendError::Disconnected => f.write_str("every consumer of the queue is gone"),
             SendError::Closed => f.write_str("the queue is closed"),
+            SendError::Readiness { reason } => readiness(f, reason),
             SendError::Corrupted(c) => c.fmt(f),
         }
     }
@@ -217,20 +248,70 @@ impl fmt::Display for SendError {
 
 impl Error for SendError {}
 
-impl From<Corrupted> for SendError {
-    fn from(e: Corrupted) -> Self {
-        SendError::Corrupted(e)
-    }
+/// Why a [`try_send`](crate::Sender::try_send) did not happen: the queue
+/// was full, or one of the [`SendError`] cases. Nothing was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrySendError {
+    /// The queue is full.
+    Full,
+    /// See [`SendError::TooLarge`].
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The slot size.
+        max: usize,
+    },
+    /// See [`SendError::Disconnected`].
+    Disconnected,
+    /// See [`SendError::Closed`].
+    Closed,
+    /// See [`SendError::Readiness`].
+    Readiness {
+        /// The system's reason.
+        reason: String,
+    },
+    /// See [`SendError::Corrupted`].
+    Corrupted(Corrupted),
 }
 
-/// Why a receive returned no message.
+/// Why a [`send_timeout`](crate::Sender::send_timeout) did not happen: the
+/// deadline passed while the queue stayed full, or one of the
+/// [`SendError`] cases. Nothing was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendTimeoutError {
+    /// The deadline passed while the queue stayed full.
+    Timeout,
+    /// See [`SendError::TooLarge`].
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The slot size.
+        max: usize,
+    },
+    /// See [`SendError::Disconnected`].
+    Disconnected,
+    /// See [`SendError::Closed`].
+    Closed,
+    /// See [`SendError::Readiness`].
+    Readiness {
+        /// The system's reason.
+        reason: String,
+    },
+    /// See [`SendError::Corrupted`].
+    Corrupted(Corrupted),
+}
+
+/// Why a blocking receive returned no message.
+///
+/// [`Receiver::try_recv`](crate::Receiver::try_recv) and
+/// [`Receiver::recv_timeout`](crate::Receiver::recv_timeout) return
+/// [`TryRecvError`] and [`RecvTimeoutError`]: the same cases plus giving
+/// up on waiting, named as in `std::sync::mpsc` and crossbeam-channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RecvError {
-    /// `try_recv`: the queue is empty.
-    Empty,
-    /// The deadline passed while the queue stayed empty.
-    Timeout,
     /// Every producer that registered is gone and the queue is drained.
     Disconnected,
     /// The queue was closed and is drained.
@@ -243,6 +324,11 @@ pub enum RecvError {
         /// The buffer's length.
         buf: usize,
     },
+    /// See [`SendError::Readiness`].
+    Readiness {
+        /// The system's reason.
+        reason: String,
+    },
     /// The control block is corrupted.
     Corrupted(Corrupted),
 }
@@ -250,8 +336,6 @@ pub enum RecvError {
 impl fmt::Display for RecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RecvError::Empty => f.write_str("the queue is empty"),
-            RecvError::Timeout => f.write_str("timed out: no message arrived"),
             RecvError::Disconnected => {
                 f.write_str("every producer of the queue is gone and it is drained")
             }
@@ -260,12 +344,178 @@ impl fmt::Display for RecvError {
                 f,
                 "the buffer of {buf} bytes is shorter than the {len}-byte slots; nothing was taken"
             ),
+            RecvError::Readiness { reason } => readiness(f, reason),
             RecvError::Corrupted(c) => c.fmt(f),
         }
     }
 }
 
+fn readiness(f: &mut fmt::Formatter<'_>, reason: &str) -> fmt::Result {
+    write!(
+        f,
+        "the queue's readiness helper could not be set up: {reason}"
+    )
+}
+
 impl Error for RecvError {}
+
+/// Why a [`try_recv`](crate::Receiver::try_recv) returned no message: the
+/// queue was empty, or one of the [`RecvError`] cases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TryRecvError {
+    /// The queue is empty.
+    Empty,
+    /// See [`RecvError::Disconnected`].
+    Disconnected,
+    /// See [`RecvError::Closed`].
+    Closed,
+    /// See [`RecvError::BufferTooSmall`].
+    BufferTooSmall {
+        /// The slot size (the longest message possible).
+        len: usize,
+        /// The buffer's length.
+        buf: usize,
+    },
+    /// See [`RecvError::Readiness`].
+    Readiness {
+        /// The system's reason.
+        reason: String,
+    },
+    /// See [`RecvError::Corrupted`].
+    Corrupted(Corrupted),
+}
+
+/// Why a [`recv_timeout`](crate::Receiver::recv_timeout) returned no
+/// message: the deadline passed while the queue stayed empty, or one of
+/// the [`RecvError`] cases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecvTimeoutError {
+    /// The deadline passed while the queue stayed empty.
+    Timeout,
+    /// See [`RecvError::Disconnected`].
+    Disconnected,
+    /// See [`RecvError::Closed`].
+    Closed,
+    /// See [`RecvError::BufferTooSmall`].
+    BufferTooSmall {
+        /// The slot size (the longest message possible).
+        len: usize,
+        /// The buffer's length.
+        buf: usize,
+    },
+    /// See [`RecvError::Readiness`].
+    Readiness {
+        /// The system's reason.
+        reason: String,
+    },
+    /// See [`RecvError::Corrupted`].
+    Corrupted(Corrupted),
+}
+
+/// The conversions between a side's blocking error and its error for one
+/// way of waiting: the shared cases map one to one; the extra case is the
+/// one for giving up.
+macro_rules! waiting_error {
+    ($name:ident, $base:ident, $gave_up:ident, $msg:literal,
+     [$($v:ident),*], $($fields:ident { $($f:ident),* }),*) => {
+        impl From<$base> for $name {
+            fn from(e: $base) -> Self {
+                match e {
+                    $( $base::$v => $name::$v, )*
+                    $( $base::$fields { $($f),* } => $name::$fields { $($f),* }, )*
+                    $base::Corrupted(c) => $name::Corrupted(c),
+                }
+            }
+        }
+
+        impl From<Corrupted> for $name {
+            fn from(e: Corrupted) -> Self {
+                $name::Corrupted(e)
+            }
+        }
+
+        impl $name {
+            /// The blocking call's error for the same case, or `None` for
+            #[doc = concat!("[`", stringify!($name), "::", stringify!($gave_up), "`].")]
+            pub fn into_stop(self) -> Option<$base> {
+                match self {
+                    $name::$gave_up => None,
+                    $( $name::$v => Some($base::$v), )*
+                    $( $name::$fields { $($f),* } => Some($base::$fields { $($f),* }), )*
+                    $name::Corrupted(c) => Some($base::Corrupted(c)),
+                }
+            }
+
+            #[doc = concat!("Whether this is [`", stringify!($name), "::", stringify!($gave_up), "`].")]
+            pub fn gave_up(&self) -> bool {
+                matches!(self, $name::$gave_up)
+            }
+
+            pub(crate) fn from_fail(f: crate::wait::Fail<$base, ()>) -> Self {
+                match f {
+                    crate::wait::Fail::Blocked(()) => $name::$gave_up,
+                    crate::wait::Fail::Stop(e) => e.into(),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.clone().into_stop() {
+                    None => f.write_str($msg),
+                    Some(e) => e.fmt(f),
+                }
+            }
+        }
+
+        impl Error for $name {}
+    };
+}
+
+waiting_error!(
+    TrySendError,
+    SendError,
+    Full,
+    "the queue is full",
+    [Disconnected, Closed],
+    TooLarge { len, max },
+    Readiness { reason }
+);
+waiting_error!(
+    SendTimeoutError,
+    SendError,
+    Timeout,
+    "timed out: the queue stayed full",
+    [Disconnected, Closed],
+    TooLarge { len, max },
+    Readiness { reason }
+);
+waiting_error!(
+    TryRecvError,
+    RecvError,
+    Empty,
+    "the queue is empty",
+    [Disconnected, Closed],
+    BufferTooSmall { len, buf },
+    Readiness { reason }
+);
+waiting_error!(
+    RecvTimeoutError,
+    RecvError,
+    Timeout,
+    "timed out: no message arrived",
+    [Disconnected, Closed],
+    BufferTooSmall { len, buf },
+    Readiness { reason }
+);
+
+impl From<Corrupted> for SendError {
+    fn from(e: Corrupted) -> Self {
+        SendError::Corrupted(e)
+    }
+}
 
 impl From<Corrupted> for RecvError {
     fn from(e: Corrupted) -> Self {
@@ -286,17 +536,43 @@ macro_rules! into_io {
 
 into_io!(SendError,
     SendError::TooLarge { .. } => io::ErrorKind::InvalidInput,
-    SendError::Full => io::ErrorKind::WouldBlock,
-    SendError::Timeout => io::ErrorKind::TimedOut,
     SendError::Disconnected | SendError::Closed => io::ErrorKind::BrokenPipe,
+    SendError::Readiness { .. } => io::ErrorKind::Other,
     SendError::Corrupted(_) => io::ErrorKind::InvalidData,
 );
+into_io!(TrySendError,
+    TrySendError::Full => io::ErrorKind::WouldBlock,
+    TrySendError::TooLarge { .. } => io::ErrorKind::InvalidInput,
+    TrySendError::Disconnected | TrySendError::Closed => io::ErrorKind::BrokenPipe,
+    TrySendError::Readiness { .. } => io::ErrorKind::Other,
+    TrySendError::Corrupted(_) => io::ErrorKind::InvalidData,
+);
+into_io!(SendTimeoutError,
+    SendTimeoutError::Timeout => io::ErrorKind::TimedOut,
+    SendTimeoutError::TooLarge { .. } => io::ErrorKind::InvalidInput,
+    SendTimeoutError::Disconnected | SendTimeoutError::Closed => io::ErrorKind::BrokenPipe,
+    SendTimeoutError::Readiness { .. } => io::ErrorKind::Other,
+    SendTimeoutError::Corrupted(_) => io::ErrorKind::InvalidData,
+);
 into_io!(RecvError,
-    RecvError::Empty => io::ErrorKind::WouldBlock,
-    RecvError::Timeout => io::ErrorKind::TimedOut,
     RecvError::Disconnected | RecvError::Closed => io::ErrorKind::UnexpectedEof,
+    RecvError::Readiness { .. } => io::ErrorKind::Other,
     RecvError::BufferTooSmall { .. } => io::ErrorKind::InvalidInput,
     RecvError::Corrupted(_) => io::ErrorKind::InvalidData,
+);
+into_io!(TryRecvError,
+    TryRecvError::Empty => io::ErrorKind::WouldBlock,
+    TryRecvError::Disconnected | TryRecvError::Closed => io::ErrorKind::UnexpectedEof,
+    TryRecvError::Readiness { .. } => io::ErrorKind::Other,
+    TryRecvError::BufferTooSmall { .. } => io::ErrorKind::InvalidInput,
+    TryRecvError::Corrupted(_) => io::ErrorKind::InvalidData,
+);
+into_io!(RecvTimeoutError,
+    RecvTimeoutError::Timeout => io::ErrorKind::TimedOut,
+    RecvTimeoutError::Disconnected | RecvTimeoutError::Closed => io::ErrorKind::UnexpectedEof,
+    RecvTimeoutError::Readiness { .. } => io::ErrorKind::Other,
+    RecvTimeoutError::BufferTooSmall { .. } => io::ErrorKind::InvalidInput,
+    RecvTimeoutError::Corrupted(_) => io::ErrorKind::InvalidData,
 );
 into_io!(RegisterError,
     RegisterError::TooMany { .. } => io::ErrorKind::QuotaExceeded,

@@ -1,4 +1,4 @@
-//! What the queue keeps in its segment (format version 2).
+//! What the queue keeps in its segment (format version 3).
 //!
 //! # Layout
 //!
@@ -46,12 +46,14 @@ use shm_sync::WaitWord;
 use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 
 /// Format version of the queue's segment layout (the `Control` type id
-/// carries it). Version 1 had one lock for both sides.
-pub const FORMAT_VERSION: u32 = 2;
+/// carries it). Version 1 had one lock for both sides; version 2 had no
+/// table of attached processes, so its name could not follow its peers.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The `Control` type ids of earlier formats, oldest first: a segment made
-/// with one of them is refused with [`crate::OpenError::OldFormat`].
-pub(crate) const OLD_FORMATS: [(u32, &str); 1] = [(1, "shm_queue::Control/v1")];
+/// with one of them is refused with [`crate::QueueOpenError::OldFormat`].
+pub(crate) const OLD_FORMATS: [(u32, &str); 2] =
+    [(1, "shm_queue::Control/v1"), (2, "shm_queue::Control/v2")];
 
 /// Tag of a slot free for the producer of its position.
 pub(crate) const EMPTY: u64 = 0;
@@ -93,6 +95,16 @@ pub(crate) fn decode(value: u64) -> (u64, u64) {
 /// (2 in the loom models, where every registration a recovery scan reads
 /// is one more step to explore.)
 pub const MAX_PEERS: usize = if cfg!(shm_loom) { 2 } else { 64 };
+
+/// How many handles can be attached to a queue at once (an open
+/// [`crate::Queue`] takes one entry, shared by the senders and receivers
+/// made from it).
+pub const MAX_ATTACHED: usize = if cfg!(shm_loom) { 2 } else { 128 };
+
+/// [`LifeLine::retire`]: nobody is removing the name.
+pub(crate) const RETIRE_NONE: u64 = 0;
+/// [`LifeLine::retire`]: the name was removed; nobody may join any more.
+pub(crate) const RETIRE_DONE: u64 = u64::MAX;
 
 /// Bytes of a slot before its payload.
 pub(crate) const SLOT_HEADER: usize = 16;
@@ -236,6 +248,36 @@ unsafe impl ShmSafe for ConsumerLine {
 // SAFETY: every field is an atomic (padding aside).
 unsafe impl ShmShared for ConsumerLine {}
 
+/// Who the name belongs to, on a line of its own (touched only when a
+/// handle opens or closes).
+#[repr(C, align(64))]
+pub(crate) struct LifeLine {
+    /// The [`crate::Lifetime`] the creator chose (read-only after init):
+    /// 0 `LastPeer`, 1 `Creator`, 2 `Persistent`.
+    pub(crate) lifetime: AtomicU32,
+    pub(crate) _pad: AtomicU32,
+    /// Removal of the name in `LastPeer` mode:
+    ///
+    /// | value | meaning |
+    /// |---|---|
+    /// | [`RETIRE_NONE`] | nobody is removing the name |
+    /// | `id` | that process found no other attached process and is about to remove the name |
+    /// | [`RETIRE_DONE`] | the name was removed: open it again to join the queue it names now |
+    ///
+    /// Transitions: `0 → id` (CAS) by the last handle leaving; `id → 0`
+    /// when it then sees a newcomer, or by anyone who finds `id` dead with
+    /// the name still there; `id → DONE` after the name is removed (by `id`,
+    /// or by anyone who finds `id` dead and the name gone).
+    pub(crate) retire: AtomicU64,
+}
+
+// SAFETY: as for `SlotHeader`.
+unsafe impl ShmSafe for LifeLine {
+    const TYPE_ID: u64 = type_id("shm_queue::LifeLine/v3");
+}
+// SAFETY: every field is an atomic (padding aside).
+unsafe impl ShmShared for LifeLine {}
+
 /// The queue's control block.
 #[repr(C)]
 pub(crate) struct Control {
@@ -264,12 +306,16 @@ pub(crate) struct Control {
     pub(crate) consumer: ConsumerLine,
     pub(crate) producers: [Registration; MAX_PEERS],
     pub(crate) consumers: [Registration; MAX_PEERS],
+    pub(crate) life: LifeLine,
+    /// Identity words of the attached handles (0: free), each taken and
+    /// cleared by one CAS, like a registration's.
+    pub(crate) attached: [AtomicU64; MAX_ATTACHED],
 }
 
 // SAFETY: `#[repr(C)]` of atomics only: no pointers, any bit pattern
 // valid, all mutation atomic.
 unsafe impl ShmSafe for Control {
-    const TYPE_ID: u64 = type_id("shm_queue::Control/v2");
+    const TYPE_ID: u64 = type_id("shm_queue::Control/v3");
 }
 // SAFETY: every field is an atomic (padding aside).
 unsafe impl ShmShared for Control {}
@@ -281,11 +327,17 @@ pub(crate) fn stride_for(slot_size: u32) -> Option<u32> {
         .checked_next_multiple_of(64)
 }
 
-// The offsets docs/layout.md documents (format version 2).
+// The offsets docs/layout.md documents (format version 3).
 #[cfg(not(shm_loom))]
 const _: () = {
     use std::mem::offset_of;
-    assert!(size_of::<Control>() == 192 + 2 * 64 * MAX_PEERS && align_of::<Control>() == 64);
+    assert!(
+        size_of::<Control>() == 192 + 2 * 64 * MAX_PEERS + 64 + 8 * MAX_ATTACHED
+            && align_of::<Control>() == 64
+    );
+    assert!(offset_of!(Control, life) == 192 + 2 * 64 * MAX_PEERS);
+    assert!(offset_of!(Control, attached) == 256 + 2 * 64 * MAX_PEERS);
+    assert!(offset_of!(LifeLine, retire) == 8);
     assert!(offset_of!(Control, capacity) == 0);
     assert!(offset_of!(Control, slot_size) == 4);
     assert!(offset_of!(Control, stride) == 8);
@@ -338,34 +390,54 @@ mod tests {
 
     #[test]
     #[cfg(not(shm_loom))]
-    fn a_queue_of_format_1_is_refused_with_a_message_that_says_so() {
-        let id =
-            shm_core::SegmentId::posix(&format!("/shmrs-test-oldformat-{}", std::process::id()))
-                .expect("name");
+    fn queues_of_older_formats_are_refused_with_a_message_that_says_so() {
+        refuses_old_format::<ControlV1>(1);
+        refuses_old_format::<ControlV2>(2);
+    }
+
+    /// A stand-in for the format-2 control block (type id and size).
+    #[repr(C, align(64))]
+    struct ControlV2([AtomicU64; 24 + 2 * 8 * 64]);
+
+    // SAFETY: atomics only; it reproduces the fingerprint of format 2.
+    unsafe impl ShmSafe for ControlV2 {
+        const TYPE_ID: u64 = type_id(OLD_FORMATS[1].1);
+    }
+    // SAFETY: every byte is inside an atomic.
+    unsafe impl ShmShared for ControlV2 {}
+
+    #[cfg(not(shm_loom))]
+    fn refuses_old_format<C: ShmShared>(version: u32) {
+        let id = shm_core::SegmentId::posix(&format!(
+            "/shmrs-test-oldformat{version}-{}",
+            std::process::id()
+        ))
+        .expect("name");
         // The creating handle removes the segment when dropped.
-        let _old = shm_core::Shared::<ControlV1>::create(
+        let _old = shm_core::Shared::<C>::create(
             &id,
             &shm_core::SharedOptions::new()
                 .kind(crate::KIND)
                 .extra(4 * 96),
             |_| Ok(()),
         )
-        .expect("create a format-1 lookalike");
-        let e = crate::Queue::open(&id).expect_err("a format-1 queue must be refused");
+        .expect("create an old-format lookalike");
+        let e = crate::Queue::open(&id).expect_err("an old-format queue must be refused");
         assert!(
             matches!(
                 e,
-                crate::OpenError::OldFormat {
-                    found: 1,
+                crate::QueueOpenError::OldFormat {
+                    found,
                     expected: FORMAT_VERSION,
                     ..
-                }
+                } if found == version
             ),
             "{e:?}"
         );
         let msg = e.to_string();
         assert!(
-            msg.contains("format version 1") && msg.contains("format version 2"),
+            msg.contains(&format!("format version {version}"))
+                && msg.contains(&format!("format version {FORMAT_VERSION}")),
             "{msg}"
         );
     }

@@ -107,11 +107,13 @@
 
 mod error;
 mod kill;
+mod life;
 // `unsafe impl ShmSafe` for the on-segment structs.
 #[allow(unsafe_code)]
 mod layout;
 mod primitive;
 mod queue;
+mod ready;
 // Only calls into `slots`, each with its SAFETY argument.
 #[allow(unsafe_code)]
 mod receiver;
@@ -124,11 +126,16 @@ mod slots;
 mod typed;
 mod wait;
 
-pub use error::{Corrupted, OpenError, RecvError, RegisterError, SendError};
-pub use layout::{FORMAT_VERSION, MAX_PEERS};
-pub use queue::{KIND, MAX_CAPACITY, MAX_SLOT_SIZE, Queue, QueueOptions, Stats};
-pub use receiver::Receiver;
+pub use error::{
+    Corrupted, QueueOpenError, RecvError, RecvTimeoutError, RegisterError, SendError,
+    SendTimeoutError, TryRecvError, TrySendError,
+};
+pub use layout::{FORMAT_VERSION, MAX_ATTACHED, MAX_PEERS};
+pub use queue::{KIND, Lifetime, MAX_CAPACITY, MAX_SLOT_SIZE, Queue, QueueOptions, Stats};
+pub use receiver::{IntoIter, Iter, Receiver, TryIter};
 pub use sender::Sender;
+/// The segment types a queue user needs, from [`shm_core`].
+pub use shm_core::{SegmentId, ShmSafe};
 pub use typed::{TypedQueue, TypedReceiver, TypedSender};
 #[cfg(all(test, shm_loom))]
 #[allow(unsafe_code)]

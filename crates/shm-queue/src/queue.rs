@@ -3,11 +3,12 @@
 //! protocol), [`crate::wait`] (blocking), [`crate::registry`] (who takes
 //! part) and the two sides, [`crate::sender`] and [`crate::receiver`].
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use shm_core::{ProcessId, SegmentId, Shared, SharedOptions};
 
-use crate::error::{Corrupted, OpenError};
+use crate::error::{Corrupted, QueueOpenError};
 use crate::layout::{
     Control, FLAG_CLOSED, FORMAT_VERSION, MAX_PEERS, OLD_FORMATS, Registration, SLOT_HEADER,
     SlotHeader, ident_of, pid_namespace, slot_index, stride_for,
@@ -30,6 +31,53 @@ pub struct QueueOptions {
     slot_size: u32,
     mode: u32,
     timeout: Duration,
+    lifetime: Lifetime,
+}
+
+/// When a queue's name goes away. Chosen by the creator and recorded in
+/// the segment, so every process follows the same rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Lifetime {
+    /// The default: the name is removed when the last attached handle (a
+    /// [`Queue`] and the senders and receivers made from it, in any
+    /// process) is dropped, or when that process dies and a later leaver
+    /// finds it dead. While any attached process lives, [`Queue::open`]
+    /// and [`Queue::open_or_create`] join the queue the name carries, never
+    /// a second one; a handle that opens the name just as the last one
+    /// leaves either keeps the queue and its name alive or opens the name
+    /// again, never ends up on a queue nobody else can find. If every
+    /// attached process dies, the name stays until the next handle leaves.
+    #[default]
+    LastPeer,
+    /// The creating handle removes the name when it is dropped, whoever
+    /// still uses the queue (the behaviour of a plain
+    /// [`shm_core::Segment`]). Peers already attached keep working on the
+    /// unnamed queue; a later `open_or_create` makes a new one. Use it when
+    /// one process owns the queue's life (a server).
+    Creator,
+    /// Nobody removes the name: it stays until [`Queue::remove`],
+    /// `shm rm` or a reboot (a queue that outlives its processes).
+    Persistent,
+}
+
+impl Lifetime {
+    pub(crate) fn to_word(self) -> u32 {
+        match self {
+            Lifetime::LastPeer => 0,
+            Lifetime::Creator => 1,
+            Lifetime::Persistent => 2,
+        }
+    }
+
+    pub(crate) fn from_word(w: u32) -> Option<Self> {
+        match w {
+            0 => Some(Lifetime::LastPeer),
+            1 => Some(Lifetime::Creator),
+            2 => Some(Lifetime::Persistent),
+            _ => None,
+        }
+    }
 }
 
 impl Default for QueueOptions {
@@ -39,12 +87,14 @@ impl Default for QueueOptions {
             slot_size: 256,
             mode: shm_core::DEFAULT_MODE,
             timeout: Duration::from_secs(5),
+            lifetime: Lifetime::LastPeer,
         }
     }
 }
 
 impl QueueOptions {
-    /// 1024 slots of 256 bytes, mode 0600, a 5 s open deadline.
+    /// 1024 slots of 256 bytes, mode 0600, a 5 s open deadline, the name
+    /// removed with the last peer ([`Lifetime::LastPeer`]).
     pub fn new() -> Self {
         Self::default()
     }
@@ -72,6 +122,13 @@ impl QueueOptions {
         self.timeout = timeout;
         self
     }
+
+    /// When the name goes away (used when this call creates the queue;
+    /// an opener follows what the creator chose).
+    pub fn lifetime(mut self, lifetime: Lifetime) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
 }
 
 /// A snapshot of a queue's counters, read without taking part in it.
@@ -95,6 +152,9 @@ pub struct Stats {
     pub producers: u64,
     /// Live registered consumers.
     pub consumers: u64,
+    /// Live attached handles (an open `Queue` and what was made from it;
+    /// observers such as `shm stat` do not attach).
+    pub attached: u64,
     /// Whether the queue was closed.
     pub closed: bool,
     /// Claims of dead processes recovered: positions a producer died
@@ -106,25 +166,49 @@ pub struct Stats {
 
 /// A blocking bounded queue of byte messages between processes.
 ///
-/// The creating handle owns the segment and removes it on drop (change that
-/// with [`Queue::segment_mut`] and [`shm_core::Segment::set_owner`]).
-/// Register a [`crate::Sender`] or [`crate::Receiver`] to take part; see
-/// the crate docs for the exact semantics.
+/// A `Queue` is a handle on the segment, attached to it: it is cheap to
+/// clone (the clones share one attachment), `Send` and `Sync`, and the
+/// [`Sender`](crate::Sender)s and [`Receiver`](crate::Receiver)s made from
+/// it keep it alive, so they can move into threads and tasks on their own.
+/// When the name goes away is the queue's [`Lifetime`] (by default, with
+/// the last attached handle). See the crate docs for the exact semantics.
+///
+/// ```
+/// use shm_queue::{Queue, QueueOptions, SegmentId};
+///
+/// let id = SegmentId::posix(&format!("/doc-queue-handle-{}", std::process::id()))?;
+/// let queue = Queue::create(&id, &QueueOptions::new().capacity(4).slot_size(32))?;
+/// let tx = queue.sender()?;
+/// let rx = queue.receiver()?;
+/// let t = std::thread::spawn(move || tx.send(b"from a thread"));
+/// assert_eq!(rx.recv()?, b"from a thread");
+/// t.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Queue(pub(crate) Arc<Inner>);
+
+/// One attachment of this process to a queue: the mapping, the validated
+/// configuration, and our entry in the table of attached handles.
 #[derive(Debug)]
-pub struct Queue {
+pub(crate) struct Inner {
     pub(crate) shared: Shared<Control>,
     // Validated copies of the configuration: never re-read from the segment.
     pub(crate) cap: u64,
     pub(crate) slot_size: usize,
     stride: usize,
     slots_offset: usize,
+    pub(crate) lifetime: Lifetime,
     pub(crate) name: String,
     pub(crate) me: ProcessId,
     /// `me` as a registration identity word.
     pub(crate) me_ident: u64,
+    /// Our entry in the table of attached handles (`None` for an observer
+    /// that only reads counters).
+    pub(crate) attached: Option<usize>,
 }
 
-impl Slots for Queue {
+impl Slots for Inner {
     #[inline]
     fn header(&self, index: usize) -> Result<&SlotHeader, Bad> {
         // In bounds by construction (validated at open); the check stays as
@@ -136,110 +220,199 @@ impl Slots for Queue {
     }
 }
 
-/// How long an operation may block.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Wait {
-    Try,
-    Until(Option<Instant>),
-}
-
-impl Wait {
-    pub(crate) fn timeout(d: Duration) -> Self {
-        Wait::Until(Instant::now().checked_add(d))
-    }
-}
-
 impl Queue {
     /// Creates a queue exclusively.
-    pub fn create(id: &SegmentId, opts: &QueueOptions) -> Result<Queue, OpenError> {
-        Self::create_typed(id, opts, 0)
+    pub fn create(id: &SegmentId, opts: &QueueOptions) -> Result<Queue, QueueOpenError> {
+        Inner::create(id, opts, 0).map(Queue::wrap)
     }
 
-    pub(crate) fn create_typed(
+    /// Opens an existing queue, waiting up to 5 s for its creator.
+    pub fn open(id: &SegmentId) -> Result<Queue, QueueOpenError> {
+        Self::open_with(id, &QueueOptions::new())
+    }
+
+    /// Opens with the open deadline of `opts`.
+    pub fn open_with(id: &SegmentId, opts: &QueueOptions) -> Result<Queue, QueueOpenError> {
+        Inner::open(id, opts, 0, true).map(Queue::wrap)
+    }
+
+    /// Opens the queue if it exists, else creates it; says whether this call
+    /// created it. Race-free among many processes, and with the default
+    /// [`Lifetime::LastPeer`] it never makes a second queue while a process
+    /// attached to the first one lives.
+    pub fn open_or_create(
+        id: &SegmentId,
+        opts: &QueueOptions,
+    ) -> Result<(Queue, bool), QueueOpenError> {
+        Inner::open_or_create(id, opts, 0).map(|(i, c)| (Queue::wrap(i), c))
+    }
+
+    /// Reads a queue's counters without attaching or registering: nothing
+    /// is written to the segment.
+    pub fn inspect(id: &SegmentId) -> Result<Stats, QueueOpenError> {
+        Ok(Inner::open(id, &QueueOptions::new(), 0, false)?.stats())
+    }
+
+    pub(crate) fn wrap(inner: Inner) -> Queue {
+        Queue(Arc::new(inner))
+    }
+
+    /// Whether the queue was closed.
+    #[inline]
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    /// Closes the queue: sends fail with `Closed`, receivers drain what is
+    /// left and then get `Closed`, and no one can register.
+    pub fn close(&self) {
+        self.0.close();
+    }
+
+    /// Messages in the queue now (claimed by producers, not yet taken).
+    pub fn len(&self) -> usize {
+        let (head, tail) = self.0.ring().positions();
+        tail.saturating_sub(head).min(self.0.cap) as usize
+    }
+
+    /// Whether the queue is empty now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Slots.
+    pub fn capacity(&self) -> usize {
+        self.0.cap as usize
+    }
+
+    /// Largest message in bytes.
+    pub fn slot_size(&self) -> usize {
+        self.0.slot_size
+    }
+
+    /// When the queue's name goes away (the creator's choice).
+    pub fn lifetime(&self) -> Lifetime {
+        self.0.lifetime
+    }
+
+    /// The counters, read without taking part: an observer writes nothing
+    /// to the segment.
+    ///
+    /// The message path keeps no counter of its own (a shared counter
+    /// would be one more cache line both sides write): `sent` and
+    /// `received` are the positions `tail` and `head` less the tombstones
+    /// among them, and a send in progress counts as sent.
+    pub fn stats(&self) -> Stats {
+        self.0.stats()
+    }
+
+    /// The segment underneath.
+    pub fn segment(&self) -> &shm_core::Segment {
+        self.0.shared.segment()
+    }
+
+    /// Removes the queue's name now, whatever its [`Lifetime`] (mappings
+    /// stay valid until dropped; peers attached keep working on it, and a
+    /// later `open_or_create` makes a new queue).
+    pub fn remove(&self) -> std::io::Result<()> {
+        self.0.shared.segment().remove()
+    }
+}
+
+impl Inner {
+    pub(crate) fn create(
         id: &SegmentId,
         opts: &QueueOptions,
         message_type: u64,
-    ) -> Result<Queue, OpenError> {
+    ) -> Result<Inner, QueueOpenError> {
         let (stride, extra) = Self::check_config(id, opts)?;
         let sopts = Self::shared_options(opts).extra(extra);
         // Indices, flags, tables and slots start as zeros: every slot is
         // free for the first lap (see the layout docs).
-        let shared = Shared::<Control>::create(id, &sopts, |c| {
+        let mut shared = Shared::<Control>::create(id, &sopts, |c| {
             c.capacity.store(opts.capacity, Ordering::Relaxed);
             c.slot_size.store(opts.slot_size, Ordering::Relaxed);
             c.stride.store(stride, Ordering::Relaxed);
             c.message_type.store(message_type, Ordering::Relaxed);
             c.pid_ns.store(pid_namespace(), Ordering::Relaxed);
+            c.life
+                .lifetime
+                .store(opts.lifetime.to_word(), Ordering::Relaxed);
             Ok(())
         })?;
-        Self::from_shared(shared, message_type)
+        // Only `Creator` leaves the name to the creating handle's drop.
+        shared
+            .segment_mut()
+            .set_owner(opts.lifetime == Lifetime::Creator);
+        let mut inner = Self::from_shared(shared, message_type)?;
+        // A fresh queue: nobody retires it yet, but its table may be full
+        // only if the segment is hostile.
+        inner.attached =
+            Some(inner.attach()?.ok_or_else(|| {
+                inner.corrupted("it was marked removed while it was being created")
+            })?);
+        Ok(inner)
     }
 
-    /// Opens an existing queue, waiting up to 5 s for its creator.
-    pub fn open(id: &SegmentId) -> Result<Queue, OpenError> {
-        Self::open_with(id, &QueueOptions::new())
-    }
-
-    /// Opens with the open deadline of `opts`.
-    pub fn open_with(id: &SegmentId, opts: &QueueOptions) -> Result<Queue, OpenError> {
-        Self::open_typed(id, opts, 0)
-    }
-
-    pub(crate) fn open_typed(
+    /// Opens the queue `id`; `attach`: as a handle that takes part (else an
+    /// observer that writes nothing).
+    pub(crate) fn open(
         id: &SegmentId,
         opts: &QueueOptions,
         message_type: u64,
-    ) -> Result<Queue, OpenError> {
-        let shared = Shared::<Control>::open(id, &Self::shared_options(opts))
-            .map_err(|e| Self::old_format(id, e))?;
-        Self::from_shared(shared, message_type)
+        attach: bool,
+    ) -> Result<Inner, QueueOpenError> {
+        loop {
+            let shared = Shared::<Control>::open(id, &Self::shared_options(opts))
+                .map_err(|e| Self::old_format(id, e))?;
+            let mut inner = Self::from_shared(shared, message_type)?;
+            if !attach {
+                return Ok(inner);
+            }
+            if let Some(index) = inner.attach()? {
+                inner.attached = Some(index);
+                return Ok(inner);
+            }
+            // Its last peer removed the name as we opened it: the name is
+            // gone or carries a new queue now; look again.
+        }
     }
 
     /// A queue of an earlier format is refused with a message that says so,
     /// rather than as "another type".
-    fn old_format(id: &SegmentId, e: shm_core::OpenError) -> OpenError {
+    fn old_format(id: &SegmentId, e: shm_core::OpenError) -> QueueOpenError {
         if let shm_core::OpenError::LayoutMismatch { found, .. } = &e
             && let Some((version, _)) = OLD_FORMATS
                 .iter()
                 .find(|(_, name)| found.type_id == shm_core::type_id(name))
         {
-            return OpenError::OldFormat {
+            return QueueOpenError::OldFormat {
                 queue: id.to_string(),
                 found: *version,
                 expected: FORMAT_VERSION,
             };
         }
-        OpenError::Open(e)
+        QueueOpenError::Open(e)
     }
 
-    /// Opens the queue if it exists, else creates it; says whether this call
-    /// created it. Race-free among many processes.
-    pub fn open_or_create(id: &SegmentId, opts: &QueueOptions) -> Result<(Queue, bool), OpenError> {
-        Self::open_or_create_typed(id, opts, 0)
-    }
-
-    pub(crate) fn open_or_create_typed(
+    pub(crate) fn open_or_create(
         id: &SegmentId,
         opts: &QueueOptions,
         message_type: u64,
-    ) -> Result<(Queue, bool), OpenError> {
+    ) -> Result<(Inner, bool), QueueOpenError> {
         loop {
-            match Self::create_typed(id, opts, message_type) {
+            match Self::create(id, opts, message_type) {
                 Ok(q) => return Ok((q, true)),
-                Err(OpenError::Create(shm_core::CreateError::AlreadyExists { .. })) => {}
+                Err(QueueOpenError::Create(shm_core::CreateError::AlreadyExists { .. })) => {}
                 Err(e) => return Err(e),
             }
-            match Self::open_typed(id, opts, message_type) {
+            match Self::open(id, opts, message_type, true) {
                 Ok(q) => return Ok((q, false)),
-                Err(OpenError::Open(shm_core::OpenError::NotFound { .. })) => continue,
+                // Removed between our create and open: the name is free.
+                Err(QueueOpenError::Open(shm_core::OpenError::NotFound { .. })) => continue,
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// Reads a queue's counters without registering.
-    pub fn inspect(id: &SegmentId) -> Result<Stats, OpenError> {
-        Ok(Self::open(id)?.stats())
     }
 
     fn shared_options(opts: &QueueOptions) -> SharedOptions {
@@ -249,8 +422,8 @@ impl Queue {
             .kind(KIND)
     }
 
-    fn check_config(id: &SegmentId, opts: &QueueOptions) -> Result<(u32, u64), OpenError> {
-        let invalid = |reason: String| OpenError::InvalidConfig {
+    fn check_config(id: &SegmentId, opts: &QueueOptions) -> Result<(u32, u64), QueueOpenError> {
+        let invalid = |reason: String| QueueOpenError::InvalidConfig {
             queue: id.to_string(),
             reason,
         };
@@ -281,7 +454,7 @@ impl Queue {
     }
 
     /// Validates the configuration read from the segment and keeps copies.
-    fn from_shared(shared: Shared<Control>, message_type: u64) -> Result<Queue, OpenError> {
+    fn from_shared(shared: Shared<Control>, message_type: u64) -> Result<Inner, QueueOpenError> {
         let name = shared.segment().describe();
         let c = shared.get();
         let corrupted = |detail: String| Corrupted {
@@ -312,22 +485,27 @@ impl Queue {
             .into());
         }
         if c.message_type.load(Ordering::Relaxed) != message_type {
-            return Err(OpenError::WrongMessageType { queue: name });
+            return Err(QueueOpenError::WrongMessageType { queue: name });
         }
+        let life = c.life.lifetime.load(Ordering::Relaxed);
+        let lifetime = Lifetime::from_word(life)
+            .ok_or_else(|| corrupted(format!("lifetime mode {life} is not 0, 1 or 2")))?;
         let (theirs, ours) = (c.pid_ns.load(Ordering::Relaxed), pid_namespace());
         if theirs != 0 && ours != 0 && theirs != ours {
-            return Err(OpenError::OtherPidNamespace { queue: name });
+            return Err(QueueOpenError::OtherPidNamespace { queue: name });
         }
         let me = ProcessId::current();
-        Ok(Queue {
+        Ok(Inner {
             cap: u64::from(cap),
             slot_size: slot_size as usize,
             stride: stride as usize,
             slots_offset: shared.tail_offset(),
             shared,
+            lifetime,
             name,
             me,
             me_ident: ident_of(me),
+            attached: None,
         })
     }
 
@@ -338,7 +516,7 @@ impl Queue {
 
     /// The slot protocol, from this process.
     #[inline]
-    pub(crate) fn ring(&self) -> Ring<'_, Queue> {
+    pub(crate) fn ring(&self) -> Ring<'_, Inner> {
         Ring {
             ctl: self.ctl(),
             slots: self,
@@ -448,46 +626,16 @@ impl Queue {
 
     /// Whether the queue was closed.
     #[inline]
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.ctl().flags.load(Ordering::Acquire) & FLAG_CLOSED != 0
     }
 
-    /// Closes the queue: sends fail with `Closed`, receivers drain what is
-    /// left and then get `Closed`, and no one can register.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.ctl().flags.fetch_or(FLAG_CLOSED, Ordering::AcqRel);
         self.nudge_all();
     }
 
-    /// Messages in the queue now (claimed by producers, not yet taken).
-    pub fn len(&self) -> usize {
-        let (head, tail) = self.ring().positions();
-        tail.saturating_sub(head).min(self.cap) as usize
-    }
-
-    /// Whether the queue is empty now.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Slots.
-    pub fn capacity(&self) -> usize {
-        self.cap as usize
-    }
-
-    /// Largest message in bytes.
-    pub fn slot_size(&self) -> usize {
-        self.slot_size
-    }
-
-    /// The counters, read without taking part: an observer writes nothing
-    /// to the segment.
-    ///
-    /// The message path keeps no counter of its own (a shared counter
-    /// would be one more cache line both sides write): `sent` and
-    /// `received` are the positions `tail` and `head` less the tombstones
-    /// among them, and a send in progress counts as sent.
-    pub fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         let c = self.ctl();
         let (head, tail) = self.ring().positions();
         let taken = c.consumer.tombstones_taken.load(Ordering::Relaxed);
@@ -501,24 +649,10 @@ impl Queue {
             blocked_recvs: c.blocked_recvs.load(Ordering::Relaxed),
             producers: self.live(true),
             consumers: self.live(false),
+            attached: self.attached_live(),
             closed: self.is_closed(),
             recovered: c.recovered.load(Ordering::Relaxed),
             abandoned: c.abandoned.load(Ordering::Relaxed),
         }
-    }
-
-    /// The segment underneath.
-    pub fn segment(&self) -> &shm_core::Segment {
-        self.shared.segment()
-    }
-
-    /// The segment underneath, to change who owns it.
-    pub fn segment_mut(&mut self) -> &mut shm_core::Segment {
-        self.shared.segment_mut()
-    }
-
-    /// Removes the queue's segment now (mappings stay valid until dropped).
-    pub fn remove(&self) -> std::io::Result<()> {
-        self.shared.segment().remove()
     }
 }

@@ -1,30 +1,54 @@
-//! The consumer side: [`Receiver`].
+//! The consumer side: [`Receiver`] and its iterators.
 
 use std::marker::PhantomData;
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use shm_core::ShmSafe;
 
-use crate::error::RecvError;
+use crate::error::{Corrupted, RecvError, RecvTimeoutError, RegisterError, TryRecvError};
 use crate::kill::kill_point;
 use crate::layout::{FULL, Registration, SKIP};
-use crate::queue::{Queue, Wait};
+use crate::queue::{Inner, Queue};
+use crate::ready::Readiness;
 use crate::registry::Role;
 use crate::ring::Side;
 use crate::slots;
-use crate::wait::{Outcomes, Patience};
+use crate::wait::{Fail, Forever, How, Patience, Try, Until};
 
-/// A registered consumer. Dropping it unregisters; when the last consumer
-/// is gone, senders get [`crate::SendError::Disconnected`].
+/// A registered consumer: it owns a handle on the queue, so it can move
+/// into a thread or a task on its own (`Send + 'static`). Dropping it
+/// unregisters; when the last consumer is gone, senders get
+/// [`SendError::Disconnected`](crate::SendError::Disconnected).
 ///
-/// A `Receiver` belongs to the process that registered it: do not carry it
-/// across `fork`. It is not `Sync`: its registration publishes one claim
-/// at a time, so one thread uses it at a time (register one per thread).
+/// Like [`Sender`](crate::Sender), it is made again with
+/// [`Receiver::try_clone`] (a new registration) rather than cloned, and it
+/// is used by one thread at a time (not `Sync`). A child that inherits it
+/// across `fork` must open the queue again.
+///
+/// ```
+/// use shm_queue::{Queue, QueueOptions, SegmentId, TryRecvError};
+///
+/// let id = SegmentId::posix(&format!("/doc-receiver-{}", std::process::id()))?;
+/// let queue = Queue::create(&id, &QueueOptions::new().capacity(8).slot_size(16))?;
+/// let rx = queue.receiver()?;
+/// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+/// {
+///     let tx = queue.sender()?;
+///     for word in ["one", "two", "three"] {
+///         tx.send(word.as_bytes())?;
+///     }
+/// } // the only sender leaves: the iterator ends once the queue is drained
+/// let words: Vec<Vec<u8>> = rx.iter().collect();
+/// assert_eq!(words, [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
-pub struct Receiver<'q> {
-    queue: &'q Queue,
+pub struct Receiver {
+    queue: Queue,
     index: usize,
     patience: Patience,
+    ready: Readiness,
     _one_thread: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -32,7 +56,7 @@ pub struct Receiver<'q> {
 /// between claim and release unwinds or fails (the messages were taken:
 /// they are gone either way), and withdraws the claim.
 struct RecvClaim<'a> {
-    queue: &'a Queue,
+    inner: &'a Inner,
     rec: &'a Registration,
     /// First position not released yet.
     next: u64,
@@ -43,21 +67,21 @@ struct RecvClaim<'a> {
 
 impl RecvClaim<'_> {
     /// The tag (FULL or SKIP) of the next position.
-    fn tag(&self) -> Result<u64, RecvError> {
-        self.queue
+    fn tag(&self) -> Result<u64, Corrupted> {
+        self.inner
             .ring()
             .tag(self.next)
-            .map_err(|b| self.queue.bad(b).into())
+            .map_err(|b| self.inner.bad(b))
     }
 
     /// Releases the next position, which held `tag`.
-    fn release(&mut self, tag: u64) -> Result<(), RecvError> {
+    fn release(&mut self, tag: u64) -> Result<(), Corrupted> {
         let pos = self.next;
         self.next += 1;
-        self.queue
+        self.inner
             .ring()
             .release(pos, tag)
-            .map_err(|b| self.queue.bad(b).into())
+            .map_err(|b| self.inner.bad(b))
     }
 
     fn is_done(&self) -> bool {
@@ -67,7 +91,7 @@ impl RecvClaim<'_> {
 
 impl Drop for RecvClaim<'_> {
     fn drop(&mut self) {
-        let ring = self.queue.ring();
+        let ring = self.inner.ring();
         for pos in self.next..self.end {
             if let Ok(tag) = ring.tag(pos) {
                 let _ = ring.release(pos, tag);
@@ -80,37 +104,34 @@ impl Drop for RecvClaim<'_> {
     }
 }
 
-impl<'q> Receiver<'q> {
-    pub(crate) fn new(queue: &'q Queue, index: usize) -> Self {
+type Received<R, H> = Result<R, Fail<RecvError, <H as How>::Blocked>>;
+
+impl Receiver {
+    pub(crate) fn new(queue: Queue, index: usize) -> Self {
         Receiver {
             queue,
             index,
             patience: Patience::default(),
+            ready: Readiness::default(),
             _one_thread: PhantomData,
         }
     }
 
-    fn rec(&self) -> &'q Registration {
-        self.queue.registration(false, self.index)
+    #[inline]
+    fn inner(&self) -> &Inner {
+        &self.queue.0
     }
 
-    fn claim(&self, max: usize, how: Wait) -> Result<RecvClaim<'q>, RecvError> {
+    fn rec(&self) -> &Registration {
+        self.inner().registration(false, self.index)
+    }
+
+    fn claim<H: How>(&self, max: usize, how: H) -> Received<RecvClaim<'_>, H> {
         let rec = self.rec();
-        let (start, n, wake) = self.queue.acquire(
-            Role::Consumer,
-            rec,
-            max,
-            how,
-            &self.patience,
-            Outcomes {
-                would_block: RecvError::Empty,
-                timed_out: RecvError::Timeout,
-                closed: RecvError::Closed,
-                disconnected: RecvError::Disconnected,
-            },
-        )?;
+        let inner = self.inner();
+        let (start, n, wake) = inner.acquire(Role::Consumer, rec, max, how, &self.patience)?;
         Ok(RecvClaim {
-            queue: self.queue,
+            inner,
             rec,
             next: start,
             end: start + n as u64,
@@ -120,8 +141,8 @@ impl<'q> Receiver<'q> {
 
     /// Takes one message and hands it to `read` in place (tombstones are
     /// released and skipped on the way).
-    fn recv_in_place<R>(&self, how: Wait, read: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
-        let q = self.queue;
+    fn recv_in_place<H: How, R>(&self, how: H, read: impl FnOnce(&[u8]) -> R) -> Received<R, H> {
+        let q = self.inner();
         loop {
             let mut claim = self.claim(1, how)?;
             let tag = claim.tag()?;
@@ -151,56 +172,142 @@ impl<'q> Receiver<'q> {
 
     /// Receives the next message, blocking while the queue is empty.
     pub fn recv(&self) -> Result<Vec<u8>, RecvError> {
-        self.recv_in_place(Wait::Until(None), <[u8]>::to_vec)
+        self.recv_in_place(Forever, <[u8]>::to_vec)
+            .map_err(Fail::stop)
     }
 
     /// Receives if a message is there now.
-    pub fn try_recv(&self) -> Result<Vec<u8>, RecvError> {
-        self.recv_in_place(Wait::Try, <[u8]>::to_vec)
+    pub fn try_recv(&self) -> Result<Vec<u8>, TryRecvError> {
+        self.try_recv_with(<[u8]>::to_vec)
     }
 
     /// Receives, blocking at most `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
-        self.recv_in_place(Wait::timeout(timeout), <[u8]>::to_vec)
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RecvTimeoutError> {
+        self.recv_in_place(Until::after(timeout), <[u8]>::to_vec)
+            .map_err(RecvTimeoutError::from_fail)
     }
 
-    /// Receives into `buf`, returning the message's length. `buf` must be
-    /// at least [`Queue::slot_size`] long, so that no message can be cut;
-    /// a shorter one is refused with [`RecvError::BufferTooSmall`] before
-    /// anything is taken.
+    /// Receives into `buf` without allocating, returning the message's
+    /// length. `buf` must be at least [`Queue::slot_size`] long, so that no
+    /// message can be cut; a shorter one is refused with
+    /// [`RecvError::BufferTooSmall`] before anything is taken.
     pub fn recv_into(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        if buf.len() < self.queue.slot_size {
+        let slot_size = self.inner().slot_size;
+        if buf.len() < slot_size {
             return Err(RecvError::BufferTooSmall {
-                len: self.queue.slot_size,
+                len: slot_size,
                 buf: buf.len(),
             });
         }
-        self.recv_in_place(Wait::Until(None), |m| {
+        self.recv_with(|m| {
             buf[..m.len()].copy_from_slice(m);
             m.len()
         })
     }
 
-    /// Zero-copy receive: `read` sees the message in place in its slot.
+    /// Zero-copy receive: `read` sees the message in place in its slot,
+    /// blocking while the queue is empty.
     pub fn recv_with<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
-        self.recv_in_place(Wait::Until(None), read)
+        self.recv_in_place(Forever, read).map_err(Fail::stop)
     }
 
-    /// Zero-copy receive with a deadline.
+    /// [`recv_with`](Receiver::recv_with) if a message is there now.
+    pub fn try_recv_with<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Result<R, TryRecvError> {
+        let r = self.recv_in_place(Try, read);
+        self.tried(r).map_err(TryRecvError::from_fail)
+    }
+
+    /// After a `try_*`: found nothing arms the readiness helper, if any.
+    #[inline]
+    pub(crate) fn tried<T>(&self, r: Received<T, Try>) -> Received<T, Try> {
+        if matches!(r, Err(Fail::Blocked(()))) {
+            self.ready.found_nothing();
+        }
+        r
+    }
+
+    /// A descriptor that becomes readable when a message may be there (or
+    /// the queue closed, or its producers left), for `epoll`, `mio`,
+    /// `poll(2)` or any event loop: wait for it, then call
+    /// [`try_recv`](Receiver::try_recv) (or another `try_*`) until it
+    /// reports [`TryRecvError::Empty`], which re-arms it. It may also turn
+    /// readable with nothing to take (then `try_recv` says `Empty`, and
+    /// re-arms it): it is a hint, never a promise.
+    ///
+    /// The first call starts this receiver's readiness helper thread (see
+    /// [`Receiver::recv_async`]); the descriptor lives as long as the
+    /// receiver.
+    pub fn ready_fd(&self) -> Result<BorrowedFd<'_>, RecvError> {
+        self.ready
+            .fd(&self.queue, Role::Consumer, self.index)
+            .map_err(|e| RecvError::Readiness {
+                reason: e.to_string(),
+            })
+    }
+
+    /// Receives the next message, waiting asynchronously while the queue
+    /// is empty (feature `tokio`; needs a tokio runtime with I/O enabled).
+    ///
+    /// Cancel-safe: dropping the future before it completes takes nothing
+    /// from the queue and leaves no claim behind. It takes `&mut self` so
+    /// that the future is `Send` (a `Receiver` is not `Sync`).
+    ///
+    /// The first call starts a helper thread for this receiver that sleeps
+    /// on the queue as a blocking `recv` would, and wakes the task through
+    /// an `eventfd` registered with the runtime; idle, it costs a wake-up
+    /// every 10 ms of that thread only while a receive is pending.
+    #[cfg(feature = "tokio")]
+    pub async fn recv_async(&mut self) -> Result<Vec<u8>, RecvError> {
+        self.recv_with_async(<[u8]>::to_vec).await
+    }
+
+    /// [`recv_with`](Receiver::recv_with), waiting asynchronously (see
+    /// [`Receiver::recv_async`]); `read` runs synchronously once a message
+    /// is there.
+    #[cfg(feature = "tokio")]
+    pub async fn recv_with_async<R>(
+        &mut self,
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, RecvError> {
+        let mut read = Some(read);
+        loop {
+            // `read` is taken only when a message is there to give it.
+            let r = self.recv_in_place(Try, |m| read.take().map(|f| f(m)));
+            match self.tried(r) {
+                Ok(Some(out)) => return Ok(out),
+                Ok(None) => {
+                    return Err(RecvError::Readiness {
+                        reason: "the reader was used up".into(),
+                    });
+                }
+                Err(Fail::Blocked(())) => {}
+                Err(Fail::Stop(e)) => return Err(e),
+            }
+            self.ready
+                .readable(&self.queue, Role::Consumer, self.index)
+                .await
+                .map_err(|e| RecvError::Readiness {
+                    reason: e.to_string(),
+                })?;
+        }
+    }
+
+    /// [`recv_with`](Receiver::recv_with), blocking at most `timeout`.
     pub fn recv_with_timeout<R>(
         &self,
         timeout: Duration,
         read: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R, RecvError> {
-        self.recv_in_place(Wait::timeout(timeout), read)
+    ) -> Result<R, RecvTimeoutError> {
+        self.recv_in_place(Until::after(timeout), read)
+            .map_err(RecvTimeoutError::from_fail)
     }
 
     /// Receives up to `max` messages with one claim, blocking until at
     /// least one is there, and appends them to `out`. Returns how many.
     pub fn recv_batch(&self, out: &mut Vec<Vec<u8>>, max: usize) -> Result<usize, RecvError> {
-        let q = self.queue;
+        let q = self.inner();
         loop {
-            let mut claim = self.claim(max.max(1), Wait::Until(None))?;
+            let mut claim = self.claim(max.max(1), Forever).map_err(Fail::stop)?;
             let mut got = 0;
             // Each message is copied out, then its slot released, so an
             // error never leaves a message half in `out`; the ones before
@@ -228,8 +335,21 @@ impl<'q> Receiver<'q> {
         }
     }
 
-    pub(crate) fn recv_value<T: ShmSafe + Copy>(&self, how: Wait) -> Result<T, RecvError> {
-        let q = self.queue;
+    /// A blocking iterator over the messages: it ends when
+    /// [`recv`](Receiver::recv) would fail (every producer gone and the
+    /// queue drained, closed, or corrupted; `recv` then says which).
+    pub fn iter(&self) -> Iter<'_> {
+        Iter { rx: self }
+    }
+
+    /// An iterator over the messages there now: it ends when the queue is
+    /// empty (or [`try_recv`](Receiver::try_recv) fails otherwise).
+    pub fn try_iter(&self) -> TryIter<'_> {
+        TryIter { rx: self }
+    }
+
+    pub(crate) fn recv_value<T: ShmSafe + Copy, H: How>(&self, how: H) -> Received<T, H> {
+        let q = self.inner();
         let value = self.recv_in_place(how, |m| {
             (m.len() == size_of::<T>()).then(|| {
                 // SAFETY: `m` is exactly `size_of::<T>()` bytes of a payload
@@ -238,22 +358,90 @@ impl<'q> Receiver<'q> {
             })
         })?;
         value.ok_or_else(|| {
-            q.corrupted(format!(
-                "a typed message is not {} bytes long",
-                size_of::<T>()
-            ))
-            .into()
+            Fail::Stop(
+                q.corrupted(format!(
+                    "a typed message is not {} bytes long",
+                    size_of::<T>()
+                ))
+                .into(),
+            )
         })
     }
 
+    /// Registers another consumer on the same queue, for another thread:
+    /// a receiver of its own, with its own registration.
+    pub fn try_clone(&self) -> Result<Receiver, RegisterError> {
+        self.queue.receiver()
+    }
+
     /// The queue.
-    pub fn queue(&self) -> &'q Queue {
-        self.queue
+    pub fn queue(&self) -> &Queue {
+        &self.queue
     }
 }
 
-impl Drop for Receiver<'_> {
+impl Drop for Receiver {
     fn drop(&mut self) {
-        self.queue.unregister(Role::Consumer, self.index);
+        self.inner().unregister(Role::Consumer, self.index);
+    }
+}
+
+/// Blocking iterator from [`Receiver::iter`].
+#[derive(Debug)]
+pub struct Iter<'a> {
+    rx: &'a Receiver,
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        self.rx.recv().ok()
+    }
+}
+
+/// Non-blocking iterator from [`Receiver::try_iter`].
+#[derive(Debug)]
+pub struct TryIter<'a> {
+    rx: &'a Receiver,
+}
+
+impl Iterator for TryIter<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// Owning blocking iterator from `Receiver::into_iter`.
+#[derive(Debug)]
+pub struct IntoIter {
+    rx: Receiver,
+}
+
+impl Iterator for IntoIter {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        self.rx.recv().ok()
+    }
+}
+
+impl IntoIterator for Receiver {
+    type Item = Vec<u8>;
+    type IntoIter = IntoIter;
+
+    fn into_iter(self) -> IntoIter {
+        IntoIter { rx: self }
+    }
+}
+
+impl<'a> IntoIterator for &'a Receiver {
+    type Item = Vec<u8>;
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
     }
 }

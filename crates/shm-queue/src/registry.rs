@@ -6,7 +6,7 @@ use crate::error::RegisterError;
 use crate::kill::kill_point;
 use crate::layout::{FLAG_HAD_CONSUMER, FLAG_HAD_PRODUCER, MAX_PEERS, process_of};
 use crate::primitive::Ordering;
-use crate::queue::Queue;
+use crate::queue::{Inner, Queue};
 
 /// Which table.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -35,7 +35,7 @@ impl Role {
     }
 }
 
-impl Queue {
+impl Inner {
     /// Whether entry `ident` names a process that still runs (ourselves
     /// without a system call).
     fn holder_alive(&self, ident: u64) -> bool {
@@ -83,6 +83,11 @@ impl Queue {
     /// Gives entry `index` back (its holder claims nothing by now), and
     /// wakes the other side, which may now be disconnected.
     pub(crate) fn unregister(&self, role: Role, index: usize) {
+        // A child that inherited the handle across `fork` must not act
+        // under its parent's identity.
+        if std::process::id() != self.me.pid {
+            return;
+        }
         let r = self.registration(role.is_producer(), index);
         r.withdraw();
         if r.ident
@@ -145,16 +150,22 @@ impl Queue {
     pub(crate) fn side_gone(&self, role: Role) -> bool {
         self.ctl().flags.load(Ordering::Acquire) & role.flag() != 0 && self.registered(role) == 0
     }
+}
 
-    /// Registers a producer.
-    pub fn sender(&self) -> Result<crate::Sender<'_>, RegisterError> {
-        let index = self.register(Role::Producer)?;
-        Ok(crate::Sender::new(self, index))
+impl Queue {
+    /// Registers this process as a producer and returns its [`Sender`],
+    /// which keeps the queue open (it holds a clone of this handle).
+    ///
+    /// [`Sender`]: crate::Sender
+    pub fn sender(&self) -> Result<crate::Sender, RegisterError> {
+        let index = self.0.register(Role::Producer)?;
+        Ok(crate::Sender::new(self.clone(), index))
     }
 
-    /// Registers a consumer.
-    pub fn receiver(&self) -> Result<crate::Receiver<'_>, RegisterError> {
-        let index = self.register(Role::Consumer)?;
-        Ok(crate::Receiver::new(self, index))
+    /// Registers this process as a consumer and returns its
+    /// [`Receiver`](crate::Receiver).
+    pub fn receiver(&self) -> Result<crate::Receiver, RegisterError> {
+        let index = self.0.register(Role::Consumer)?;
+        Ok(crate::Receiver::new(self.clone(), index))
     }
 }

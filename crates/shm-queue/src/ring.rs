@@ -137,7 +137,8 @@ impl<S: Slots> Ring<'_, S> {
     }
 
     /// Claims up to `max` positions at `tail` for writing, publishing them
-    /// in `rec` first. With `recover`, a slot still held by a dead consumer
+    /// in `rec` first (`max == 0`: only says whether a claim would get one,
+    /// as `Got` with `n == 0`, claiming nothing). With `recover`, a slot still held by a dead consumer
     /// is freed on the way.
     pub(crate) fn claim_send(
         &self,
@@ -145,6 +146,7 @@ impl<S: Slots> Ring<'_, S> {
         max: usize,
         recover: bool,
     ) -> Result<Claim, Bad> {
+        let probe = max == 0;
         let max = (max.max(1) as u64).min(self.cap);
         let mut t = self.load_index(Side::Send)?;
         loop {
@@ -156,6 +158,13 @@ impl<S: Slots> Ring<'_, S> {
                 let mut n = 1;
                 while n < max && self.word(t + n)?.load() == self.st(t + n, EMPTY) {
                     n += 1;
+                }
+                if probe {
+                    return Ok(Claim::Got {
+                        start: t,
+                        n: 0,
+                        wake: false,
+                    });
                 }
                 match self.take(Side::Send, rec, t, n)? {
                     Ok(got) => return Ok(got),
@@ -210,7 +219,8 @@ impl<S: Slots> Ring<'_, S> {
     }
 
     /// Claims up to `max` committed messages (or tombstones) at `head`,
-    /// publishing them in `rec` first. With `recover`, a position whose
+    /// publishing them in `rec` first (`max == 0`: a probe, as for
+    /// [`Ring::claim_send`]). With `recover`, a position whose
     /// producer died before committing is turned into a tombstone.
     pub(crate) fn claim_recv(
         &self,
@@ -218,6 +228,7 @@ impl<S: Slots> Ring<'_, S> {
         max: usize,
         recover: bool,
     ) -> Result<Claim, Bad> {
+        let probe = max == 0;
         let max = (max.max(1) as u64).min(self.cap);
         let mut h = self.load_index(Side::Recv)?;
         loop {
@@ -234,6 +245,13 @@ impl<S: Slots> Ring<'_, S> {
                         break;
                     }
                     n += 1;
+                }
+                if probe {
+                    return Ok(Claim::Got {
+                        start: h,
+                        n: 0,
+                        wake: false,
+                    });
                 }
                 match self.take(Side::Recv, rec, h, n)? {
                     Ok(got) => return Ok(got),

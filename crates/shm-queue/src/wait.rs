@@ -21,6 +21,7 @@
 //!   disconnect caused by a crash is seen.
 
 use std::cell::Cell;
+use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use shm_sync::WaitWord;
@@ -28,7 +29,7 @@ use shm_sync::WaitWord;
 use crate::error::Corrupted;
 use crate::layout::Registration;
 use crate::primitive::Ordering;
-use crate::queue::{Queue, Wait};
+use crate::queue::Inner;
 use crate::registry::Role;
 use crate::ring::{Claim, Side, WaitOn};
 
@@ -78,27 +79,144 @@ impl Patience {
     }
 }
 
-/// The errors of one side for "would block", "timed out", and the stop
-/// conditions.
-pub(crate) struct Outcomes<E> {
-    pub(crate) would_block: E,
-    pub(crate) timed_out: E,
-    pub(crate) closed: E,
-    pub(crate) disconnected: E,
+/// Why a claim gave no positions: the way of waiting gave up (`B`, which
+/// is [`Infallible`] for a call that waits for ever), or the side must stop
+/// (`E`: closed, disconnected, corrupted).
+#[derive(Debug)]
+pub(crate) enum Fail<E, B> {
+    Blocked(B),
+    Stop(E),
 }
 
-impl Queue {
+impl<E> Fail<E, Infallible> {
+    /// The stop reason of a call that never gives up.
+    pub(crate) fn stop(self) -> E {
+        match self {
+            Fail::Stop(e) => e,
+            Fail::Blocked(never) => match never {},
+        }
+    }
+}
+
+impl<E: From<Corrupted>, B> From<Corrupted> for Fail<E, B> {
+    fn from(c: Corrupted) -> Self {
+        Fail::Stop(c.into())
+    }
+}
+
+/// A side's blocking error: what a claim returns when the side must stop.
+pub(crate) trait StopError: From<Corrupted> {
+    fn closed() -> Self;
+    fn disconnected() -> Self;
+}
+
+impl StopError for crate::SendError {
+    fn closed() -> Self {
+        crate::SendError::Closed
+    }
+    fn disconnected() -> Self {
+        crate::SendError::Disconnected
+    }
+}
+
+impl StopError for crate::RecvError {
+    fn closed() -> Self {
+        crate::RecvError::Closed
+    }
+    fn disconnected() -> Self {
+        crate::RecvError::Disconnected
+    }
+}
+
+/// What a waiter does once a claim found nothing.
+pub(crate) enum Next<B> {
+    /// Give up now.
+    GiveUp(B),
+    /// The deadline passed: one last look, then give up.
+    LastLook(B),
+    /// Sleep, until at most the deadline.
+    Sleep(Option<Instant>),
+}
+
+/// A way of waiting: not at all, until a deadline, or for ever. The type
+/// says whether (and how) a call can give up, so a call that waits for
+/// ever has no "gave up" case to handle.
+pub(crate) trait How: Copy {
+    /// What giving up carries: `()`, or [`Infallible`] for ever.
+    type Blocked;
+    /// Whether the caller waits at all (and so may spin first).
+    fn waits(self) -> bool;
+    /// What to do at `now` with nothing claimed.
+    fn next(self, now: Instant) -> Next<Self::Blocked>;
+}
+
+/// Never wait (`try_*`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Try;
+
+/// Wait until a deadline (`None`: one too far to represent, so never).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Until(pub(crate) Option<Instant>);
+
+/// Wait for ever.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Forever;
+
+impl Until {
+    /// A deadline `timeout` from now.
+    pub(crate) fn after(timeout: Duration) -> Self {
+        Until(Instant::now().checked_add(timeout))
+    }
+}
+
+impl How for Try {
+    type Blocked = ();
+    fn waits(self) -> bool {
+        false
+    }
+    fn next(self, _: Instant) -> Next<()> {
+        Next::GiveUp(())
+    }
+}
+
+impl How for Until {
+    type Blocked = ();
+    fn waits(self) -> bool {
+        true
+    }
+    fn next(self, now: Instant) -> Next<()> {
+        match self.0 {
+            Some(d) if now >= d => Next::LastLook(()),
+            d => Next::Sleep(d),
+        }
+    }
+}
+
+impl How for Forever {
+    type Blocked = Infallible;
+    fn waits(self) -> bool {
+        true
+    }
+    fn next(self, _: Instant) -> Next<Infallible> {
+        Next::Sleep(None)
+    }
+}
+
+impl Inner {
     /// Claims up to `max` positions for `role` (publishing them in `rec`),
     /// blocking per `how`.
-    pub(crate) fn acquire<E: From<Corrupted>>(
+    ///
+    /// `max == 0` probes: it returns `(position, 0, false)` once a claim
+    /// would get something, and claims nothing (the readiness waiter of
+    /// [`crate::ready`]).
+    pub(crate) fn acquire<E: StopError, H: How>(
         &self,
         role: Role,
         rec: &Registration,
         max: usize,
-        how: Wait,
+        how: H,
         patience: &Patience,
-        out: Outcomes<E>,
-    ) -> Result<(u64, usize, bool), E> {
+    ) -> Result<(u64, usize, bool), Fail<E, H::Blocked>> {
         let ring = self.ring();
         let other = match role {
             Role::Producer => Role::Consumer,
@@ -109,7 +227,7 @@ impl Queue {
                 Role::Producer => ring.claim_send(rec, max, recover),
                 Role::Consumer => ring.claim_recv(rec, max, recover),
             }
-            .map_err(|b| E::from(self.bad(b)))
+            .map_err(|b| Fail::from(self.bad(b)))
         };
         let mut recover = false;
         let mut forced = false;
@@ -119,9 +237,9 @@ impl Queue {
         let mut last_sweep: Option<Instant> = None;
         loop {
             // A process-local flag: cheap enough for every claim.
-            self.intact().map_err(E::from)?;
+            self.intact()?;
             if role == Role::Producer && self.is_closed() {
-                return Err(out.closed);
+                return Err(Fail::Stop(E::closed()));
             }
             let (on, seen) = match claim(recover)? {
                 Claim::Got { start, n, wake } => {
@@ -143,13 +261,11 @@ impl Queue {
                 // a consumer's.
                 WaitOn::Index if role == Role::Consumer => (ring.index(Side::Send), LIVENESS),
                 WaitOn::Index => (ring.index(Side::Recv), LIVENESS),
-                WaitOn::Held { pos } => {
-                    (ring.word(pos).map_err(|b| E::from(self.bad(b)))?, HELD_NAP)
-                }
+                WaitOn::Held { pos } => (ring.word(pos).map_err(|b| self.bad(b))?, HELD_NAP),
             };
             // Spin first: in a stream or a ping-pong the other side is a
             // microsecond away, and the checks below read shared lines.
-            if matches!(how, Wait::Until(_)) && spin_until_changed(word, seen) {
+            if how.waits() && spin_until_changed(word, seen) {
                 continue;
             }
             let closed = self.is_closed();
@@ -182,28 +298,28 @@ impl Queue {
                     }
                     Claim::Wait {
                         on: WaitOn::Index, ..
-                    } if closed => return Err(out.closed),
+                    } if closed => return Err(Fail::Stop(E::closed())),
                     Claim::Wait {
                         on: WaitOn::Index, ..
-                    } => return Err(out.disconnected),
+                    } => return Err(Fail::Stop(E::disconnected())),
                     Claim::Wait { .. } => continue,
                 }
             }
-            let deadline = match how {
-                Wait::Try => return Err(out.would_block),
-                Wait::Until(d) => d,
-            };
             let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                // One last look before giving up.
-                return match claim(false)? {
-                    Claim::Got { start, n, wake } => {
-                        patience.clear();
-                        Ok((start, n, wake))
-                    }
-                    Claim::Wait { .. } => Err(out.timed_out),
-                };
-            }
+            let deadline = match how.next(now) {
+                Next::GiveUp(b) => return Err(Fail::Blocked(b)),
+                Next::LastLook(b) => {
+                    // One last look before giving up.
+                    return match claim(false)? {
+                        Claim::Got { start, n, wake } => {
+                            patience.clear();
+                            Ok((start, n, wake))
+                        }
+                        Claim::Wait { .. } => Err(Fail::Blocked(b)),
+                    };
+                }
+                Next::Sleep(d) => d,
+            };
             if !counted {
                 let blocked = match role {
                     Role::Producer => &self.ctl().blocked_sends,
@@ -221,7 +337,7 @@ impl Queue {
             // milliseconds must neither hurry nor starve the sweep.
             let swept = *last_sweep.get_or_insert(now);
             if swept.elapsed() >= LIVENESS {
-                self.check_fork().map_err(E::from)?;
+                self.check_fork()?;
                 self.reap_dead();
                 last_sweep = Some(Instant::now());
             }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use proptest::prelude::*;
 use shm_core::SegmentId;
-use shm_queue::{Queue, QueueOptions, RecvError, SendError};
+use shm_queue::{Queue, QueueOptions, RecvError, TryRecvError, TrySendError};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -55,11 +55,11 @@ proptest! {
             match op {
                 Op::Send(m) => {
                     let expect = if m.len() > SLOT {
-                        Err(SendError::TooLarge { len: m.len(), max: SLOT })
+                        Err(TrySendError::TooLarge { len: m.len(), max: SLOT })
                     } else if closed {
-                        Err(SendError::Closed)
+                        Err(TrySendError::Closed)
                     } else if model.len() == cap as usize {
-                        Err(SendError::Full)
+                        Err(TrySendError::Full)
                     } else {
                         model.push_back(m.clone());
                         Ok(())
@@ -69,8 +69,8 @@ proptest! {
                 Op::Recv => {
                     let expect = match model.pop_front() {
                         Some(m) => Ok(m),
-                        None if closed => Err(RecvError::Closed),
-                        None => Err(RecvError::Empty),
+                        None if closed => Err(TryRecvError::Closed),
+                        None => Err(TryRecvError::Empty),
                     };
                     prop_assert_eq!(rx.try_recv(), expect);
                 }
@@ -119,11 +119,11 @@ fn typed_queue_round_trip_and_wrong_type_refused() {
     }
     assert!(matches!(
         shm_queue::TypedQueue::<u32>::open(&id),
-        Err(shm_queue::OpenError::WrongMessageType { .. })
+        Err(shm_queue::QueueOpenError::WrongMessageType { .. })
     ));
     assert!(matches!(
         Queue::open(&id),
-        Err(shm_queue::OpenError::WrongMessageType { .. })
+        Err(shm_queue::QueueOpenError::WrongMessageType { .. })
     ));
     drop((tx, rx));
     q.queue().remove().unwrap();
@@ -160,7 +160,7 @@ fn a_panicking_in_place_writer_sends_nothing_and_blocks_no_one() {
     assert!(r.is_err());
     tx.send(b"next").unwrap();
     assert_eq!(rx.recv().unwrap(), b"next");
-    assert_eq!(rx.try_recv(), Err(RecvError::Empty));
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
     drop((tx, rx));
     q.remove().unwrap();
 }

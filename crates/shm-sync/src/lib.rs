@@ -95,8 +95,10 @@ pub fn glibc_version() -> String {
 #[doc(hidden)]
 pub mod shim {
     #[cfg(shm_loom)]
-    pub use loom::sync::atomic::{AtomicU32, AtomicU64};
+    pub use loom::sync::atomic::{AtomicU32, AtomicU64, fence};
     pub use std::sync::atomic::Ordering;
+    #[cfg(not(shm_loom))]
+    pub use std::sync::atomic::fence;
     #[allow(clippy::disallowed_types)]
     #[cfg(not(shm_loom))]
     pub use std::sync::atomic::{AtomicU32, AtomicU64};

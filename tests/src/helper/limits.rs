@@ -24,7 +24,7 @@ use std::io::Write;
 
 use nix::unistd::{Gid, Uid, getegid, geteuid, getgid, getgroups, getuid};
 use shm_core::{CreateError, Segment, SegmentId};
-use shm_queue::{OpenError as QueueOpenError, Queue, QueueOptions};
+use shm_queue::{Lifetime, Queue, QueueOpenError, QueueOptions};
 
 use super::core::variant as open_variant;
 
@@ -228,11 +228,15 @@ fn create_queue(args: &[String]) -> Result<i32, String> {
     let opts = QueueOptions::new()
         .capacity(u32::try_from(capacity).map_err(|e| format!("capacity: {e}"))?)
         .slot_size(u32::try_from(slot).map_err(|e| format!("slot size: {e}"))?)
-        .mode(mode);
+        .mode(mode)
+        .lifetime(if keep {
+            Lifetime::Persistent
+        } else {
+            Lifetime::Creator
+        });
     match Queue::create(&id, &opts) {
-        Ok(mut q) => {
+        Ok(q) => {
             describe(q.segment())?;
-            q.segment_mut().set_owner(!keep);
             say("created=ok");
             Ok(0)
         }

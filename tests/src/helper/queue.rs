@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use shm_core::SegmentId;
-use shm_queue::{Queue, RecvError, SendError};
+use shm_queue::{Queue, RecvTimeoutError, SendTimeoutError};
 
 /// Smallest message the checked format needs.
 pub const MIN_MSG: usize = 24;
@@ -73,12 +73,11 @@ fn op_timeout(flags: &[String]) -> Option<Duration> {
 }
 
 /// A one-word name for a send error, for `say-error`.
-fn send_error_kind(e: &SendError) -> &'static str {
+fn send_error_kind(e: &SendTimeoutError) -> &'static str {
     match e {
-        SendError::Timeout => "timeout",
-        SendError::Full => "full",
-        SendError::Disconnected => "disconnected",
-        SendError::Closed => "closed",
+        SendTimeoutError::Timeout => "timeout",
+        SendTimeoutError::Disconnected => "disconnected",
+        SendTimeoutError::Closed => "closed",
         _ => "other",
     }
 }
@@ -118,7 +117,7 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
                 encode(&mut buf, producer, seq);
                 let sent = match timeout {
                     Some(t) => tx.send_timeout(&buf, t),
-                    None => tx.send(&buf),
+                    None => tx.send(&buf).map_err(SendTimeoutError::from),
                 };
                 if let Err(e) = sent {
                     eprintln!("producer {producer}: send {seq} failed: {e}");
@@ -159,7 +158,7 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
                         buf[..m.len()].copy_from_slice(m);
                         m.len()
                     }),
-                    None => rx.recv_into(&mut buf),
+                    None => rx.recv_into(&mut buf).map_err(RecvTimeoutError::from),
                 };
                 match got {
                     Ok(n) => match decode(&buf[..n]) {
@@ -183,7 +182,7 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
                             }
                         }
                     },
-                    Err(RecvError::Disconnected) => break,
+                    Err(RecvTimeoutError::Disconnected) => break,
                     Err(e) => {
                         eprintln!("consumer: recv failed: {e}");
                         return Some(1);

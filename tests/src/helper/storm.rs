@@ -93,7 +93,7 @@ fn timed_recv(args: &[String]) -> i32 {
     let start = std::time::Instant::now();
     match rx.recv_timeout(Duration::from_millis(ms)) {
         Ok(m) => println!("got {}", m.len()),
-        Err(shm_queue::RecvError::Timeout) => {
+        Err(shm_queue::RecvTimeoutError::Timeout) => {
             println!("timeout-after {}", start.elapsed().as_millis())
         }
         Err(e) => println!("err {e}"),

@@ -12,7 +12,7 @@
 
 use std::io;
 
-use shm_queue::{Queue, QueueOptions, Receiver, Sender};
+use shm_queue::{Lifetime, Queue, QueueOptions, Receiver, Sender};
 
 use super::{ChanSpec, Check, CreateError, Rx, Tx};
 
@@ -36,23 +36,23 @@ fn id(name: &str) -> io::Result<shm_core::SegmentId> {
 pub fn create(name: &str, spec: ChanSpec) -> Result<Queue, CreateError> {
     let opts = QueueOptions::new()
         .capacity(spec.capacity as u32)
-        .slot_size(spec.size as u32);
+        .slot_size(spec.size as u32)
+        .lifetime(Lifetime::Creator);
     Queue::create(&id(name)?, &opts).map_err(|e| CreateError::Io(io::Error::other(e)))
 }
 
-/// Opens queue `name` for the rest of the child's life (see
-/// [`super::open_segment_static`]: the handles borrow it, and the child
-/// exits when the run ends; it does not own the segment).
-fn open_static(name: &str) -> io::Result<&'static Queue> {
+/// Opens queue `name`, its pages faulted in (the sender or receiver made
+/// from it keeps it open).
+fn open(name: &str) -> io::Result<Queue> {
     let q = Queue::open(&id(name)?).map_err(io::Error::other)?;
     super::prefault(q.segment());
-    Ok(Box::leak(Box::new(q)))
+    Ok(q)
 }
 
 /// A registered producer.
 #[derive(Debug)]
 pub struct QueueTx {
-    tx: Sender<'static>,
+    tx: Sender,
     api: Api,
     buf: Vec<u8>,
     batch: Vec<Vec<u8>>,
@@ -61,7 +61,7 @@ pub struct QueueTx {
 impl QueueTx {
     /// Opens `name` and registers a producer.
     pub fn open(name: &str, spec: ChanSpec, api: Api) -> io::Result<Self> {
-        let q = open_static(name)?;
+        let q = open(name)?;
         Ok(QueueTx {
             tx: q.sender().map_err(io::Error::other)?,
             api,
@@ -115,7 +115,7 @@ impl Tx for QueueTx {
 /// A registered consumer.
 #[derive(Debug)]
 pub struct QueueRx {
-    rx: Receiver<'static>,
+    rx: Receiver,
     api: Api,
     buf: Vec<u8>,
     batch: Vec<Vec<u8>>,
@@ -124,7 +124,7 @@ pub struct QueueRx {
 impl QueueRx {
     /// Opens `name` and registers a consumer.
     pub fn open(name: &str, api: Api) -> io::Result<Self> {
-        let q = open_static(name)?;
+        let q = open(name)?;
         Ok(QueueRx {
             rx: q.receiver().map_err(io::Error::other)?,
             api,
