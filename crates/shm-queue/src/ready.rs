@@ -192,6 +192,9 @@ impl Readiness {
                 // rather than panic.
                 tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
                 let afd = reactor::register(FdOf(Arc::clone(&n.state)))?;
+                // The `try_*` before this found nothing with no helper to
+                // arm yet.
+                n.arm();
                 self.async_fd.get_or_init(|| afd)
             }
         };

@@ -2,6 +2,7 @@
 //! `run` returns `None` for a subcommand it does not know.
 
 pub mod core;
+pub mod life;
 pub mod limits;
 pub mod queue;
 #[allow(unsafe_code)]
@@ -15,4 +16,5 @@ pub fn dispatch(cmd: &str, args: &[String]) -> Option<i32> {
         .or_else(|| queue::run(cmd, args))
         .or_else(|| limits::run(cmd, args))
         .or_else(|| storm::run(cmd, args))
+        .or_else(|| life::run(cmd, args))
 }
