@@ -45,7 +45,7 @@ medians over passes with ratios against the pipe and the raw spin ring.
   --only NAMES     comma-separated contenders and/or measures to run
                    (contenders: pipe unix-stream unix-seqpacket posix-mq
                    condvar-ring spin-ring spin-ring-inplace shm-queue
-                   shm-queue-zerocopy shm-queue-batch iceoryx2 iceoryx2-event
+                   shm-queue-zerocopy shm-queue-batch shm-queue-async iceoryx2 iceoryx2-event
                    crossbeam; measures: pingpong stream idle wake mpmc).
                    Ratios need pipe, spin-ring and condvar-ring in the
                    selection.

@@ -136,6 +136,9 @@ impl Case {
 pub fn applicable(c: Contender, m: Measure) -> Result<(), String> {
     let same_wait = |as_: &str| Err(format!("waits exactly like {as_}"));
     match m {
+        Measure::Mpmc(_) if c == Contender::ShmQueueAsync => {
+            Err("the async receiver is measured one to one".into())
+        }
         Measure::PingPong if c == Contender::ShmQueueBatch => {
             Err("a batch needs a stream; ping-pong has one message in flight".into())
         }

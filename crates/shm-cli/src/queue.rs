@@ -28,6 +28,8 @@ impl QueueInfo {
             "blocked_recvs": s.blocked_recvs,
             "producers": s.producers,
             "consumers": s.consumers,
+            "attached": s.attached,
+            "lifetime": lifetime_word(s.lifetime),
             "closed": s.closed,
             "recovered": s.recovered,
             "abandoned": s.abandoned,
@@ -55,7 +57,20 @@ impl QueueInfo {
             ),
             (
                 "peers".into(),
-                format!("{} producers, {} consumers", s.producers, s.consumers),
+                format!(
+                    "{} producers, {} consumers, {} handles attached",
+                    s.producers, s.consumers, s.attached
+                ),
+            ),
+            (
+                "lifetime".into(),
+                match s.lifetime {
+                    Lifetime::LastPeer => "removed with the last attached handle",
+                    Lifetime::Creator => "removed with its creator's handle",
+                    Lifetime::Persistent => "kept until `shm rm`",
+                    _ => "unknown",
+                }
+                .into(),
             ),
             ("closed".into(), if s.closed { "yes" } else { "no" }.into()),
             (
@@ -66,6 +81,16 @@ impl QueueInfo {
                 ),
             ),
         ]
+    }
+}
+
+/// The JSON word for a lifetime mode.
+fn lifetime_word(l: Lifetime) -> &'static str {
+    match l {
+        Lifetime::LastPeer => "last-peer",
+        Lifetime::Creator => "creator",
+        Lifetime::Persistent => "persistent",
+        _ => "unknown",
     }
 }
 

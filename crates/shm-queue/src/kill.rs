@@ -18,7 +18,13 @@
 //!   after turning a dead producer's claim into a tombstone),
 //!   `recover:free` / `recover:freed` (a producer, before and after freeing
 //!   a dead consumer's slot);
-//! - registration: `register:taken`, `unregister:cleared`, `reap:cleared`.
+//! - registration: `register:taken`, `unregister:cleared`, `reap:cleared`;
+//! - attachment and the name's lifetime (see `life.rs`): `attach:taken`
+//!   (a joiner's entry taken, the removal mark not yet read),
+//!   `attach:reaped` (a dead process's entry cleared), `detach:cleared`
+//!   (a leaver's entry cleared, nothing decided), `retire:marked` (the last
+//!   leaver holds the removal mark, the name is still there),
+//!   `retire:removed` (the name removed, the mark not yet set to done).
 
 #[cfg(feature = "kill-points")]
 pub(crate) fn kill_point(name: &str) {

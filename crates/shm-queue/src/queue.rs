@@ -155,6 +155,8 @@ pub struct Stats {
     /// Live attached handles (an open `Queue` and what was made from it;
     /// observers such as `shm stat` do not attach).
     pub attached: u64,
+    /// When the name goes away.
+    pub lifetime: Lifetime,
     /// Whether the queue was closed.
     pub closed: bool,
     /// Claims of dead processes recovered: positions a producer died
@@ -650,6 +652,7 @@ impl Inner {
             producers: self.live(true),
             consumers: self.live(false),
             attached: self.attached_live(),
+            lifetime: self.lifetime,
             closed: self.is_closed(),
             recovered: c.recovered.load(Ordering::Relaxed),
             abandoned: c.abandoned.load(Ordering::Relaxed),

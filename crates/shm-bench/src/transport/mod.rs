@@ -99,6 +99,8 @@ pub enum Contender {
     ShmQueueZeroCopy,
     /// shm-queue, `send_batch` / `recv_batch`.
     ShmQueueBatch,
+    /// shm-queue, `send` / `recv_async` in a tokio runtime.
+    ShmQueueAsync,
     /// iceoryx2 publish-subscribe, the subscriber busy-polling (feature
     /// `iceoryx2`).
     Iceoryx2,
@@ -111,7 +113,7 @@ pub enum Contender {
 
 impl Contender {
     /// All contenders, in report order.
-    pub const ALL: [Contender; 13] = [
+    pub const ALL: [Contender; 14] = [
         Contender::Pipe,
         Contender::UnixStream,
         Contender::UnixSeqpacket,
@@ -122,6 +124,7 @@ impl Contender {
         Contender::ShmQueue,
         Contender::ShmQueueZeroCopy,
         Contender::ShmQueueBatch,
+        Contender::ShmQueueAsync,
         Contender::Iceoryx2,
         Contender::Iceoryx2Event,
         Contender::Crossbeam,
@@ -140,6 +143,7 @@ impl Contender {
             Contender::ShmQueue => "shm-queue",
             Contender::ShmQueueZeroCopy => "shm-queue-zerocopy",
             Contender::ShmQueueBatch => "shm-queue-batch",
+            Contender::ShmQueueAsync => "shm-queue-async",
             Contender::Iceoryx2 => "iceoryx2",
             Contender::Iceoryx2Event => "iceoryx2-event",
             Contender::Crossbeam => "crossbeam",
@@ -161,6 +165,7 @@ impl Contender {
             Contender::ShmQueue => "shm-queue send / recv_into, default blocking wait",
             Contender::ShmQueueZeroCopy => "shm-queue send_with / recv_with (in place)",
             Contender::ShmQueueBatch => "shm-queue send_batch / recv_batch",
+            Contender::ShmQueueAsync => "shm-queue send / recv_async on tokio (readiness helper)",
             Contender::Iceoryx2 => "iceoryx2 publish-subscribe, subscriber busy-polls",
             Contender::Iceoryx2Event => {
                 "iceoryx2 publish-subscribe + event service, subscriber blocks on a listener"
@@ -195,7 +200,10 @@ impl Contender {
     pub fn is_shm_queue(self) -> bool {
         matches!(
             self,
-            Contender::ShmQueue | Contender::ShmQueueZeroCopy | Contender::ShmQueueBatch
+            Contender::ShmQueue
+                | Contender::ShmQueueZeroCopy
+                | Contender::ShmQueueBatch
+                | Contender::ShmQueueAsync
         )
     }
 }
@@ -288,9 +296,10 @@ impl Chan {
             Contender::SpinRing | Contender::SpinRingInPlace => {
                 spin::create(name, spec).map(Chan::Segment)
             }
-            Contender::ShmQueue | Contender::ShmQueueZeroCopy | Contender::ShmQueueBatch => {
-                queue::create(name, spec).map(Chan::Queue)
-            }
+            Contender::ShmQueue
+            | Contender::ShmQueueZeroCopy
+            | Contender::ShmQueueBatch
+            | Contender::ShmQueueAsync => queue::create(name, spec).map(Chan::Queue),
             #[cfg(feature = "iceoryx2")]
             Contender::Iceoryx2 | Contender::Iceoryx2Event => {
                 iceoryx::create(name, spec, contender == Contender::Iceoryx2Event)
@@ -402,6 +411,11 @@ pub fn open_tx(
             spec,
             queue::Api::Batch,
         )?),
+        Contender::ShmQueueAsync => Box::new(queue::QueueTx::open(
+            arg_name(arg)?,
+            spec,
+            queue::Api::Async,
+        )?),
         #[cfg(feature = "iceoryx2")]
         Contender::Iceoryx2 | Contender::Iceoryx2Event => Box::new(iceoryx::IceTx::open(
             arg_name(arg)?,
@@ -440,6 +454,9 @@ pub fn open_rx(
         }
         Contender::ShmQueueBatch => {
             Box::new(queue::QueueRx::open(arg_name(arg)?, queue::Api::Batch)?)
+        }
+        Contender::ShmQueueAsync => {
+            Box::new(queue::QueueRx::open(arg_name(arg)?, queue::Api::Async)?)
         }
         #[cfg(feature = "iceoryx2")]
         Contender::Iceoryx2 | Contender::Iceoryx2Event => Box::new(iceoryx::IceRx::open(

@@ -1,14 +1,16 @@
-//! shm-queue, through each of its three APIs:
+//! shm-queue, through each of its four APIs:
 //!
 //! - copying: `send(&[u8])` from a private buffer the fill closure wrote,
 //!   `recv_into(&mut buf)` before the check closure runs;
 //! - zero-copy: `send_with(len, fill)` and `recv_with(check)`, the closures
 //!   running on the slot in place;
 //! - batch: `send_batch(&[&[u8]])` of up to the case's batch size from
-//!   private buffers, `recv_batch(&mut Vec<Vec<u8>>, max)`.
+//!   private buffers, `recv_batch(&mut Vec<Vec<u8>>, max)`;
+//! - async: the receiver awaits `recv_with_async` in a current-thread tokio
+//!   runtime (woken through its readiness descriptor); the sender copies.
 //!
-//! All three use the queue's default blocking wait (short spin, then the
-//! shared futex).
+//! The first three use the queue's default blocking wait (short spin, then
+//! the shared futex).
 
 use std::io;
 
@@ -25,6 +27,8 @@ pub enum Api {
     ZeroCopy,
     /// `send_batch` / `recv_batch`.
     Batch,
+    /// `send` / `recv_with_async` on tokio.
+    Async,
 }
 
 fn id(name: &str) -> io::Result<shm_core::SegmentId> {
@@ -78,7 +82,7 @@ impl Tx for QueueTx {
                 .tx
                 .send_with(len, |b| fill(b))
                 .map_err(io::Error::other),
-            Api::Copy | Api::Batch => {
+            Api::Copy | Api::Batch | Api::Async => {
                 let buf = &mut self.buf[..len];
                 fill(buf);
                 self.tx.send(buf).map_err(io::Error::other)
@@ -116,6 +120,8 @@ impl Tx for QueueTx {
 #[derive(Debug)]
 pub struct QueueRx {
     rx: Receiver,
+    /// The runtime of [`Api::Async`].
+    rt: Option<tokio::runtime::Runtime>,
     api: Api,
     buf: Vec<u8>,
     batch: Vec<Vec<u8>>,
@@ -125,8 +131,17 @@ impl QueueRx {
     /// Opens `name` and registers a consumer.
     pub fn open(name: &str, api: Api) -> io::Result<Self> {
         let q = open(name)?;
+        let rt = match api {
+            Api::Async => Some(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()?,
+            ),
+            _ => None,
+        };
         Ok(QueueRx {
             rx: q.receiver().map_err(io::Error::other)?,
+            rt,
             api,
             buf: vec![0; q.slot_size()],
             batch: Vec::new(),
@@ -138,6 +153,12 @@ impl Rx for QueueRx {
     fn recv(&mut self, f: &mut Check<'_>) -> io::Result<()> {
         match self.api {
             Api::ZeroCopy => self.rx.recv_with(|m| f(m)).map_err(io::Error::other)?,
+            Api::Async => match &self.rt {
+                Some(rt) => rt
+                    .block_on(self.rx.recv_with_async(|m| f(m)))
+                    .map_err(io::Error::other)?,
+                None => Err(io::Error::other("no runtime")),
+            },
             Api::Copy | Api::Batch => {
                 let n = self.rx.recv_into(&mut self.buf).map_err(io::Error::other)?;
                 f(&self.buf[..n])
