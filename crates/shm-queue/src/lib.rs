@@ -10,11 +10,11 @@
 //! # Example: the whole life of a queue
 //!
 //! ```
-//! use shm_core::SegmentId;
-//! use shm_queue::{Queue, QueueOptions, RecvError};
+//! use shm_queue::{Queue, QueueOptions, RecvError, SegmentId};
 //!
 //! let id = SegmentId::posix(&format!("/doc-queue-{}", std::process::id()))?;
-//! // Create (this handle owns the segment and removes it on drop).
+//! // Create. By default the name goes away with the last attached handle,
+//! // in whichever process that is.
 //! let queue = Queue::create(&id, &QueueOptions::new().capacity(8).slot_size(64))?;
 //! // Attach: another process would call `Queue::open(&id)`.
 //! let other = Queue::open(&id)?;
@@ -28,10 +28,11 @@
 //! assert_eq!(rx.recv_with(|m| m.to_vec())?, b"world");
 //! // Every producer is gone and the queue is drained.
 //! assert_eq!(rx.recv(), Err(RecvError::Disconnected));
-//! // Detach, then remove.
+//! // Detach: the last handle to go removes the name.
 //! drop(rx);
 //! drop(other);
-//! queue.remove()?;
+//! drop(queue);
+//! assert!(Queue::open(&id).is_err());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -42,8 +43,19 @@
 //!   were claimed.
 //! - **Size.** A message longer than the slot size is refused with
 //!   [`SendError::TooLarge`] and nothing is sent. Nothing is ever truncated.
-//! - **Registration.** [`Queue::sender`] and [`Queue::receiver`] register
-//!   the calling process (at most [`MAX_PEERS`] of each at once).
+//! - **Handles.** A [`Queue`] is a cheap, cloneable, `Send + Sync` handle;
+//!   [`Queue::sender`] and [`Queue::receiver`] register the calling process
+//!   (at most [`MAX_PEERS`] of each at once) and return a [`Sender`] or
+//!   [`Receiver`] that owns a clone of it (`Send + 'static`), so it can
+//!   move into a thread or task on its own.
+//! - **Names.** [`Lifetime`] says when the name goes away: by default with
+//!   the last attached handle in any process, so that
+//!   [`Queue::open_or_create`] never makes a second queue while a peer of
+//!   the first lives.
+//! - **Errors.** Named as in `std::sync::mpsc` and crossbeam-channel:
+//!   [`TrySendError::Full`], [`SendTimeoutError::Timeout`],
+//!   [`TryRecvError::Empty`], [`RecvTimeoutError::Timeout`], and
+//!   `Disconnected` everywhere it applies.
 //! - **Disconnect.** A receiver gets [`RecvError::Disconnected`] once at
 //!   least one producer has registered, every registered producer is gone
 //!   (dropped its `Sender`, or died), and the queue is drained. On a queue
@@ -58,8 +70,12 @@
 //!   noticed within about that long. `try_*` calls never block; timeout
 //!   calls never block past their deadline.
 //! - **Threads.** A [`Sender`] or [`Receiver`] is used by one thread at a
-//!   time (it is not `Sync`): register one per
-//!   thread.
+//!   time (it is not `Sync`): register one per thread
+//!   ([`Sender::try_clone`]).
+//! - **Event loops.** [`Receiver::ready_fd`] and [`Sender::ready_fd`] give a
+//!   descriptor for `epoll`/`mio`; with the `tokio` feature,
+//!   `Receiver::recv_async` and `Sender::send_async` are cancel-safe
+//!   futures (nothing is taken on a dropped future's behalf).
 //!
 //! # When a process dies
 //!
@@ -91,14 +107,15 @@
 //! afterwards is checked; an impossible value gives a [`Corrupted`] error,
 //! never an out-of-bounds access, a panic or a wait on an impossible state.
 //! A segment of an older format ([`FORMAT_VERSION`]) is refused with
-//! [`OpenError::OldFormat`].
+//! [`QueueOpenError::OldFormat`].
 //!
 //! # Layout
 //!
 //! The shm-core header (kind `queue`), then the control block:
 //! configuration, flags and slow-path counters on one line, `tail` and
-//! `head` on lines of their own, and two tables of [`MAX_PEERS`]
-//! registration records of 64 bytes (identity word, open claim). Then
+//! `head` on lines of their own, two tables of [`MAX_PEERS`]
+//! registration records of 64 bytes (identity word, open claim), the
+//! lifetime line and the table of [`MAX_ATTACHED`] attached handles. Then
 //! `capacity` slots: a 16-byte header (state word, length) and the payload,
 //! padded to 64 bytes. docs/layout.md has the offsets and the format
 //! history.
@@ -107,12 +124,15 @@
 
 mod error;
 mod kill;
+// Who is attached, and when the name goes away.
 mod life;
 // `unsafe impl ShmSafe` for the on-segment structs.
 #[allow(unsafe_code)]
 mod layout;
 mod primitive;
 mod queue;
+// The readiness helper; (feature `tokio`) its submodule `reactor` holds one
+// `unsafe` call that registers the descriptor with the reactor.
 mod ready;
 // Only calls into `slots`, each with its SAFETY argument.
 #[allow(unsafe_code)]

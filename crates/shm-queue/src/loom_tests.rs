@@ -21,6 +21,7 @@
 //! |---|---|
 //! | [`loom_ring_spsc_handoff_wraps_a_capacity_one_ring`] | two messages through one slot arrive once each, in order, with their bytes and length: commit (Release) → claim (Acquire) publishes the payload, and release → next lap's claim orders the consumer's read before the producer's next write |
 //! | [`loom_ring_blocked_consumer_is_woken_by_the_commit`] | a consumer asleep on `tail` (no deadline) is never left asleep: the producer's claim CAS takes its flag and the producer wakes it after the commit |
+//! | [`loom_ring_probe_is_woken_by_the_commit_and_claims_nothing`] | the readiness helper's wait (a claim with `max == 0`, asleep on `tail` with no deadline) is woken by the producer's commit, and takes nothing: the receive after it gets the message |
 //! | [`loom_ring_blocked_producer_is_woken_by_the_release`] | the same for a producer asleep on `head` of a full ring, woken by the consumer after its release |
 //! | [`loom_ring_mpsc_two_producers_capacity_two`] | two producers (one sending two messages) and one consumer, all blocking without deadlines, over a ring that wraps: every message once, each producer's in order, no lost wake-up |
 //! | [`loom_ring_dead_producer_claim_becomes_a_tombstone`] | a producer that dies after its claim (and is reaped) leaves a tombstone a recovering consumer makes and takes; the live producer's message arrives once; recovery never tombstones a live claim (its record is seen through the index CAS) |
@@ -60,7 +61,9 @@ use loom::sync::Arc;
 use loom::thread;
 use shm_sync::{Slept, WaitWord};
 
-use crate::layout::{ConsumerLine, Control, FULL, ProducerLine, Registration, SKIP, SlotHeader};
+use crate::layout::{
+    ConsumerLine, Control, FULL, LifeLine, ProducerLine, Registration, SKIP, SlotHeader,
+};
 use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use crate::ring::{Bad, Claim, Ring, Side, Slots, WaitOn};
 
@@ -136,6 +139,12 @@ impl Model {
                 consumers: std::array::from_fn(|i| {
                     registration(CONSUMER.get(i).copied().unwrap_or(0))
                 }),
+                life: LifeLine {
+                    lifetime: AtomicU32::new(0),
+                    _pad: AtomicU32::new(0),
+                    retire: AtomicU64::new(0),
+                },
+                attached: std::array::from_fn(|_| AtomicU64::new(0)),
             },
             slots: Headers(
                 (0..cap)
@@ -224,24 +233,27 @@ enum Sleep {
     Slice,
 }
 
-/// The essential part of `Queue::acquire`: claims one position for `side`,
-/// sleeping as the shipped loop does. Returns `(pos, wake)`.
+/// The essential part of `Queue::acquire`: claims `max` (1) positions for
+/// `side`, or with `max == 0` only waits until a claim would get one (the
+/// readiness helper's probe), sleeping as the shipped loop does. Returns
+/// `(pos, wake)`.
 fn acquire(
     ring: &Ring<'_, Headers>,
     side: Side,
     rec: &Registration,
     recover: bool,
     sleep: Sleep,
+    max: usize,
 ) -> (u64, bool) {
     loop {
         let claim = match side {
-            Side::Send => ring.claim_send(rec, 1, recover),
-            Side::Recv => ring.claim_recv(rec, 1, recover),
+            Side::Send => ring.claim_send(rec, max, recover),
+            Side::Recv => ring.claim_recv(rec, max, recover),
         }
         .unwrap_or_else(|b| panic!("impossible state: {}", b.0));
         let seen = match claim {
             Claim::Got { start, n, wake } => {
-                assert_eq!(n, 1);
+                assert_eq!(n, max);
                 return (start, wake);
             }
             Claim::Wait {
@@ -288,7 +300,7 @@ fn acquire(
 fn send(m: &Model, me: u64, value: u64, recover: bool, sleep: Sleep) -> u64 {
     let ring = m.ring(me);
     let rec = m.rec(me);
-    let (pos, wake) = acquire(&ring, Side::Send, rec, recover, sleep);
+    let (pos, wake) = acquire(&ring, Side::Send, rec, recover, sleep, 1);
     m.write(pos, value);
     ring.commit(pos).unwrap_or_else(|b| panic!("{}", b.0));
     rec.withdraw();
@@ -303,7 +315,7 @@ fn send(m: &Model, me: u64, value: u64, recover: bool, sleep: Sleep) -> u64 {
 fn recv(m: &Model, me: u64, recover: bool, sleep: Sleep) -> Option<u64> {
     let ring = m.ring(me);
     let rec = m.rec(me);
-    let (pos, wake) = acquire(&ring, Side::Recv, rec, recover, sleep);
+    let (pos, wake) = acquire(&ring, Side::Recv, rec, recover, sleep, 1);
     let tag = ring.tag(pos).unwrap_or_else(|b| panic!("{}", b.0));
     let got = match tag {
         FULL => Some(m.read(pos)),
@@ -387,6 +399,33 @@ fn loom_ring_blocked_consumer_is_woken_by_the_commit() {
         let m = Model::new(1);
         let c = Arc::clone(&m);
         let consumer = thread::spawn(move || recv(&c, CONSUMER[0], false, Sleep::Forever));
+        send(&m, PRODUCER[0], 7, false, Sleep::Forever);
+        assert_eq!(consumer.join().unwrap(), Some(7));
+        assert_drained(&m);
+    });
+}
+
+#[test]
+fn loom_ring_probe_is_woken_by_the_commit_and_claims_nothing() {
+    loom::model(|| {
+        let m = Model::new(1);
+        let c = Arc::clone(&m);
+        let consumer = thread::spawn(move || {
+            // The readiness helper's wait: probe (`max == 0`) asleep on
+            // `tail` with no deadline, so a lost wake-up deadlocks.
+            let ring = c.ring(CONSUMER[0]);
+            let (pos, wake) = acquire(
+                &ring,
+                Side::Recv,
+                c.rec(CONSUMER[0]),
+                false,
+                Sleep::Forever,
+                0,
+            );
+            assert_eq!((pos, wake), (0, false));
+            // The probe took nothing: the receive that follows gets it.
+            recv(&c, CONSUMER[0], false, Sleep::Forever)
+        });
         send(&m, PRODUCER[0], 7, false, Sleep::Forever);
         assert_eq!(consumer.join().unwrap(), Some(7));
         assert_drained(&m);
