@@ -484,7 +484,7 @@ fn loom_ring_dead_producer_claim_becomes_a_tombstone() {
             // commit ("send:writing").
             let ring = d.ring(PRODUCER[1]);
             let rec = d.rec(PRODUCER[1]);
-            let (pos, _wake) = acquire(&ring, Side::Send, rec, false, Sleep::Forever);
+            let (pos, _wake) = acquire(&ring, Side::Send, rec, false, Sleep::Forever, 1);
             d.write(pos, 666);
             d.reap(PRODUCER[1]);
         });
@@ -521,7 +521,7 @@ fn loom_ring_dead_consumer_slot_is_freed() {
             // reads it ("recv:claimed"): the message is lost with it.
             let ring = c.ring(CONSUMER[1]);
             let rec = c.rec(CONSUMER[1]);
-            let (lost, _wake) = acquire(&ring, Side::Recv, rec, false, Sleep::Forever);
+            let (lost, _wake) = acquire(&ring, Side::Recv, rec, false, Sleep::Forever, 1);
             c.reap(CONSUMER[1]);
             (first, lost)
         });
