@@ -24,7 +24,7 @@
 //! | `sync-owner-lock-for` | NAME MS | one `OwnerLock::lock(MS)`; prints `clean E`, `taken-over PID E` or `stuck PID E` (E: elapsed ms) |
 //! | `sync-lock-for` | NAME MS | one `Mutex::lock_timeout(MS)`; prints `ok V E`, `owner-died V E` (repaired: the dirty marker becomes 0), `timed-out E` or `error ...` |
 //! | `sync-lock-block` | NAME | one `Mutex::lock()`; prints `ok V E` or `owner-died V E` (repaired as above) |
-//! | `sync-cv-timeout` | NAME pthread\|futex MS | `wait_timeout_while(counter unchanged, MS)`; prints `timed-out E` or `woke V E` |
+//! | `sync-cv-timeout` | NAME pthread\|futex MS \[once\] | `wait_timeout_while(counter unchanged, MS)`; prints `timed-out E` or `woke V E`; `once`: one `wait_timeout(MS)`, prints `timed-out E` or `returned V E` |
 //! | `sync-ww-sleep` | NAME MS | `WaitWord::sleep` in a loop until the word's value changes or MS pass; prints `timed-out E returns N` or `changed V E returns N` (N: sleeps that returned early: signals, wake-ups) |
 //!
 //! `sync-cv-wait NAME KIND TARGET long-addr` is `long`, and first prints
@@ -489,6 +489,18 @@ fn cv_timeout(o: &Objects, args: &[String]) -> i32 {
     let g = lock(o.mutex());
     let at_start = *g;
     let start = Instant::now();
+    if args.get(2).map(String::as_str) == Some("once") {
+        let r = match cv {
+            Cv::Pthread(c) => c.wait_timeout(g, Duration::from_millis(ms)),
+            Cv::Futex(c) => c.wait_timeout(g, Duration::from_millis(ms)),
+        };
+        match r {
+            Ok((_, true)) => say(&format!("timed-out {}", ms_since(start))),
+            Ok((g, false)) => say(&format!("returned {} {}", *g, ms_since(start))),
+            Err(e) => say(&format!("error {e}")),
+        }
+        return 0;
+    }
     match cv.wait_timeout_while(g, Duration::from_millis(ms), |v| *v == at_start) {
         Ok((_, true)) => say(&format!("timed-out {}", ms_since(start))),
         Ok((g, false)) => say(&format!("woke {} {}", *g, ms_since(start))),
