@@ -35,10 +35,15 @@ fn received(out: &str, producer: u32) -> Vec<u64> {
         .collect()
 }
 
+/// The storm's signal count from a helper's output (also printed, for
+/// the figures in docs/reliability.md).
 fn storm_count(out: &str) -> u64 {
-    out.lines()
+    let n = out
+        .lines()
         .find_map(|l| l.strip_prefix("storm signals ")?.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    eprintln!("storm: {n} signals delivered");
+    n
 }
 
 #[test]
