@@ -105,7 +105,25 @@ pub fn spawn(args: &[&str]) -> Proc {
 
 /// Starts the helper binary with `args` and extra environment variables.
 pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
-    let child = Command::new(helper_path())
+    start(Command::new(helper_path()), args, env)
+}
+
+/// Starts the helper binary through `wrapper`, a program and its arguments
+/// that end by `exec`ing the helper in the same process (for example
+/// `unshare --time --boottime 86400`), so the PID is the helper's.
+pub fn spawn_via(wrapper: &[&str], args: &[&str]) -> Proc {
+    let Some((program, pre)) = wrapper.split_first() else {
+        return spawn(args);
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(pre).arg(helper_path());
+    let mut p = start(cmd, args, &[]);
+    p.what = format!("{} {}", wrapper.join(" "), p.what);
+    p
+}
+
+fn start(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let child = cmd
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())

@@ -36,6 +36,11 @@ use crate::wait_word::{MAX_WAIT_VALUE, Slept, WaitWord};
 /// so a notifier killed between its increment and its `FUTEX_WAKE` delays
 /// the waiters by at most that much.
 ///
+/// A signal delivered to the waiting thread (a handler without
+/// `SA_RESTART` ends the futex wait with `EINTR`) does not end a wait: it
+/// goes back to sleep, with the same absolute deadline, unless the counter
+/// moved.
+///
 /// Limits: waits may return spuriously (as with every condvar: use
 /// [`FutexCondvar::wait_while`]); the counter has 63 bits and wraps, and
 /// the kernel compares only the low 32 bits of the word, see [`WaitWord`].
@@ -214,8 +219,14 @@ impl FutexCondvar {
             }
             let until = primitive::slice_end(deadline, Self::RECHECK);
             match self.word.sleep(seen, until, || false) {
-                // A change, a wake-up, or a signal (a spurious wake-up).
-                Slept::Changed | Slept::Woken => break false,
+                Slept::Changed => break false,
+                // Only a notify changes the counter. A wake-up that left it
+                // alone is a signal handler interrupting the sleep
+                // (`EINTR`), or a timed-out waiter's nudge: no reason to
+                // return, so sleep on (a process interrupted every few
+                // milliseconds would otherwise return that often).
+                Slept::Woken if self.word.load() != seen => break false,
+                Slept::Woken => {}
                 // The sleep ended at the caller's deadline, not at a slice.
                 Slept::TimedOut if until == deadline => break true,
                 Slept::TimedOut => {}

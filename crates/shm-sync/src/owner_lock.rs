@@ -583,10 +583,11 @@ mod tests {
     #[test]
     fn a_recycled_pid_is_taken_over_after_two_looks() {
         // This process's PID with another start time: the PID runs, but
-        // it is not the holder recorded.
+        // it is not the holder recorded. (Two ticks off: starts one tick
+        // apart count as the same, `shm_core::process::same_start`.)
         let me = ProcessId::current();
         let l = OwnerLock::new();
-        l.forge_holder(me.pid, me.start + 1);
+        l.forge_holder(me.pid, me.start + 2);
         let start = Instant::now();
         let locked = l.lock_as(
             ProcessId {

@@ -11,7 +11,7 @@
 //! | `core-race` | ID GATE | waits at the gate, then `Shared::open_or_create` |
 //! | `core-init-hang` | ID | creates; its init prints `initializing` and sleeps 60 s |
 //! | `core-slow-create` | ID GATE | creates; its init prints `initializing`, waits for the gate, sleeps 300 ms |
-//! | `core-open` | ID TIMEOUT_MS | `Shared::open`; prints the value or the error |
+//! | `core-open` | ID TIMEOUT_MS | `Shared::open`; prints the value or the error, then `elapsed_ms=` |
 //! | `core-denied` | ID | as `nobody` (if root), tries to open and remove |
 
 use std::io::Write;
@@ -221,13 +221,18 @@ fn open(args: &[String]) -> Result<i32, String> {
     };
     say(&format!("state={seen}"));
     let opts = SharedOptions::new().timeout(Duration::from_millis(ms));
-    match Shared::<Cell>::open(&id, &opts) {
+    let start = Instant::now();
+    let r = Shared::<Cell>::open(&id, &opts);
+    let elapsed = start.elapsed().as_millis();
+    match r {
         Ok(cell) => {
             report(&cell, false);
+            say(&format!("elapsed_ms={elapsed}"));
             Ok(0)
         }
         Err(e) => {
             say(&format!("error={}: {e}", variant(&e)));
+            say(&format!("elapsed_ms={elapsed}"));
             Ok(1)
         }
     }

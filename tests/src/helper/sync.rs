@@ -21,6 +21,16 @@
 //! | `sync-sem-timeout` | NAME SLOT MS | one `wait_timeout(MS)`; prints `timed-out ELAPSED_MS` or `got ELAPSED_MS` |
 //! | `sync-owner-hold` | NAME | takes the [`OwnerLock`], prints `locked`, sleeps (to be killed) |
 //! | `sync-owner-lock` | NAME | one `OwnerLock::lock(60 s)`; prints `clean`, `taken-over PID` or `stuck PID` |
+//! | `sync-owner-lock-for` | NAME MS | one `OwnerLock::lock(MS)`; prints `clean E`, `taken-over PID E` or `stuck PID E` (E: elapsed ms) |
+//! | `sync-lock-for` | NAME MS | one `Mutex::lock_timeout(MS)`; prints `ok V E`, `owner-died V E` (repaired: the dirty marker becomes 0), `timed-out E` or `error ...` |
+//! | `sync-lock-block` | NAME | one `Mutex::lock()`; prints `ok V E` or `owner-died V E` (repaired as above) |
+//! | `sync-cv-timeout` | NAME pthread\|futex MS \[once\] | `wait_timeout_while(counter unchanged, MS)`; prints `timed-out E` or `woke V E`; `once`: one `wait_timeout(MS)`, prints `timed-out E` or `returned V E` |
+//! | `sync-ww-sleep` | NAME MS | `WaitWord::sleep` in a loop until the word's value changes or MS pass; prints `timed-out E returns N` or `changed V E returns N` (N: sleeps that returned early: signals, wake-ups) |
+//!
+//! `sync-cv-wait NAME KIND TARGET long-addr` is `long`, and first prints
+//! `addr CV MUTEX`: the addresses (in this process) of the condvar's futex
+//! word and of the mutex's lock word, so a test can tell from
+//! `/proc/PID/syscall` which word the process sleeps on.
 //!
 //! The `sync-chaos-*` subcommands, for `tests/tests/chaos_sync.rs`, work on
 //! another segment (see [`chaos`]) and take any segment name, POSIX or
@@ -30,7 +40,8 @@ use std::time::{Duration, Instant};
 
 use shm_core::{SegmentId, Shared, SharedOptions};
 use shm_sync::{
-    Condvar, FutexCondvar, LockError, Locked, Mutex, OwnerLock, Semaphore, TryLockError,
+    Condvar, FutexCondvar, LockError, Locked, Mutex, OwnerLock, Semaphore, Slept, TryLockError,
+    WaitWord,
 };
 
 /// What `sync-hold` writes into the counter before it is killed: a repairer
@@ -42,6 +53,7 @@ const CONDVAR_AT: usize = 0;
 const FUTEX_CONDVAR_AT: usize = 64;
 const SEM_AT: [usize; 2] = [72, 80];
 const OWNER_LOCK_AT: usize = 96;
+const WAIT_WORD_AT: usize = 112;
 const TAIL: u64 = 128;
 
 /// The test segment: the counter mutex and, in its trailing region, the
@@ -66,6 +78,7 @@ impl Objects {
         o.semaphore(0).init(0);
         o.semaphore(1).init(0);
         o.owner_lock().init();
+        o.wait_word().init(0);
         o
     }
 
@@ -98,6 +111,11 @@ impl Objects {
     /// The owner lock.
     pub fn owner_lock(&self) -> &OwnerLock {
         self.tail(OWNER_LOCK_AT)
+    }
+
+    /// The bare wait word.
+    pub fn wait_word(&self) -> &WaitWord {
+        self.tail(WAIT_WORD_AT)
     }
 
     /// The segment, to remove it.
@@ -148,6 +166,18 @@ impl<'a> Cv<'a> {
         match self {
             Cv::Pthread(c) => c.wait_timeout(g, d).map(|(g, _)| g),
             Cv::Futex(c) => c.wait_timeout(g, d).map(|(g, _)| g),
+        }
+    }
+
+    fn wait_timeout_while<'m>(
+        self,
+        g: shm_sync::MutexGuard<'m, u64>,
+        d: Duration,
+        f: impl FnMut(&mut u64) -> bool,
+    ) -> Result<(shm_sync::MutexGuard<'m, u64>, bool), LockError<'m, u64>> {
+        match self {
+            Cv::Pthread(c) => c.wait_timeout_while(g, d, f),
+            Cv::Futex(c) => c.wait_timeout_while(g, d, f),
         }
     }
 
@@ -205,6 +235,11 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
         "sync-sem-timeout" => sem_timeout,
         "sync-owner-hold" => owner_hold,
         "sync-owner-lock" => owner_lock,
+        "sync-owner-lock-for" => owner_lock_for,
+        "sync-lock-for" => lock_for,
+        "sync-lock-block" => lock_block,
+        "sync-cv-timeout" => cv_timeout,
+        "sync-ww-sleep" => ww_sleep,
         _ => return None,
     };
     let id = SegmentId::posix(arg(args, 0, "segment name")).expect("segment name");
@@ -297,11 +332,20 @@ fn ping_pong(o: &Objects, args: &[String]) -> i32 {
 fn cv_wait(o: &Objects, args: &[String]) -> i32 {
     let cv = Cv::of(o, arg(args, 0, "pthread|futex"));
     let target = num(args, 1, "target");
+    let mode = args.get(2).map(String::as_str);
+    if mode == Some("long-addr") {
+        let cv_addr = match cv {
+            Cv::Pthread(c) => std::ptr::from_ref(c).addr(),
+            Cv::Futex(c) => std::ptr::from_ref(c).addr(),
+        };
+        let mutex_addr = std::ptr::from_ref(o.mutex()).addr();
+        say(&format!("addr {cv_addr:#x} {mutex_addr:#x}"));
+    }
     let g = lock(o.mutex());
     // Printed with the lock held: once the test can lock the mutex, this
     // process is inside the wait.
     say("waiting");
-    let r = if args.get(2).map(String::as_str) == Some("long") {
+    let r = if matches!(mode, Some("long" | "long-addr")) {
         let mut g = g;
         loop {
             if *g >= target {
@@ -381,6 +425,115 @@ fn owner_hold(o: &Objects, _args: &[String]) -> i32 {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
         let _ = &guard;
+    }
+}
+
+fn ms_since(start: Instant) -> u128 {
+    start.elapsed().as_millis()
+}
+
+fn owner_lock_for(o: &Objects, args: &[String]) -> i32 {
+    let ms = num(args, 0, "milliseconds");
+    let start = Instant::now();
+    match o.owner_lock().lock(Duration::from_millis(ms)) {
+        Ok(Locked::Clean(_)) => say(&format!("clean {}", ms_since(start))),
+        Ok(Locked::TakenOver { dead, .. }) => {
+            say(&format!("taken-over {} {}", dead.pid, ms_since(start)))
+        }
+        Err(e) => say(&format!("stuck {} {}", e.holder.pid, ms_since(start))),
+    }
+    0
+}
+
+/// Repairs after an owner death: the dirty marker becomes 0.
+fn repair(g: &mut shm_sync::MutexGuard<'_, u64>) -> u64 {
+    let seen = **g;
+    if seen == DIRTY {
+        **g = 0;
+    }
+    g.make_consistent().expect("make_consistent");
+    seen
+}
+
+fn lock_for(o: &Objects, args: &[String]) -> i32 {
+    let ms = num(args, 0, "milliseconds");
+    let start = Instant::now();
+    match o.mutex().lock_timeout(Duration::from_millis(ms)) {
+        Ok(g) => say(&format!("ok {} {}", *g, ms_since(start))),
+        Err(TryLockError::OwnerDied(mut g)) => {
+            let seen = repair(&mut g);
+            say(&format!("owner-died {seen} {}", ms_since(start)));
+        }
+        Err(TryLockError::TimedOut) => say(&format!("timed-out {}", ms_since(start))),
+        Err(e) => say(&format!("error {e}")),
+    }
+    0
+}
+
+fn lock_block(o: &Objects, _args: &[String]) -> i32 {
+    let start = Instant::now();
+    match o.mutex().lock() {
+        Ok(g) => say(&format!("ok {} {}", *g, ms_since(start))),
+        Err(LockError::OwnerDied(mut g)) => {
+            let seen = repair(&mut g);
+            say(&format!("owner-died {seen} {}", ms_since(start)));
+        }
+        Err(e) => say(&format!("error {e}")),
+    }
+    0
+}
+
+fn cv_timeout(o: &Objects, args: &[String]) -> i32 {
+    let cv = Cv::of(o, arg(args, 0, "pthread|futex"));
+    let ms = num(args, 1, "milliseconds");
+    let g = lock(o.mutex());
+    let at_start = *g;
+    let start = Instant::now();
+    if args.get(2).map(String::as_str) == Some("once") {
+        let r = match cv {
+            Cv::Pthread(c) => c.wait_timeout(g, Duration::from_millis(ms)),
+            Cv::Futex(c) => c.wait_timeout(g, Duration::from_millis(ms)),
+        };
+        match r {
+            Ok((_, true)) => say(&format!("timed-out {}", ms_since(start))),
+            Ok((g, false)) => say(&format!("returned {} {}", *g, ms_since(start))),
+            Err(e) => say(&format!("error {e}")),
+        }
+        return 0;
+    }
+    match cv.wait_timeout_while(g, Duration::from_millis(ms), |v| *v == at_start) {
+        Ok((_, true)) => say(&format!("timed-out {}", ms_since(start))),
+        Ok((g, false)) => say(&format!("woke {} {}", *g, ms_since(start))),
+        Err(e) => say(&format!("error {e}")),
+    }
+    0
+}
+
+fn ww_sleep(o: &Objects, args: &[String]) -> i32 {
+    let w = o.wait_word();
+    let ms = num(args, 0, "milliseconds");
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(ms);
+    let seen = w.load();
+    let mut early = 0u64;
+    loop {
+        match w.sleep(seen, Some(deadline), || false) {
+            Slept::TimedOut => {
+                say(&format!("timed-out {} returns {early}", ms_since(start)));
+                return 0;
+            }
+            Slept::Changed | Slept::Woken if w.load() != seen => {
+                say(&format!(
+                    "changed {} {} returns {early}",
+                    w.load(),
+                    ms_since(start)
+                ));
+                return 0;
+            }
+            // A signal (EINTR) or a spurious wake-up: look again, with the
+            // same absolute deadline.
+            Slept::Changed | Slept::Woken => early += 1,
+        }
     }
 }
 
