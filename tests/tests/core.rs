@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use shm_core::{Segment, SegmentId, Shared, SharedOptions};
 use shm_tests::helper::core::{Gate, MAGIC_VALUE};
-use shm_tests::{Cleanup, read_line, spawn, unique_posix, unique_sysv};
+use shm_tests::{Cleanup, read_line, spawn, spawn_env, unique_posix, unique_sysv};
 
 /// Watchdog for one helper run.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -149,6 +149,45 @@ fn creator_killed_during_init(id: SegmentId) {
     shm_core::remove(&id).expect("remove the dead creator's segment");
 }
 
+/// A creator killed in the middle of writing the header (kill point
+/// `header:writing`: the magic and its PID written, the rest not) is
+/// reported as `CreatorDied` naming it, like a death at any other stage of
+/// init; it used to be `NotOurs` on POSIX (the checksum does not match).
+fn creator_killed_while_writing_the_header(id: SegmentId) {
+    let _c = Cleanup::new(std::slice::from_ref(&id));
+    let name = id.to_string();
+    let creator = spawn_env(
+        &["core-init-hang", &name],
+        &[("SHM_KILL_POINT", "header:writing")],
+    );
+    let pid = creator.pid();
+    let (status, out) = creator.wait(LIMIT);
+    assert!(
+        !status.success() && !out.contains("initializing"),
+        "the creator did not die at the kill point: {status} {out}"
+    );
+    assert!(exists(&id), "the dead creator left its segment");
+    let (status, out) = spawn(&["core-open", &name, "10000"]).wait(LIMIT);
+    assert!(
+        out.contains("state=unreadable"),
+        "a half-written header: {out}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "opened a half-written segment: {out}"
+    );
+    assert!(
+        out.contains("error=CreatorDied"),
+        "expected CreatorDied, not NotOurs or a timeout:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("(pid {pid})")),
+        "names the creator: {out}"
+    );
+    shm_core::remove(&id).expect("remove the dead creator's segment");
+}
+
 fn opener_waits_for_a_slow_creator(id: SegmentId) {
     let (gate_id, gate) = gate();
     let _c = Cleanup::new(&[id.clone(), gate_id.clone()]);
@@ -230,6 +269,8 @@ for_both_backends! {
     written_in_one_process_is_read_in_another => written_in_one_process_read_in_another;
     eight_processes_race_open_or_create => racing_open_or_create;
     a_creator_killed_during_init_is_reported => creator_killed_during_init;
+    a_creator_killed_while_writing_the_header_is_reported =>
+        creator_killed_while_writing_the_header;
     an_opener_waits_for_a_slow_live_creator => opener_waits_for_a_slow_creator;
     another_user_is_denied_with_the_owner_named => another_user_is_denied;
 }

@@ -66,6 +66,9 @@ pub const STATE_READY: u32 = 0x5245_4459;
 /// State word value: the creator's initializer failed.
 pub const STATE_FAILED: u32 = 0x4641_494c;
 const KIND_LEN: usize = 32;
+/// Index in `RawHeader::rest` of the word holding `creator_pid` and `flags`
+/// (bytes 48..56).
+const PID_WORD: usize = (48 - 16) / 8;
 /// How long an opener waits on a name that exists but has no size and no
 /// locked creator: the microseconds between a creator's `shm_open` and its
 /// lock.
@@ -112,10 +115,15 @@ impl RawHeader {
         b
     }
 
-    /// Writes every field but the state word.
+    /// Writes every field but the state word: the magic first and the
+    /// creator's PID right after it, so that an opener that finds the magic
+    /// of a creator killed in the middle (not ready, lock gone) can name it
+    /// in `CreatorDied`.
     fn store_identity(&self, b: &[u8; HEADER_SIZE]) {
         let word = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or_default());
         self.magic.store(word(0), Ordering::Relaxed);
+        self.rest[PID_WORD].store(word(16 + 8 * PID_WORD), Ordering::Relaxed);
+        crate::kill::kill_point("header:writing");
         self.version.store(
             u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
             Ordering::Relaxed,
@@ -651,7 +659,8 @@ impl<T: ShmShared> Shared<T> {
         };
         let decoded = loop {
             let state = observe(&raw.state);
-            let decoded = HeaderInfo::decode(&raw.snapshot());
+            let bytes = raw.snapshot();
+            let decoded = HeaderInfo::decode(&bytes);
             if state != 0 {
                 break decoded;
             }
@@ -672,6 +681,15 @@ impl<T: ShmShared> Shared<T> {
             }
             return match decoded {
                 Ok(_) => Err(Attempt::Failed(OpenError::CreatorDied { segment: name, pid })),
+                // Our magic, the rest not (yet) valid: a creator of this
+                // library killed while writing the header, as at any other
+                // stage of init. The PID is stored right after the magic.
+                Err(_) if bytes[0..8] == MAGIC.to_ne_bytes() => {
+                    let from_header =
+                        u32::from_ne_bytes([bytes[48], bytes[49], bytes[50], bytes[51]]);
+                    let pid = if pid == 0 { from_header } else { pid };
+                    Err(Attempt::Failed(OpenError::CreatorDied { segment: name, pid }))
+                }
                 Err(HeaderError::BadMagic(0)) if segment.backend() == Backend::SysV && pid != 0 => {
                     Err(Attempt::Failed(OpenError::CreatorDied { segment: name, pid }))
                 }

@@ -40,6 +40,7 @@
 
 mod error;
 mod header;
+mod kill;
 pub mod list;
 mod name;
 mod primitive;
