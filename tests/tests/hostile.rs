@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shm_core::{Segment, SegmentId, Shared, SharedOptions};
 use shm_queue::{OpenError, Queue, QueueOptions};
-use shm_tests::{Cleanup, Proc, read_line, spawn, unique_posix, unique_sysv};
+use shm_tests::{Cleanup, Proc, read_line, spawn, spawn_env, unique_posix, unique_sysv};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -200,4 +200,46 @@ fn queue_users_get_errors_when_the_segment_is_truncated_under_them() {
         q.sender(),
         Err(shm_queue::RegisterError::Corrupted(_))
     ));
+}
+
+/// The guard is process-wide and stays installed. A `SIGBUS` sent with
+/// `kill` goes to the handler installed before ours (Rust's, which resets
+/// the action to the default and returns); that used to leave the default
+/// action in place, so the next truncation killed the process. Now ours is
+/// put back: the helper survives the sent signal and then a truncation.
+/// Opting out (`disable_sigbus_guard`, or `SHM_SIGBUS_GUARD=0`) leaves the
+/// default: the same truncation kills it with `SIGBUS`.
+#[test]
+fn the_sigbus_guard_outlives_a_sent_sigbus_and_can_be_turned_off() {
+    let ids: Vec<SegmentId> = (0..3).map(|_| unique_posix("sigbus")).collect();
+    let _clean = Cleanup::new(&ids);
+    let (status, out) = spawn(&["core-sigbus", "kill", &ids[0].to_string()]).wait(LIMIT);
+    assert_eq!(
+        status.signal(),
+        None,
+        "killed by a signal after a sent SIGBUS: the guard is gone:\n{out}"
+    );
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("installed=true"), "{out}");
+    assert!(out.contains("survived the sent SIGBUS"), "{out}");
+    assert!(
+        out.contains("touched truncated=true bytes=[0, 0, 0, 0, 0, 0]"),
+        "{out}"
+    );
+
+    for (id, mode, env) in [
+        (&ids[1], "off", &[][..]),
+        (&ids[2], "plain", &[("SHM_SIGBUS_GUARD", "0")][..]),
+    ] {
+        let (status, out) = spawn_env(&["core-sigbus", mode, &id.to_string()], env).wait(LIMIT);
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGBUS),
+            "{mode}: without the guard a truncation is a SIGBUS ({status}):\n{out}"
+        );
+        assert!(out.contains("installed=false"), "{mode}: {out}");
+        if mode == "off" {
+            assert!(out.contains("disabled=true"), "{out}");
+        }
+    }
 }

@@ -26,6 +26,29 @@ pub const MAX_SEGMENT_SIZE: u64 = 1 << 40;
 /// `posix_fallocate`, normally microseconds.
 const EMPTY_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// Keeps shm-core's process-wide `SIGBUS` handler from being installed in
+/// this process, and says whether that worked: `false` if a segment was
+/// already mapped and the handler is in place (it stays; it cannot be
+/// taken out safely while mappings rely on it).
+///
+/// Call it first thing in `main`, before any segment is mapped, if your
+/// program installs its own `SIGBUS` handler or must keep the default
+/// action. Without the guard, a POSIX or memfd segment truncated by another
+/// process kills this one with `SIGBUS` at the first touch of a lost page,
+/// and [`Segment::is_truncated`] stays `false`. Setting the environment
+/// variable `SHM_SIGBUS_GUARD=0` does the same without code.
+///
+/// See the crate docs, "The `SIGBUS` guard".
+pub fn disable_sigbus_guard() -> bool {
+    crate::sys::sigbus::disable()
+}
+
+/// Whether shm-core's `SIGBUS` handler is installed in this process (it is
+/// from the first POSIX or memfd mapping on, unless disabled).
+pub fn sigbus_guard_installed() -> bool {
+    crate::sys::sigbus::installed()
+}
+
 /// The kernel API behind a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {

@@ -260,6 +260,43 @@ fn denied(args: &[String]) -> Result<i32, String> {
     Ok(0)
 }
 
+/// `core-sigbus MODE NAME`: maps a new 64 KiB POSIX segment `NAME`,
+/// truncates it to one page and touches a page past the end. `kill` first
+/// sends itself `SIGBUS` with `kill(2)`, as another process would; `off`
+/// first calls `disable_sigbus_guard`; `plain` does neither (run it with
+/// `SHM_SIGBUS_GUARD=0`). Prints what it saw; the test judges by the exit
+/// status (a death by `SIGBUS` is the expected end without the guard).
+fn sigbus(args: &[String]) -> Result<i32, String> {
+    use nix::sys::signal::{Signal, kill};
+    let mode = args.first().ok_or("mode")?.clone();
+    let id = id_arg(args, 1)?;
+    if mode == "off" {
+        say(&format!("disabled={}", shm_core::disable_sigbus_guard()));
+    }
+    let mut seg = Segment::create(&id, 64 * 1024, 0o600).map_err(|e| e.to_string())?;
+    seg.write_at(60_000, b"before").map_err(|e| e.to_string())?;
+    say(&format!("installed={}", shm_core::sigbus_guard_installed()));
+    if mode == "kill" {
+        kill(nix::unistd::getpid(), Signal::SIGBUS).map_err(|e| format!("kill: {e}"))?;
+        say("survived the sent SIGBUS");
+    }
+    let SegmentId::Posix(name) = &id else {
+        return Err("a POSIX name".into());
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/{}", name.file_name()))
+        .and_then(|f| f.set_len(4096))
+        .map_err(|e| format!("truncate: {e}"))?;
+    let mut back = [0xffu8; 6];
+    seg.read_at(60_000, &mut back).map_err(|e| e.to_string())?;
+    say(&format!(
+        "touched truncated={} bytes={back:?}",
+        seg.is_truncated()
+    ));
+    Ok(0)
+}
+
 /// Runs a `core-*` subcommand.
 pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
     let r = match cmd {
@@ -270,6 +307,7 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
         "core-slow-create" => slow_create(args),
         "core-open" => open(args),
         "core-denied" => denied(args),
+        "core-sigbus" => sigbus(args),
         _ => return None,
     };
     Some(r.unwrap_or_else(|e| fail(&format!("{cmd}: {e}"), 2)))
