@@ -66,7 +66,7 @@ fn written_in_one_process_read_in_another(id: SegmentId) {
     let (status, out) = spawn(&["core-read", &name, "4096", "7"]).wait(LIMIT);
     assert_eq!(status.code(), Some(1), "wrong size accepted: {out}");
     // This process sees the same bytes.
-    let seg = Segment::open(&id).expect("open in the test");
+    let mut seg = Segment::open_read_only(&id).expect("open in the test");
     let mut head = [0u8; 4];
     seg.read_at(0, &mut head).unwrap();
     let expected: Vec<u8> = (0..4)

@@ -100,7 +100,7 @@ fn segments_of_another_kind_or_not_ours_are_refused() {
     let typed_id = unique_posix("othertype");
     let _clean = Cleanup::new(&[raw_id.clone(), typed_id.clone()]);
     // Not made by this library: random bytes.
-    let raw = Segment::create(&raw_id, 65536, 0o600).unwrap();
+    let mut raw = Segment::create(&raw_id, 65536, 0o600).unwrap();
     let junk: Vec<u8> = (0..65536u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -140,7 +140,7 @@ fn truncate_posix(id: &SegmentId, len: u64) {
 fn a_segment_truncated_after_mapping_gives_an_error_not_sigbus() {
     let id = unique_posix("trunc-raw");
     let _clean = Cleanup::new(std::slice::from_ref(&id));
-    let seg = Segment::create(&id, 64 * 1024, 0o600).unwrap();
+    let mut seg = Segment::create(&id, 64 * 1024, 0o600).unwrap();
     seg.write_at(60_000, b"before").unwrap();
     assert!(!seg.is_truncated());
     truncate_posix(&id, 4096);
@@ -194,7 +194,7 @@ fn queue_users_get_errors_when_the_segment_is_truncated_under_them() {
     }
     // The test's own mapping notices too, on its first touch past the end.
     let mut byte = [0u8; 1];
-    q.segment().read_at(200_000, &mut byte).unwrap();
+    q.segment_mut().read_at(200_000, &mut byte).unwrap();
     assert!(q.segment().is_truncated());
     assert!(matches!(
         q.sender(),

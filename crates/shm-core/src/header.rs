@@ -331,11 +331,19 @@ impl HeaderInfo {
         })
     }
 
-    /// Reads and decodes the header of a mapped segment.
+    /// Reads and decodes the header of a mapped segment, read-write or
+    /// read-only.
     pub fn read(segment: &Segment) -> Result<HeaderInfo, HeaderError> {
-        let raw = segment
-            .view::<RawHeader>(0)
-            .map_err(|_| HeaderError::TooShort(segment.len()))?;
+        let short = || HeaderError::TooShort(segment.len());
+        if let Some(copied) = {
+            let mut b = [0u8; HEADER_SIZE];
+            segment
+                .read_at_if_read_only(0, &mut b)
+                .map(|r| r.map(|()| b))
+        } {
+            return HeaderInfo::decode(&copied.map_err(|_| short())?);
+        }
+        let raw = segment.view::<RawHeader>(0).map_err(|_| short())?;
         HeaderInfo::decode(&raw.snapshot())
     }
 }
@@ -982,7 +990,7 @@ mod tests {
         let _g = Guard::new(&[&id]);
         let opts = SharedOptions::new().kind("counter").extra(1000);
         let mut ran = false;
-        let a = Shared::<StdAtomicU64>::create(&id, &opts, |c| {
+        let mut a = Shared::<StdAtomicU64>::create(&id, &opts, |c| {
             assert_eq!(c.load(Ordering::Relaxed), 0, "fresh content is zero");
             c.store(41, Ordering::Relaxed);
             ran = true;
@@ -1008,16 +1016,18 @@ mod tests {
         }
 
         // Mapped twice: different addresses, one value.
-        let b = Shared::<StdAtomicU64>::open(&id, &quick()).expect("open");
+        let mut b = Shared::<StdAtomicU64>::open(&id, &quick()).expect("open");
         assert!(!b.segment().is_owner());
         assert_ne!(std::ptr::from_ref(a.get()), std::ptr::from_ref(b.get()));
         assert_eq!(b.get().fetch_add(1, Ordering::SeqCst), 41);
         assert_eq!(a.get().load(Ordering::SeqCst), 42);
         assert_eq!(b.header().unwrap(), h);
         assert_eq!(b.tail_len(), 1000);
-        b.segment().write_at(b.tail_offset() + 999, b"t").unwrap();
+        let at = b.tail_offset() + 999;
+        b.segment_mut().write_at(at, b"t").unwrap();
         let mut t = [0u8; 1];
-        a.segment().read_at(a.tail_offset() + 999, &mut t).unwrap();
+        let at = a.tail_offset() + 999;
+        a.segment_mut().read_at(at, &mut t).unwrap();
         assert_eq!(&t, b"t");
 
         // open_or_create of an existing segment opens and does not init.
@@ -1074,7 +1084,7 @@ mod tests {
 
     fn not_ours(id: SegmentId) {
         let _g = Guard::new(&[&id]);
-        let raw = Segment::create(&id, 4096, 0o600).unwrap();
+        let mut raw = Segment::create(&id, 4096, 0o600).unwrap();
         raw.write_at(0, &junk(4096, 0x1234_5678_9abc_def1)).unwrap();
         let mut state = [0u8; 4];
         raw.read_at(12, &mut state).unwrap();
@@ -1098,7 +1108,7 @@ mod tests {
 
     fn too_small(id: SegmentId) {
         let _g = Guard::new(&[&id]);
-        let raw = Segment::create(&id, 16, 0o600).unwrap();
+        let mut raw = Segment::create(&id, 16, 0o600).unwrap();
         raw.write_at(0, &MAGIC.to_ne_bytes()).unwrap();
         // The default 5 s deadline: the error must come at once, not after
         // it (the watchdog of the test run catches a hang).
@@ -1118,8 +1128,8 @@ mod tests {
 
     fn corrupted(id: SegmentId) {
         let _g = Guard::new(&[&id]);
-        let a = Shared::<StdAtomicU64>::create(&id, &quick(), |_| Ok(())).unwrap();
-        let seg = a.segment();
+        let mut a = Shared::<StdAtomicU64>::create(&id, &quick(), |_| Ok(())).unwrap();
+        let seg = a.segment_mut();
         let mut good = [0u8; HEADER_SIZE];
         seg.read_at(0, &mut good).unwrap();
         let expect_corrupted = |what: &str| match open_err::<StdAtomicU64>(&id, &quick()) {

@@ -70,7 +70,7 @@ mod sys;
 #[cfg(test)]
 mod test_util;
 
-pub use error::{BoundsError, CreateError, NameError, OpenError, Owner};
+pub use error::{AccessError, BoundsError, CreateError, NameError, OpenError, Owner};
 pub use header::{
     FORMAT_VERSION, HEADER_SIZE, HeaderError, HeaderInfo, InitError, InitState, MAGIC, Shared,
     SharedOptions,

@@ -129,7 +129,7 @@ fn write(args: &[String]) -> Result<i32, String> {
 
 fn read(args: &[String]) -> Result<i32, String> {
     let (id, size, seed) = (id_arg(args, 0)?, u64_arg(args, 1)?, u64_arg(args, 2)?);
-    let seg = Segment::open(&id).map_err(|e| e.to_string())?;
+    let mut seg = Segment::open_read_only(&id).map_err(|e| e.to_string())?;
     if seg.len() as u64 != size {
         return Ok(fail(&format!("size {} instead of {size}", seg.len()), 1));
     }

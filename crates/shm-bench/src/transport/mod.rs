@@ -465,15 +465,15 @@ pub fn open_rx(
 /// left behind: the parent removes the name.
 pub fn open_segment_static(name: &str) -> io::Result<&'static shm_core::Segment> {
     let id = shm_core::SegmentId::posix(name).map_err(io::Error::other)?;
-    let seg = shm_core::Segment::open(&id).map_err(io::Error::other)?;
-    prefault(&seg);
+    let mut seg = shm_core::Segment::open(&id).map_err(io::Error::other)?;
+    prefault(&mut seg);
     Ok(Box::leak(Box::new(seg)))
 }
 
 /// Touches every page of `seg` (a one-byte read each) so that the timed
 /// part of a run does not pay this process's first-touch page faults,
 /// which a long-running user pays once.
-pub fn prefault(seg: &shm_core::Segment) {
+pub fn prefault(seg: &mut shm_core::Segment) {
     let mut b = [0u8; 1];
     for off in (0..seg.len()).step_by(4096) {
         // In bounds by construction; an error cannot happen and would only

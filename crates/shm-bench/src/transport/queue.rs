@@ -44,8 +44,8 @@ pub fn create(name: &str, spec: ChanSpec) -> Result<Queue, CreateError> {
 /// [`super::open_segment_static`]: the handles borrow it, and the child
 /// exits when the run ends; it does not own the segment).
 fn open_static(name: &str) -> io::Result<&'static Queue> {
-    let q = Queue::open(&id(name)?).map_err(io::Error::other)?;
-    super::prefault(q.segment());
+    let mut q = Queue::open(&id(name)?).map_err(io::Error::other)?;
+    super::prefault(q.segment_mut());
     Ok(Box::leak(Box::new(q)))
 }
 
