@@ -829,6 +829,80 @@ fn another_user_is_refused_with_mode_and_owner() {
     assert!(find_posix(&ls_json(&[]), &name_of(&p)).is_some());
 }
 
+/// A user who may read a segment but not write it (mode 0644, uid 65534
+/// through `setpriv`) inspects it: `shm stat` shows the kind, the header
+/// and a queue's counters, `shm ls` the kind, all through read-only
+/// mappings (`O_RDONLY` + `PROT_READ`, `SHM_RDONLY`), with no warning
+/// about the segment.
+/// Before, `stat` opened read-write: the counters and the System V kind
+/// were missing, with a "permission denied" warning.
+#[test]
+fn a_reader_without_write_permission_can_stat_and_list() {
+    if euid() != 0 {
+        eprintln!("a_reader_without_write_permission_can_stat_and_list needs root; not run");
+        return;
+    }
+    let q = unique_posix("cli-ro-q");
+    let k = unique_sysv();
+    let raw = unique_posix("cli-ro-raw");
+    let _cleanup = Cleanup::new(&[q.clone(), k.clone(), raw.clone()]);
+    for name in [name_of(&q), name_of(&k)] {
+        shm(&[
+            "queue",
+            "create",
+            &name,
+            "--capacity",
+            "4",
+            "--slot-size",
+            "16",
+            "--mode",
+            "644",
+        ])
+        .ok();
+        shm_input(&["queue", "send", &name], b"one\ntwo\n").ok();
+    }
+    shm(&["create", &name_of(&raw), "--size", "4096", "--mode", "644"]).ok();
+    for name in [name_of(&q), name_of(&k)] {
+        let out = shm_as_nobody(&["stat", &name, "--json"]).ok();
+        // (A warning that other users' /proc/PID/maps are unreadable is
+        // expected; none about this segment.)
+        assert!(!out.stderr.contains("queue's counters"), "{name}: {out:#?}");
+        assert!(!out.stderr.contains("kind is unknown"), "{name}: {out:#?}");
+        assert!(
+            !out.stderr.contains("ermission denied opening"),
+            "{name}: {out:#?}"
+        );
+        let s = out.json();
+        assert_eq!(s["kind"], "queue", "{name}: {s}");
+        assert_eq!(s["mode"], 0o644, "{name}: {s}");
+        assert_eq!(s["queue"]["len"], 2, "{name}: {s}");
+        assert_eq!(s["queue"]["slot_size"], 16, "{name}: {s}");
+        assert_eq!(s["queue"]["sent"], 2, "{name}: {s}");
+        let text = shm_as_nobody(&["stat", &name]).ok();
+        assert!(text.stdout.contains("2 of 4 slots used"), "{text:#?}");
+        // Nothing was taken or changed: root still receives both.
+        assert_eq!(
+            shm(&["stat", &name, "--json"]).ok().json()["queue"]["len"],
+            2
+        );
+    }
+    let out = shm_as_nobody(&["stat", &name_of(&raw), "--json"]).ok();
+    assert!(!out.stderr.contains("ermission denied opening"), "{out:#?}");
+    let out = shm_as_nobody(&["ls", "--json"]).ok();
+    let list = match out.json() {
+        Value::Array(a) => a,
+        other => panic!("not an array: {other}"),
+    };
+    let e = find_posix(&list, &name_of(&q)).expect("the queue is listed");
+    assert_eq!(e["kind"], "queue");
+    assert!(find_posix(&list, &name_of(&raw)).is_some());
+    // Writing is still refused, with the mode and owner.
+    shm_input(&["queue", "send", &name_of(&q)], b"x\n").ok();
+    let out = shm_as_nobody(&["queue", "recv", &name_of(&q), "--timeout-ms", "100"])
+        .error("permission denied");
+    assert!(out.stderr.contains("mode 0644, owner uid 0"), "{out:#?}");
+}
+
 #[test]
 fn gc_removes_our_orphans_and_foreign_ones_only_with_all() {
     let orphan = unique_posix("cli-gc-orphan");

@@ -252,6 +252,50 @@ fn another_user_is_denied(id: SegmentId) {
     drop(seg);
 }
 
+/// A user who may read a segment but not write it (mode 0644, another uid)
+/// inspects it through a read-only handle, and every write through that
+/// handle is refused with a typed error, not a `SIGSEGV`; the segment is
+/// unchanged. Before `open_read_only`, such a user could not open it at all.
+fn read_only_observer(id: SegmentId) {
+    let _c = Cleanup::new(std::slice::from_ref(&id));
+    let root = nix::unistd::Uid::effective().is_root();
+    let cell = Shared::<shm_tests::helper::core::Cell>::create(
+        &id,
+        &SharedOptions::new().mode(0o644),
+        |c| {
+            c[0].store(MAGIC_VALUE, Ordering::Relaxed);
+            Ok(())
+        },
+    )
+    .expect("create a 0644 segment");
+    let (status, out) = spawn(&["core-read-only", &id.to_string()]).wait(LIMIT);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "no signal, no failure ({status}):\n{out}"
+    );
+    let has = |line: &str| {
+        assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
+    };
+    if root {
+        has("uid=65534");
+        has("open=PermissionDenied");
+    }
+    has("read_only=true");
+    has("kind=shared state=Ready");
+    has(&format!("raw={MAGIC_VALUE:#x}"));
+    has("write=ReadOnly");
+    has("view=ReadOnly");
+    has("ptr=ReadOnly");
+    has(&format!("snapshot={MAGIC_VALUE:#x}"));
+    assert!(out.contains("opened read-only"), "{out}");
+    assert_eq!(
+        cell.get()[0].load(Ordering::Relaxed),
+        MAGIC_VALUE,
+        "nothing was written"
+    );
+}
+
 macro_rules! for_both_backends {
     ($($test:ident => $body:ident;)*) => {
         mod posix {
@@ -273,4 +317,5 @@ for_both_backends! {
         creator_killed_while_writing_the_header;
     an_opener_waits_for_a_slow_live_creator => opener_waits_for_a_slow_creator;
     another_user_is_denied_with_the_owner_named => another_user_is_denied;
+    a_reader_without_write_permission_inspects_read_only => read_only_observer;
 }

@@ -73,7 +73,7 @@ mod test_util;
 pub use error::{AccessError, BoundsError, CreateError, NameError, OpenError, Owner};
 pub use header::{
     FORMAT_VERSION, HEADER_SIZE, HeaderError, HeaderInfo, InitError, InitState, MAGIC, Shared,
-    SharedOptions,
+    SharedOptions, Snapshot,
 };
 pub use name::{MAX_POSIX_NAME, PosixName, SegmentId};
 pub use process::ProcessId;

@@ -893,6 +893,11 @@ impl Segment {
         }
     }
 
+    /// A private copy of the `T` at `offset` (see [`crate::Snapshot`]).
+    pub(crate) fn read_boxed<T: crate::ShmSafe>(&self, offset: usize) -> Option<Box<T>> {
+        self.map.read_boxed::<T>(offset)
+    }
+
     /// Copies out through `&self` on a handle opened read-only, which never
     /// hands out a reference into the mapping; `None` on a read-write one.
     pub(crate) fn read_at_if_read_only(
@@ -1318,6 +1323,49 @@ mod tests {
         assert_eq!(seg.stat().unwrap().mode, 0o640);
     }
 
+    /// A read-only handle reads what the writer wrote, and refuses every
+    /// write with a typed error (never a `SIGSEGV` on the `PROT_READ`
+    /// pages): `write_at`, `view` (an atomic store through it would fault)
+    /// and `ptr_at`.
+    fn read_only_handles(id: SegmentId) {
+        let _g = Guard::new(&[&id]);
+        let mut seg = Segment::create(&id, 8192, 0o644).unwrap();
+        seg.write_at(100, b"seen").unwrap();
+        let mut ro = Segment::open_read_only(&id).expect("open read-only");
+        assert!(ro.is_read_only() && !seg.is_read_only() && !ro.is_owner());
+        assert_eq!(ro.len(), 8192);
+        let mut got = [0u8; 4];
+        ro.read_at(100, &mut got).unwrap();
+        assert_eq!(&got, b"seen");
+        match ro.write_at(100, b"nope") {
+            Err(e @ AccessError::ReadOnly { .. }) => {
+                assert!(e.to_string().contains("opened read-only"), "{e}");
+                assert!(e.to_string().contains(&id.to_string()), "{e}");
+                assert_eq!(io::Error::from(e).kind(), io::ErrorKind::PermissionDenied);
+            }
+            other => panic!("write through a read-only handle: {other:?}"),
+        }
+        assert!(matches!(
+            ro.view::<AtomicU64>(0),
+            Err(AccessError::ReadOnly { .. })
+        ));
+        assert!(matches!(ro.ptr_at(0, 1), Err(AccessError::ReadOnly { .. })));
+        assert!(
+            ro.read_at(8190, &mut [0u8; 3]).is_err(),
+            "bounds still hold"
+        );
+        // Later writes are seen through the read-only mapping.
+        seg.write_at(100, b"more").unwrap();
+        ro.read_at(100, &mut got).unwrap();
+        assert_eq!(&got, b"more");
+        assert_eq!(ro.stat().unwrap().size, 8192);
+        drop(ro);
+        match Segment::open_read_only(&crate::test_util::posix_id("ro-missing")) {
+            Err(OpenError::NotFound { .. }) => {}
+            other => panic!("read-only open of a missing segment: {other:?}"),
+        }
+    }
+
     macro_rules! for_both_backends {
         ($($test:ident => $body:expr;)*) => {
             mod on_posix {
@@ -1339,6 +1387,8 @@ mod tests {
             |new_id: fn() -> SegmentId| open_or_create_says_who_created(new_id());
         ownership_is_explicit => owner_drop_removes;
         the_mode_is_applied_exactly => |new_id: fn() -> SegmentId| mode_is_exact(new_id());
+        read_only_handles_refuse_writes_with_a_typed_error =>
+            |new_id: fn() -> SegmentId| read_only_handles(new_id());
     }
 
     #[test]

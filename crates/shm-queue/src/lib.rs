@@ -106,6 +106,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;
+mod inspect;
 mod kill;
 // `unsafe impl ShmSafe` for the on-segment structs.
 #[allow(unsafe_code)]

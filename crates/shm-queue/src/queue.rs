@@ -197,7 +197,7 @@ impl Queue {
 
     /// A queue of an earlier format is refused with a message that says so,
     /// rather than as "another type".
-    fn old_format(id: &SegmentId, e: shm_core::OpenError) -> OpenError {
+    pub(crate) fn old_format(id: &SegmentId, e: shm_core::OpenError) -> OpenError {
         if let shm_core::OpenError::LayoutMismatch { found, .. } = &e
             && let Some((version, _)) = OLD_FORMATS
                 .iter()
@@ -237,9 +237,11 @@ impl Queue {
         }
     }
 
-    /// Reads a queue's counters without registering.
+    /// Reads a queue's counters without registering and without writing
+    /// anything: through a read-only mapping, so read permission on the
+    /// segment is enough (see [`crate::inspect`]).
     pub fn inspect(id: &SegmentId) -> Result<Stats, OpenError> {
-        Ok(Self::open(id)?.stats())
+        crate::inspect::inspect(id)
     }
 
     fn shared_options(opts: &QueueOptions) -> SharedOptions {
@@ -488,23 +490,7 @@ impl Queue {
     /// `received` are the positions `tail` and `head` less the tombstones
     /// among them, and a send in progress counts as sent.
     pub fn stats(&self) -> Stats {
-        let c = self.ctl();
-        let (head, tail) = self.ring().positions();
-        let taken = c.consumer.tombstones_taken.load(Ordering::Relaxed);
-        Stats {
-            len: tail.saturating_sub(head).min(self.cap),
-            capacity: self.cap,
-            slot_size: self.slot_size as u64,
-            sent: tail.saturating_sub(taken),
-            received: head.saturating_sub(taken),
-            blocked_sends: c.blocked_sends.load(Ordering::Relaxed),
-            blocked_recvs: c.blocked_recvs.load(Ordering::Relaxed),
-            producers: self.live(true),
-            consumers: self.live(false),
-            closed: self.is_closed(),
-            recovered: c.recovered.load(Ordering::Relaxed),
-            abandoned: c.abandoned.load(Ordering::Relaxed),
-        }
+        crate::inspect::stats_of(self.ctl(), self.cap, self.slot_size, self.me_ident)
     }
 
     /// The segment underneath.

@@ -13,12 +13,17 @@
 //! | `core-slow-create` | ID GATE | creates; its init prints `initializing`, waits for the gate, sleeps 300 ms |
 //! | `core-open` | ID TIMEOUT_MS | `Shared::open`; prints the value or the error |
 //! | `core-denied` | ID | as `nobody` (if root), tries to open and remove |
+//! | `core-read-only` | ID | as `nobody` (if root), inspects a `Cell` segment read-only and tries to write through the handle |
+//! | `core-sigbus` | MODE ID | truncates a segment under its own mapping, after a sent `SIGBUS` or with the guard off |
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use shm_core::{HeaderInfo, InitState, OpenError, Segment, SegmentId, Shared, SharedOptions};
+use shm_core::{
+    AccessError, HeaderInfo, InitState, OpenError, Segment, SegmentId, Shared, SharedOptions,
+    Snapshot,
+};
 
 /// What the handshake tests put in a segment: `[MAGIC_VALUE, creator pid]`.
 pub type Cell = [AtomicU64; 2];
@@ -233,17 +238,71 @@ fn open(args: &[String]) -> Result<i32, String> {
     }
 }
 
-/// Drops to uid and gid 65534 (`nobody`) when run as root, then tries to
-/// open and remove a segment it should not be allowed to touch.
-fn denied(args: &[String]) -> Result<i32, String> {
+/// Drops to uid and gid 65534 (`nobody`) when run as root.
+fn become_nobody() -> Result<(), String> {
     use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
-    let id = id_arg(args, 0)?;
     if Uid::effective().is_root() {
         setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
         setgid(Gid::from_raw(65534)).map_err(|e| format!("setgid: {e}"))?;
         setuid(Uid::from_raw(65534)).map_err(|e| format!("setuid: {e}"))?;
     }
     say(&format!("uid={}", Uid::effective()));
+    Ok(())
+}
+
+/// As `nobody` (when root), meets a `Cell` segment it may read but not
+/// write: the read-write open is refused, the read-only one works (header,
+/// a snapshot of the value, raw bytes), and every write through the
+/// read-only handle is refused with a typed error rather than a `SIGSEGV`.
+fn read_only(args: &[String]) -> Result<i32, String> {
+    let id = id_arg(args, 0)?;
+    become_nobody()?;
+    let variant_of = |r: Result<(), AccessError>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(AccessError::ReadOnly { .. }) => "ReadOnly".to_owned(),
+        Err(e) => format!("other ({e})"),
+    };
+    say(&format!(
+        "open={}",
+        Segment::open(&id).map_or_else(|e| variant(&e).to_owned(), |_| "ok".to_owned())
+    ));
+    let mut seg = match Segment::open_read_only(&id) {
+        Ok(s) => s,
+        Err(e) => return Ok(fail(&format!("open_read_only={}: {e}", variant(&e)), 1)),
+    };
+    say(&format!("read_only={}", seg.is_read_only()));
+    let header = HeaderInfo::read(&seg).map_err(|e| format!("header: {e}"))?;
+    say(&format!("kind={} state={:?}", header.kind, header.state));
+    let mut bytes = [0u8; 8];
+    let off = header.data_offset as usize;
+    seg.read_at(off, &mut bytes).map_err(|e| e.to_string())?;
+    say(&format!("raw={:#x}", u64::from_ne_bytes(bytes)));
+    let write = seg.write_at(off, &[0xff; 8]);
+    if let Err(e) = &write {
+        say(&format!("write-message: {e}"));
+    }
+    say(&format!("write={}", variant_of(write)));
+    say(&format!(
+        "view={}",
+        variant_of(seg.view::<AtomicU64>(off).map(drop))
+    ));
+    say(&format!("ptr={}", variant_of(seg.ptr_at(off, 8).map(drop))));
+    drop(seg);
+    match Snapshot::<Cell>::open(&id) {
+        Ok(s) => say(&format!(
+            "snapshot={:#x}",
+            s.get()[0].load(Ordering::Relaxed)
+        )),
+        Err(e) => say(&format!("snapshot={}: {e}", variant(&e))),
+    }
+    Ok(0)
+}
+
+/// Drops to uid and gid 65534 (`nobody`) when run as root, then tries to
+/// open and remove a segment it should not be allowed to touch.
+fn denied(args: &[String]) -> Result<i32, String> {
+    let id = id_arg(args, 0)?;
+    become_nobody()?;
     let show = |what: &str, r: Result<(), OpenError>| match r {
         Ok(()) => say(&format!("{what}=ok")),
         Err(e) => {
@@ -308,6 +367,7 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
         "core-open" => open(args),
         "core-denied" => denied(args),
         "core-sigbus" => sigbus(args),
+        "core-read-only" => read_only(args),
         _ => return None,
     };
     Some(r.unwrap_or_else(|e| fail(&format!("{cmd}: {e}"), 2)))

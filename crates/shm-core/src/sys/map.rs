@@ -139,6 +139,31 @@ impl Mapping {
         true
     }
 
+    /// A private copy of the `T` at `offset`, if in bounds. Needs no
+    /// alignment and no writable mapping: the bytes are copied into a new
+    /// box, which holds a valid `T` whatever they were (`T: ShmSafe`).
+    pub(crate) fn read_boxed<T: crate::ShmSafe>(&self, offset: usize) -> Option<Box<T>> {
+        if !self.contains(offset, size_of::<T>(), 1) {
+            return None;
+        }
+        let mut b = Box::<T>::new_uninit();
+        // SAFETY: `contains` proved the source range lies inside this live
+        // mapping; the box is private memory of `size_of::<T>()` bytes, so
+        // the ranges cannot overlap.
+        // The destination is uninitialized, so it is written through a raw
+        // pointer, never a `&mut [u8]`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                b.as_mut_ptr().cast::<u8>(),
+                size_of::<T>(),
+            )
+        };
+        // SAFETY: every byte was written just above, and `T: ShmSafe` makes
+        // every bit pattern a valid `T`.
+        Some(unsafe { b.assume_init() })
+    }
+
     /// A `&T` at `offset`, if in bounds and aligned and the mapping is
     /// writable (an atomic store through a `&T` over `PROT_READ` pages
     /// would fault).
