@@ -238,8 +238,9 @@ impl Queue {
     }
 
     /// Reads a queue's counters without registering and without writing
-    /// anything: through a read-only mapping, so read permission on the
-    /// segment is enough (see [`crate::inspect`]).
+    /// anything: the control block is copied out through a read-only
+    /// mapping ([`shm_core::Snapshot`]), so read permission on the segment
+    /// is enough. Works for queues of bytes and of any message type.
     pub fn inspect(id: &SegmentId) -> Result<Stats, OpenError> {
         crate::inspect::inspect(id)
     }
