@@ -829,6 +829,80 @@ fn another_user_is_refused_with_mode_and_owner() {
     assert!(find_posix(&ls_json(&[]), &name_of(&p)).is_some());
 }
 
+/// A user who may read a segment but not write it (mode 0644, uid 65534
+/// through `setpriv`) inspects it: `shm stat` shows the kind, the header
+/// and a queue's counters, `shm ls` the kind, all through read-only
+/// mappings (`O_RDONLY` + `PROT_READ`, `SHM_RDONLY`), with no warning
+/// about the segment.
+/// Before, `stat` opened read-write: the counters and the System V kind
+/// were missing, with a "permission denied" warning.
+#[test]
+fn a_reader_without_write_permission_can_stat_and_list() {
+    if euid() != 0 {
+        eprintln!("a_reader_without_write_permission_can_stat_and_list needs root; not run");
+        return;
+    }
+    let q = unique_posix("cli-ro-q");
+    let k = unique_sysv();
+    let raw = unique_posix("cli-ro-raw");
+    let _cleanup = Cleanup::new(&[q.clone(), k.clone(), raw.clone()]);
+    for name in [name_of(&q), name_of(&k)] {
+        shm(&[
+            "queue",
+            "create",
+            &name,
+            "--capacity",
+            "4",
+            "--slot-size",
+            "16",
+            "--mode",
+            "644",
+        ])
+        .ok();
+        shm_input(&["queue", "send", &name], b"one\ntwo\n").ok();
+    }
+    shm(&["create", &name_of(&raw), "--size", "4096", "--mode", "644"]).ok();
+    for name in [name_of(&q), name_of(&k)] {
+        let out = shm_as_nobody(&["stat", &name, "--json"]).ok();
+        // (A warning that other users' /proc/PID/maps are unreadable is
+        // expected; none about this segment.)
+        assert!(!out.stderr.contains("queue's counters"), "{name}: {out:#?}");
+        assert!(!out.stderr.contains("kind is unknown"), "{name}: {out:#?}");
+        assert!(
+            !out.stderr.contains("ermission denied opening"),
+            "{name}: {out:#?}"
+        );
+        let s = out.json();
+        assert_eq!(s["kind"], "queue", "{name}: {s}");
+        assert_eq!(s["mode"], 0o644, "{name}: {s}");
+        assert_eq!(s["queue"]["len"], 2, "{name}: {s}");
+        assert_eq!(s["queue"]["slot_size"], 16, "{name}: {s}");
+        assert_eq!(s["queue"]["sent"], 2, "{name}: {s}");
+        let text = shm_as_nobody(&["stat", &name]).ok();
+        assert!(text.stdout.contains("2 of 4 slots used"), "{text:#?}");
+        // Nothing was taken or changed: root still receives both.
+        assert_eq!(
+            shm(&["stat", &name, "--json"]).ok().json()["queue"]["len"],
+            2
+        );
+    }
+    let out = shm_as_nobody(&["stat", &name_of(&raw), "--json"]).ok();
+    assert!(!out.stderr.contains("ermission denied opening"), "{out:#?}");
+    let out = shm_as_nobody(&["ls", "--json"]).ok();
+    let list = match out.json() {
+        Value::Array(a) => a,
+        other => panic!("not an array: {other}"),
+    };
+    let e = find_posix(&list, &name_of(&q)).expect("the queue is listed");
+    assert_eq!(e["kind"], "queue");
+    assert!(find_posix(&list, &name_of(&raw)).is_some());
+    // Writing is still refused, with the mode and owner.
+    shm_input(&["queue", "send", &name_of(&q)], b"x\n").ok();
+    let out = shm_as_nobody(&["queue", "recv", &name_of(&q), "--timeout-ms", "100"])
+        .error("permission denied");
+    assert!(out.stderr.contains("mode 0644, owner uid 0"), "{out:#?}");
+}
+
 #[test]
 fn gc_removes_our_orphans_and_foreign_ones_only_with_all() {
     let orphan = unique_posix("cli-gc-orphan");
@@ -1006,7 +1080,7 @@ fn queue_pipes_lines_from_one_shell_to_another() {
         &["queue", "send", &qn],
         b"ok\nthis line is longer than sixteen bytes\nnever\n",
     )
-    .error("line 2 is 38 bytes");
+    .error("line 2 is longer than the 16-byte slots");
     assert!(out.stderr.contains("not sent"), "{out:?}");
     let out = shm(&["queue", "recv", &qn, "--timeout-ms", "200"]).ok();
     assert_eq!(out.stdout, "ok\n");
@@ -1096,4 +1170,393 @@ fn demo_streams_between_two_processes_and_cleans_up() {
         "{name} left behind"
     );
     assert!(!out.stderr.contains("error"), "{out:#?}");
+}
+
+/// Address-space limit for the bounded-memory runs: a `shm` that buffers
+/// without bound fails an allocation under it (and aborts) instead of
+/// eating the machine.
+const AS_LIMIT: u64 = 256 << 20;
+/// Largest peak RSS any `shm` invocation of the input tests may reach.
+const RSS_LIMIT_KB: u64 = 48 << 10;
+
+/// Runs `shm args` under `prlimit --as` and `/usr/bin/time`, with `stdin`
+/// as its standard input; the output, and the child's peak RSS in KiB
+/// (`ru_maxrss`, taken by `time` from `wait4`). The `maxrss-kb` line is
+/// removed from the stderr returned.
+fn shm_measured(args: &[&std::ffi::OsStr], stdin: Stdio) -> (Out, u64) {
+    let what = format!("shm {args:?}");
+    let mut child = Command::new("prlimit")
+        .arg(format!("--as={AS_LIMIT}"))
+        .args(["/usr/bin/time", "-f", "maxrss-kb %M"])
+        .arg(shm_path())
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start `{what}` (needs prlimit and /usr/bin/time): {e}"));
+    let reader = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = reader(child.stdout.take().map(|s| Box::new(s) as _));
+    let err = reader(child.stderr.take().map(|s| Box::new(s) as _));
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait().expect("try_wait") {
+            Some(s) => break s,
+            None if start.elapsed() > LIMIT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("watchdog: `{what}` ran for more than {LIMIT:?}; killed it");
+            }
+            None => std::thread::sleep(Duration::from_millis(2)),
+        }
+    };
+    let stderr = err.join().unwrap_or_default();
+    let mut rss = None;
+    let mut rest = String::new();
+    for l in stderr.lines() {
+        match l.strip_prefix("maxrss-kb ") {
+            Some(kb) => rss = kb.trim().parse::<u64>().ok(),
+            // `time`'s own note on a non-zero status.
+            None if l.starts_with("Command exited with non-zero status") => {}
+            None => {
+                rest.push_str(l);
+                rest.push('\n');
+            }
+        }
+    }
+    let rss = rss.unwrap_or_else(|| panic!("`{what}`: no maxrss line from time: {stderr:?}"));
+    (
+        Out {
+            // `time` exits 128+N for a child killed by signal N.
+            code: status.code(),
+            stdout: out.join().unwrap_or_default(),
+            stderr: rest,
+        },
+        rss,
+    )
+}
+
+/// Exit 0, 1 with one `error:` line, or 2 with clap's `error:` first; never
+/// a signal (which `time` reports as status 128+N and a "Command
+/// terminated" line), a panic or a hang; and peak RSS under the limit.
+fn check_outcome(what: &str, out: &Out, rss_kb: u64) {
+    assert!(
+        matches!(out.code, Some(0..=2)),
+        "{what}: exit status {:?} (a signal or a crash): {out:#?}",
+        out.code
+    );
+    assert!(!out.stderr.contains("panicked"), "{what}: {out:#?}");
+    assert!(
+        !out.stderr.contains("Command terminated"),
+        "{what}: {out:#?}"
+    );
+    let errors = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .count();
+    match out.code {
+        Some(0) => assert_eq!(errors, 0, "{what}: success with an error line: {out:#?}"),
+        Some(1) => assert_eq!(errors, 1, "{what}: expected one error line: {out:#?}"),
+        // A usage error: clap's one `error:` line, or the help when no
+        // subcommand was given.
+        _ => assert!(
+            errors <= 1 && (errors == 1 || out.stderr.contains("Usage:")),
+            "{what}: {out:#?}"
+        ),
+    }
+    assert!(
+        rss_kb < RSS_LIMIT_KB,
+        "{what}: peak RSS {rss_kb} KiB, over {RSS_LIMIT_KB} KiB: {out:#?}"
+    );
+}
+
+/// A line that never ends (`shm queue send /q < /dev/zero`) is refused as
+/// soon as it is longer than a slot, with memory bounded by the slot size:
+/// before the fix it buffered without limit (1.4 GB of RSS within a second
+/// here), and under the address-space limit it aborted on a failed
+/// allocation.
+#[test]
+fn queue_send_refuses_an_endless_line_in_bounded_memory() {
+    let q = unique_posix("cli-zero-line");
+    let _cleanup = Cleanup::new(std::slice::from_ref(&q));
+    let qn = name_of(&q);
+    for slot in ["16", "4096", "65536"] {
+        shm(&[
+            "queue",
+            "create",
+            &qn,
+            "--capacity",
+            "4",
+            "--slot-size",
+            slot,
+        ])
+        .ok();
+        let zero = std::fs::File::open("/dev/zero").expect("/dev/zero");
+        let words = ["queue", "send", qn.as_str(), "--timeout-ms", "1000"];
+        let args: Vec<&std::ffi::OsStr> = words.iter().map(std::ffi::OsStr::new).collect();
+        let (out, rss) = shm_measured(&args, Stdio::from(zero));
+        eprintln!("slot {slot}: /dev/zero refused with peak RSS {rss} KiB");
+        check_outcome("send < /dev/zero", &out, rss);
+        let out = out.error(&format!("line 1 is longer than the {slot}-byte slots"));
+        assert!(out.stderr.contains("not sent"), "{out:#?}");
+        // Nothing was sent.
+        let s = shm(&["stat", &qn, "--json"]).ok().json();
+        assert_eq!(s["queue"]["sent"], 0, "{s}");
+        shm(&["rm", &qn]).ok();
+    }
+}
+
+/// Every input of the `shm` command, fuzzed: arguments (valid, malformed,
+/// not UTF-8, repeated), names, sizes, modes, counts and timeouts, and
+/// standard input (random bytes, long lines, no newline at all). Each run
+/// must end with status 0, 1 (one `error:` line) or 2 (usage), never a
+/// signal, a panic or a hang, with its peak RSS bounded. Only segments of
+/// this test are named, so nothing else on the machine is touched (`gc`
+/// runs with `--dry-run` and a name). `SHM_FUZZ_SEED` replays a run,
+/// `SHM_FUZZ_CASES` sets how many (default 120).
+#[test]
+fn fuzz_every_cli_input_exit_codes_one_error_line_bounded_memory() {
+    use std::ffi::{OsStr, OsString};
+    use std::os::unix::ffi::OsStrExt;
+    let mut rng = shm_tests::random::Rng::from_env("SHM_FUZZ_SEED");
+    let cases = shm_tests::random::env_u64("SHM_FUZZ_CASES").unwrap_or(120);
+    let q = unique_posix("cli-fuzz-q");
+    let raw = unique_posix("cli-fuzz-raw");
+    let fresh = unique_posix("cli-fuzz-new");
+    let key = unique_sysv();
+    let _cleanup = Cleanup::new(&[q.clone(), raw.clone(), fresh.clone(), key.clone()]);
+    shm(&[
+        "queue",
+        "create",
+        &name_of(&q),
+        "--capacity",
+        "8",
+        "--slot-size",
+        "32",
+    ])
+    .ok();
+    shm(&["create", &name_of(&raw), "--size", "4096"]).ok();
+    let long_name = format!("/{}", "n".repeat(300));
+    let names: Vec<OsString> = vec![
+        name_of(&q).into(),
+        name_of(&raw).into(),
+        name_of(&fresh).into(),
+        key.to_string().into(),
+        "".into(),
+        "/".into(),
+        "noslash".into(),
+        "/a/b".into(),
+        long_name.into(),
+        "sysv:".into(),
+        "sysv:0x".into(),
+        "sysv:99999999999".into(),
+        "sysv:-1".into(),
+        "sysv-id:-1".into(),
+        "sysv-id:abc".into(),
+        "sysv-id:2147483647".into(),
+        OsStr::from_bytes(b"/shmrs-test-\xff\xfe").into(),
+        "/shmrs-test-..".into(),
+        "-".into(),
+        "--".into(),
+    ];
+    let numbers: Vec<&str> = vec![
+        "0",
+        "1",
+        "7",
+        "32",
+        "4096",
+        "1K",
+        "64k",
+        "1M",
+        "2T",
+        "1099511627777",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-1",
+        "1X",
+        "",
+        " ",
+        "1.5M",
+        "0x10",
+        "99999999999999999999999",
+    ];
+    let modes: Vec<&str> = vec![
+        "600",
+        "0644",
+        "0o600",
+        "777",
+        "1777",
+        "8",
+        "-1",
+        "",
+        "abc",
+        "99999999999",
+        "0",
+    ];
+    // Capacities and slot sizes: the valid ones multiply to at most 16 MiB
+    // (the others are refused), so no case fills /dev/shm.
+    let geometry: Vec<&str> = vec![
+        "0",
+        "1",
+        "7",
+        "32",
+        "4096",
+        "1K",
+        "2T",
+        "1073741825",
+        "4294967296",
+        "-1",
+        "1X",
+        "",
+        "0x10",
+        "99999999999999999999999",
+    ];
+    // Every `recv` and `send` gets one: a recv on a queue no producer has
+    // joined waits for the first, so only a timeout bounds it.
+    let timeouts: Vec<&str> = vec!["0", "1", "20", "-5", "x", ""];
+    let pick = |rng: &mut shm_tests::random::Rng, v: &[&str]| -> OsString {
+        v[rng.below(v.len() as u64) as usize].into()
+    };
+    for case in 0..cases {
+        let name = names[rng.below(names.len() as u64) as usize].clone();
+        let mut args: Vec<OsString> = Vec::new();
+        let mut input: Vec<u8> = Vec::new();
+        let mut endless = false;
+        match rng.below(11) {
+            0 => {
+                args.push("ls".into());
+                for f in ["--json", "--posix", "--sysv", "--bogus"] {
+                    if rng.below(3) == 0 {
+                        args.push(f.into());
+                    }
+                }
+            }
+            1 => {
+                args.extend(["stat".into(), name]);
+                if rng.below(2) == 0 {
+                    args.push("--json".into());
+                }
+            }
+            2 => {
+                args.extend(["create".into(), name]);
+                if rng.below(5) != 0 {
+                    args.extend(["--size".into(), pick(&mut rng, &numbers)]);
+                }
+                if rng.below(2) == 0 {
+                    args.extend(["--mode".into(), pick(&mut rng, &modes)]);
+                }
+            }
+            3 => args.extend(["rm".into(), name]),
+            4 => args.extend(["gc".into(), "--dry-run".into(), name]),
+            5 => {
+                args.extend(["queue".into(), "create".into(), name]);
+                if rng.below(6) != 0 {
+                    args.extend(["--capacity".into(), pick(&mut rng, &geometry)]);
+                }
+                if rng.below(6) != 0 {
+                    args.extend(["--slot-size".into(), pick(&mut rng, &geometry)]);
+                }
+                if rng.below(2) == 0 {
+                    args.extend(["--mode".into(), pick(&mut rng, &modes)]);
+                }
+            }
+            6 | 7 => {
+                args.extend(["queue".into(), "send".into(), name]);
+                args.extend(["--timeout-ms".into(), pick(&mut rng, &timeouts)]);
+                // Random bytes, lines around the slot size, no newline,
+                // or a line that never ends.
+                endless = rng.below(5) == 0;
+                let len = match rng.below(4) {
+                    0 => rng.below(64),
+                    1 => rng.below(4096),
+                    2 => rng.range(30, 40),
+                    _ => rng.below(1 << 20),
+                } as usize;
+                let newline_every = rng.range(1, 80);
+                input = (0..len)
+                    .map(|i| {
+                        if rng.below(newline_every) == 0 && i % 2 == 0 {
+                            b'\n'
+                        } else {
+                            rng.next_u64() as u8
+                        }
+                    })
+                    .collect();
+            }
+            8 => {
+                args.extend(["queue".into(), "recv".into(), name]);
+                args.extend(["--timeout-ms".into(), pick(&mut rng, &timeouts)]);
+                if rng.below(2) == 0 {
+                    args.extend(["--count".into(), pick(&mut rng, &numbers)]);
+                }
+            }
+            9 => args.extend(["doctor".into()]),
+            _ => {
+                // Junk: unknown subcommands and flags, empty and odd bytes.
+                let junk: [&[u8]; 8] = [
+                    b"frobnicate",
+                    b"--help-me",
+                    b"",
+                    b"\xff",
+                    b"queue",
+                    b"-x",
+                    b"stat",
+                    b"--",
+                ];
+                for _ in 0..rng.range(0, 4) {
+                    args.push(OsStr::from_bytes(junk[rng.below(8) as usize]).into());
+                }
+            }
+        }
+        let refs: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
+        let what = format!(
+            "case {case}: shm {refs:?} ({} of input)",
+            if endless {
+                "/dev/zero".to_owned()
+            } else {
+                format!("{} bytes", input.len())
+            }
+        );
+        let stdin = if endless {
+            Stdio::from(std::fs::File::open("/dev/zero").expect("/dev/zero"))
+        } else if input.is_empty() {
+            Stdio::null()
+        } else {
+            let path = std::env::temp_dir()
+                .join(format!("shmrs-fuzz-input-{}-{case}", std::process::id()));
+            std::fs::write(&path, &input).expect("write the fuzz input");
+            let f = std::fs::File::open(&path).expect("open the fuzz input");
+            let _ = std::fs::remove_file(&path);
+            Stdio::from(f)
+        };
+        let (out, rss) = shm_measured(&refs, stdin);
+        check_outcome(&what, &out, rss);
+        // Leave the named segments as they were meant to be for the next
+        // cases: the queue and the raw segment exist, `fresh` may.
+        if out.code == Some(0) && refs.first() == Some(&OsStr::new("rm")) {
+            if refs.get(1) == Some(&OsStr::new(&name_of(&q))) {
+                shm(&[
+                    "queue",
+                    "create",
+                    &name_of(&q),
+                    "--capacity",
+                    "8",
+                    "--slot-size",
+                    "32",
+                ])
+                .ok();
+            } else if refs.get(1) == Some(&OsStr::new(&name_of(&raw))) {
+                shm(&["create", &name_of(&raw), "--size", "4096"]).ok();
+            }
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use shm_core::{Segment, SegmentId, Shared, SharedOptions};
 use shm_tests::helper::core::{Gate, MAGIC_VALUE};
-use shm_tests::{Cleanup, read_line, spawn, unique_posix, unique_sysv};
+use shm_tests::{Cleanup, read_line, spawn, spawn_env, unique_posix, unique_sysv};
 
 /// Watchdog for one helper run.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -66,7 +66,7 @@ fn written_in_one_process_read_in_another(id: SegmentId) {
     let (status, out) = spawn(&["core-read", &name, "4096", "7"]).wait(LIMIT);
     assert_eq!(status.code(), Some(1), "wrong size accepted: {out}");
     // This process sees the same bytes.
-    let seg = Segment::open(&id).expect("open in the test");
+    let mut seg = Segment::open_read_only(&id).expect("open in the test");
     let mut head = [0u8; 4];
     seg.read_at(0, &mut head).unwrap();
     let expected: Vec<u8> = (0..4)
@@ -149,6 +149,45 @@ fn creator_killed_during_init(id: SegmentId) {
     shm_core::remove(&id).expect("remove the dead creator's segment");
 }
 
+/// A creator killed in the middle of writing the header (kill point
+/// `header:writing`: the magic and its PID written, the rest not) is
+/// reported as `CreatorDied` naming it, like a death at any other stage of
+/// init; it used to be `NotOurs` on POSIX (the checksum does not match).
+fn creator_killed_while_writing_the_header(id: SegmentId) {
+    let _c = Cleanup::new(std::slice::from_ref(&id));
+    let name = id.to_string();
+    let creator = spawn_env(
+        &["core-init-hang", &name],
+        &[("SHM_KILL_POINT", "header:writing")],
+    );
+    let pid = creator.pid();
+    let (status, out) = creator.wait(LIMIT);
+    assert!(
+        !status.success() && !out.contains("initializing"),
+        "the creator did not die at the kill point: {status} {out}"
+    );
+    assert!(exists(&id), "the dead creator left its segment");
+    let (status, out) = spawn(&["core-open", &name, "10000"]).wait(LIMIT);
+    assert!(
+        out.contains("state=unreadable"),
+        "a half-written header: {out}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "opened a half-written segment: {out}"
+    );
+    assert!(
+        out.contains("error=CreatorDied"),
+        "expected CreatorDied, not NotOurs or a timeout:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("(pid {pid})")),
+        "names the creator: {out}"
+    );
+    shm_core::remove(&id).expect("remove the dead creator's segment");
+}
+
 fn opener_waits_for_a_slow_creator(id: SegmentId) {
     let (gate_id, gate) = gate();
     let _c = Cleanup::new(&[id.clone(), gate_id.clone()]);
@@ -213,6 +252,50 @@ fn another_user_is_denied(id: SegmentId) {
     drop(seg);
 }
 
+/// A user who may read a segment but not write it (mode 0644, another uid)
+/// inspects it through a read-only handle, and every write through that
+/// handle is refused with a typed error, not a `SIGSEGV`; the segment is
+/// unchanged. Before `open_read_only`, such a user could not open it at all.
+fn read_only_observer(id: SegmentId) {
+    let _c = Cleanup::new(std::slice::from_ref(&id));
+    let root = nix::unistd::Uid::effective().is_root();
+    let cell = Shared::<shm_tests::helper::core::Cell>::create(
+        &id,
+        &SharedOptions::new().mode(0o644),
+        |c| {
+            c[0].store(MAGIC_VALUE, Ordering::Relaxed);
+            Ok(())
+        },
+    )
+    .expect("create a 0644 segment");
+    let (status, out) = spawn(&["core-read-only", &id.to_string()]).wait(LIMIT);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "no signal, no failure ({status}):\n{out}"
+    );
+    let has = |line: &str| {
+        assert!(out.lines().any(|l| l == line), "no {line:?} in:\n{out}");
+    };
+    if root {
+        has("uid=65534");
+        has("open=PermissionDenied");
+    }
+    has("read_only=true");
+    has("kind=shared state=Ready");
+    has(&format!("raw={MAGIC_VALUE:#x}"));
+    has("write=ReadOnly");
+    has("view=ReadOnly");
+    has("ptr=ReadOnly");
+    has(&format!("snapshot={MAGIC_VALUE:#x}"));
+    assert!(out.contains("opened read-only"), "{out}");
+    assert_eq!(
+        cell.get()[0].load(Ordering::Relaxed),
+        MAGIC_VALUE,
+        "nothing was written"
+    );
+}
+
 macro_rules! for_both_backends {
     ($($test:ident => $body:ident;)*) => {
         mod posix {
@@ -230,6 +313,9 @@ for_both_backends! {
     written_in_one_process_is_read_in_another => written_in_one_process_read_in_another;
     eight_processes_race_open_or_create => racing_open_or_create;
     a_creator_killed_during_init_is_reported => creator_killed_during_init;
+    a_creator_killed_while_writing_the_header_is_reported =>
+        creator_killed_while_writing_the_header;
     an_opener_waits_for_a_slow_live_creator => opener_waits_for_a_slow_creator;
     another_user_is_denied_with_the_owner_named => another_user_is_denied;
+    a_reader_without_write_permission_inspects_read_only => read_only_observer;
 }

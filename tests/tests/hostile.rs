@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shm_core::{Segment, SegmentId, Shared, SharedOptions};
 use shm_queue::{Lifetime, Queue, QueueOpenError, QueueOptions};
-use shm_tests::{Cleanup, Proc, read_line, spawn, unique_posix, unique_sysv};
+use shm_tests::{Cleanup, Proc, read_line, spawn, spawn_env, unique_posix, unique_sysv};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -105,7 +105,7 @@ fn segments_of_another_kind_or_not_ours_are_refused() {
     let typed_id = unique_posix("othertype");
     let _clean = Cleanup::new(&[raw_id.clone(), typed_id.clone()]);
     // Not made by this library: random bytes.
-    let raw = Segment::create(&raw_id, 65536, 0o600).unwrap();
+    let mut raw = Segment::create(&raw_id, 65536, 0o600).unwrap();
     let junk: Vec<u8> = (0..65536u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -145,7 +145,7 @@ fn truncate_posix(id: &SegmentId, len: u64) {
 fn a_segment_truncated_after_mapping_gives_an_error_not_sigbus() {
     let id = unique_posix("trunc-raw");
     let _clean = Cleanup::new(std::slice::from_ref(&id));
-    let seg = Segment::create(&id, 64 * 1024, 0o600).unwrap();
+    let mut seg = Segment::create(&id, 64 * 1024, 0o600).unwrap();
     seg.write_at(60_000, b"before").unwrap();
     assert!(!seg.is_truncated());
     truncate_posix(&id, 4096);
@@ -203,12 +203,57 @@ fn queue_users_get_errors_when_the_segment_is_truncated_under_them() {
             "a user did not stop on an error ({status})"
         );
     }
-    // The test's own mapping notices too, on its first touch past the end.
-    let mut byte = [0u8; 1];
-    q.segment().read_at(200_000, &mut byte).unwrap();
+    // The test's own mapping notices too, on its first touch past the end
+    // (an atomic load through a view: no `&mut` needed, nothing raced).
+    q.segment()
+        .view::<std::sync::atomic::AtomicU64>(200_000)
+        .unwrap()
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert!(q.segment().is_truncated());
     assert!(matches!(
         q.sender(),
         Err(shm_queue::RegisterError::Corrupted(_))
     ));
+}
+
+/// The guard is process-wide and stays installed. A `SIGBUS` sent with
+/// `kill` goes to the handler installed before ours (Rust's, which resets
+/// the action to the default and returns); that used to leave the default
+/// action in place, so the next truncation killed the process. Now ours is
+/// put back: the helper survives the sent signal and then a truncation.
+/// Opting out (`disable_sigbus_guard`, or `SHM_SIGBUS_GUARD=0`) leaves the
+/// default: the same truncation kills it with `SIGBUS`.
+#[test]
+fn the_sigbus_guard_outlives_a_sent_sigbus_and_can_be_turned_off() {
+    let ids: Vec<SegmentId> = (0..3).map(|_| unique_posix("sigbus")).collect();
+    let _clean = Cleanup::new(&ids);
+    let (status, out) = spawn(&["core-sigbus", "kill", &ids[0].to_string()]).wait(LIMIT);
+    assert_eq!(
+        status.signal(),
+        None,
+        "killed by a signal after a sent SIGBUS: the guard is gone:\n{out}"
+    );
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("installed=true"), "{out}");
+    assert!(out.contains("survived the sent SIGBUS"), "{out}");
+    assert!(
+        out.contains("touched truncated=true bytes=[0, 0, 0, 0, 0, 0]"),
+        "{out}"
+    );
+
+    for (id, mode, env) in [
+        (&ids[1], "off", &[][..]),
+        (&ids[2], "plain", &[("SHM_SIGBUS_GUARD", "0")][..]),
+    ] {
+        let (status, out) = spawn_env(&["core-sigbus", mode, &id.to_string()], env).wait(LIMIT);
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGBUS),
+            "{mode}: without the guard a truncation is a SIGBUS ({status}):\n{out}"
+        );
+        assert!(out.contains("installed=false"), "{mode}: {out}");
+        if mode == "off" {
+            assert!(out.contains("disabled=true"), "{out}");
+        }
+    }
 }

@@ -191,7 +191,7 @@ fn exists(id: &SegmentId) -> bool {
 
 fn byte0(id: &SegmentId) -> u8 {
     let mut b = [0u8; 1];
-    Segment::open(id)
+    Segment::open_read_only(id)
         .expect("root opens it")
         .read_at(0, &mut b)
         .expect("read byte 0");
@@ -203,7 +203,7 @@ fn byte0(id: &SegmentId) -> u8 {
 
 fn another_uid_is_refused(id: SegmentId) {
     let _c = Cleanup::new(std::slice::from_ref(&id));
-    let seg = Segment::create(&id, 4096, 0o600).expect("root creates a 0600 segment");
+    let mut seg = Segment::create(&id, 4096, 0o600).expect("root creates a 0600 segment");
     seg.write_at(0, b"r").unwrap();
     let name = id.to_string();
     let r = as_other(&["limits-open", &name]);
@@ -543,7 +543,7 @@ fn a_queue_with_no_slots_is_refused() {
 fn foreign_segment_is_not_a_queue(id: SegmentId) {
     let _c = Cleanup::new(std::slice::from_ref(&id));
     let name = id.to_string();
-    let raw = Segment::create(&id, 65536, 0o600).unwrap();
+    let mut raw = Segment::create(&id, 65536, 0o600).unwrap();
     raw.write_at(0, b"certainly not a queue header, just bytes")
         .unwrap();
     helper(&["limits-open-queue", &name]).assert_error(

@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use shm_core::SegmentId;
-use shm_queue::{Queue, QueueOptions};
+use shm_queue::{Lifetime, Queue, QueueOptions};
 use shm_tests::helper::sync::Objects;
 use shm_tests::{Cleanup, Proc, read_line, spawn_via, unique_posix, unique_sysv};
 
@@ -189,9 +189,14 @@ fn a_producer_in_another_time_namespace_is_alive_for_its_receiver() {
     for (producer_ns, receiver_ns) in pairs(&all) {
         let id = unique_posix("timens-queue");
         let _clean = Cleanup::new(std::slice::from_ref(&id));
-        let mut q =
-            Queue::create(&id, &QueueOptions::new().capacity(4).slot_size(64)).expect("create");
-        q.segment_mut().set_owner(false);
+        let q = Queue::create(
+            &id,
+            &QueueOptions::new()
+                .capacity(4)
+                .slot_size(64)
+                .lifetime(Lifetime::Persistent),
+        )
+        .expect("create");
         let name = id.to_string();
         let mut producer = producer_ns.spawn(&["queue-register-and-wait", &name, "producer"]);
         assert_eq!(read_line(&mut producer, LIMIT), "registered");

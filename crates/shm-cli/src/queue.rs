@@ -140,18 +140,24 @@ pub fn send(id: &SegmentId, timeout: Option<Duration>) -> CliResult {
         .map_err(|e| CliError::new(format!("cannot join {id} as a producer: {e}")))?;
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
-    let mut line = Vec::new();
+    let max = q.slot_size();
+    let mut line = Vec::with_capacity(max.saturating_add(1).min(1 << 20));
     let mut n: u64 = 0;
     loop {
-        line.clear();
-        let read = input
-            .read_until(b'\n', &mut line)
+        let read = read_line_bounded(&mut input, &mut line, max)
             .map_err(|e| CliError::new(format!("cannot read standard input: {e}")))?;
-        if read == 0 {
-            return Ok(());
-        }
-        if line.last() == Some(&b'\n') {
-            line.pop();
+        match read {
+            Line::End => return Ok(()),
+            Line::Complete => {}
+            Line::TooLong => {
+                return Err(CliError::new(format!(
+                    "line {} is longer than the {max}-byte slots of {id} (refused at byte {}, \
+                     before its end): not sent ({} lines before it were)",
+                    n + 1,
+                    max + 1,
+                    n
+                )));
+            }
         }
         n += 1;
         let result = match timeout {
@@ -180,6 +186,55 @@ pub fn send(id: &SegmentId, timeout: Option<Duration>) -> CliResult {
                     n - 1
                 )));
             }
+        }
+    }
+}
+
+/// What [`read_line_bounded`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// The end of the input, with no byte of a new line.
+    End,
+    /// A whole line (its newline removed), or a last line without one.
+    Complete,
+    /// More than `max` bytes before a newline: refused at once.
+    TooLong,
+}
+
+/// Reads one line of at most `max` bytes into `line` (cleared first),
+/// without its newline. Memory stays bounded by `max` whatever the input:
+/// it stops as soon as the line holds `max + 1` bytes, before the newline
+/// arrives (a line that never ends, as from `/dev/zero`, is refused, not
+/// buffered).
+fn read_line_bounded(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    line.clear();
+    let mut any = false;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(if any { Line::Complete } else { Line::End });
+        }
+        any = true;
+        let room = max.saturating_add(1) - line.len();
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) if i <= room => (i, true),
+            _ => (buf.len().min(room), false),
+        };
+        line.extend_from_slice(&buf[..take]);
+        input.consume(if done { take + 1 } else { take });
+        if line.len() > max {
+            return Ok(Line::TooLong);
+        }
+        if done {
+            return Ok(Line::Complete);
         }
     }
 }
@@ -227,4 +282,52 @@ pub fn recv(id: &SegmentId, count: Option<u64>, timeout: Option<Duration>) -> Cl
     // success: the stream ended.
     out.flush()
         .map_err(|e| CliError::new(format!("cannot write to standard output: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8], max: usize) -> Vec<(Line, Vec<u8>)> {
+        // A tiny buffer, so lines straddle refills.
+        let mut r = std::io::BufReader::with_capacity(3, input);
+        let mut line = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            let l = read_line_bounded(&mut r, &mut line, max).unwrap();
+            let stop = l != Line::Complete;
+            got.push((l, line.clone()));
+            if stop {
+                return got;
+            }
+        }
+    }
+
+    #[test]
+    fn lines_up_to_the_slot_size_pass_and_longer_ones_stop_at_once() {
+        use Line::*;
+        assert_eq!(lines(b"", 4), vec![(End, vec![])]);
+        assert_eq!(
+            lines(b"ab\n\nabcd\nxy", 4),
+            vec![
+                (Complete, b"ab".to_vec()),
+                (Complete, vec![]),
+                (Complete, b"abcd".to_vec()),
+                (Complete, b"xy".to_vec()),
+                (End, vec![]),
+            ]
+        );
+        // One byte too many, with or without a newline after it.
+        assert_eq!(lines(b"abcde\n", 4)[0], (TooLong, b"abcde".to_vec()));
+        assert_eq!(lines(b"abcde", 4)[0], (TooLong, b"abcde".to_vec()));
+        // An endless line is refused after max + 1 bytes.
+        let mut zero = std::io::BufReader::new(std::io::repeat(0));
+        let mut line = Vec::new();
+        assert_eq!(
+            read_line_bounded(&mut zero, &mut line, 1000).unwrap(),
+            TooLong
+        );
+        assert_eq!(line.len(), 1001);
+        assert!(line.capacity() < 4096, "{}", line.capacity());
+    }
 }

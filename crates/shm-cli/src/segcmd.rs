@@ -72,9 +72,10 @@ pub fn ls(json: bool, posix_only: bool, sysv_only: bool) -> CliResult {
 }
 
 /// The header of a System V segment, read by attaching (which the listing
-/// never does). Only `stat` does this, after taking the kernel's numbers.
+/// never does). Only `stat` does this, after taking the kernel's numbers;
+/// read-only (`SHM_RDONLY`), so read permission is enough.
 fn sysv_header(id: &SegmentId) -> Result<Option<HeaderInfo>, OpenError> {
-    let seg = Segment::open(id)?;
+    let seg = Segment::open_read_only(id)?;
     Ok(HeaderInfo::read(&seg).ok())
 }
 

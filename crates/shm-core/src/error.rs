@@ -437,6 +437,65 @@ impl fmt::Display for BoundsError {
 
 impl Error for BoundsError {}
 
+/// Why an access through a [`crate::Segment`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AccessError {
+    /// Outside the segment, or misaligned for the type asked for.
+    OutOfBounds(BoundsError),
+    /// A write, a view or a raw pointer asked of a handle opened read-only
+    /// ([`crate::Segment::open_read_only`]); nothing was touched.
+    ReadOnly {
+        /// The segment.
+        segment: String,
+        /// Offset asked for.
+        offset: usize,
+        /// Length asked for.
+        len: usize,
+    },
+}
+
+impl fmt::Display for AccessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AccessError::OutOfBounds(b) => b.fmt(f),
+            AccessError::ReadOnly {
+                segment,
+                offset,
+                len,
+            } => write!(
+                f,
+                "cannot write {len} bytes at offset {offset} of {segment}: it was opened read-only"
+            ),
+        }
+    }
+}
+
+impl Error for AccessError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            AccessError::OutOfBounds(b) => Some(b),
+            AccessError::ReadOnly { .. } => None,
+        }
+    }
+}
+
+impl From<BoundsError> for AccessError {
+    fn from(e: BoundsError) -> Self {
+        AccessError::OutOfBounds(e)
+    }
+}
+
+impl From<AccessError> for io::Error {
+    fn from(e: AccessError) -> Self {
+        let kind = match e {
+            AccessError::OutOfBounds(_) => io::ErrorKind::InvalidInput,
+            AccessError::ReadOnly { .. } => io::ErrorKind::PermissionDenied,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

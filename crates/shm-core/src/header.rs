@@ -66,6 +66,9 @@ pub const STATE_READY: u32 = 0x5245_4459;
 /// State word value: the creator's initializer failed.
 pub const STATE_FAILED: u32 = 0x4641_494c;
 const KIND_LEN: usize = 32;
+/// Index in `RawHeader::rest` of the word holding `creator_pid` and `flags`
+/// (bytes 48..56).
+const PID_WORD: usize = (48 - 16) / 8;
 /// How long an opener waits on a name that exists but has no size and no
 /// locked creator: the microseconds between a creator's `shm_open` and its
 /// lock.
@@ -112,10 +115,15 @@ impl RawHeader {
         b
     }
 
-    /// Writes every field but the state word.
+    /// Writes every field but the state word: the magic first and the
+    /// creator's PID right after it, so that an opener that finds the magic
+    /// of a creator killed in the middle (not ready, lock gone) can name it
+    /// in `CreatorDied`.
     fn store_identity(&self, b: &[u8; HEADER_SIZE]) {
         let word = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or_default());
         self.magic.store(word(0), Ordering::Relaxed);
+        self.rest[PID_WORD].store(word(16 + 8 * PID_WORD), Ordering::Relaxed);
+        crate::kill::kill_point("header:writing");
         self.version.store(
             u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
             Ordering::Relaxed,
@@ -323,11 +331,19 @@ impl HeaderInfo {
         })
     }
 
-    /// Reads and decodes the header of a mapped segment.
+    /// Reads and decodes the header of a mapped segment, read-write or
+    /// read-only.
     pub fn read(segment: &Segment) -> Result<HeaderInfo, HeaderError> {
-        let raw = segment
-            .view::<RawHeader>(0)
-            .map_err(|_| HeaderError::TooShort(segment.len()))?;
+        let short = || HeaderError::TooShort(segment.len());
+        if let Some(copied) = {
+            let mut b = [0u8; HEADER_SIZE];
+            segment
+                .read_at_if_read_only(0, &mut b)
+                .map(|r| r.map(|()| b))
+        } {
+            return HeaderInfo::decode(&copied.map_err(|_| short())?);
+        }
+        let raw = segment.view::<RawHeader>(0).map_err(|_| short())?;
         HeaderInfo::decode(&raw.snapshot())
     }
 }
@@ -651,7 +667,8 @@ impl<T: ShmShared> Shared<T> {
         };
         let decoded = loop {
             let state = observe(&raw.state);
-            let decoded = HeaderInfo::decode(&raw.snapshot());
+            let bytes = raw.snapshot();
+            let decoded = HeaderInfo::decode(&bytes);
             if state != 0 {
                 break decoded;
             }
@@ -672,6 +689,15 @@ impl<T: ShmShared> Shared<T> {
             }
             return match decoded {
                 Ok(_) => Err(Attempt::Failed(OpenError::CreatorDied { segment: name, pid })),
+                // Our magic, the rest not (yet) valid: a creator of this
+                // library killed while writing the header, as at any other
+                // stage of init. The PID is stored right after the magic.
+                Err(_) if bytes[0..8] == MAGIC.to_ne_bytes() => {
+                    let from_header =
+                        u32::from_ne_bytes([bytes[48], bytes[49], bytes[50], bytes[51]]);
+                    let pid = if pid == 0 { from_header } else { pid };
+                    Err(Attempt::Failed(OpenError::CreatorDied { segment: name, pid }))
+                }
                 Err(HeaderError::BadMagic(0)) if segment.backend() == Backend::SysV && pid != 0 => {
                     Err(Attempt::Failed(OpenError::CreatorDied { segment: name, pid }))
                 }
@@ -789,6 +815,146 @@ impl<T: ShmShared> Shared<T> {
     /// Length of the trailing region.
     pub fn tail_len(&self) -> usize {
         self.segment.len() - self.tail_offset
+    }
+}
+
+/// A private copy of the `T` behind a validated header, taken through a
+/// read-only mapping: what an observer that may read a segment but not
+/// write it (`shm stat`, a monitoring tool) uses instead of [`Shared`].
+///
+/// The header is validated as [`Shared::open`] does (magic, version,
+/// checksum, fingerprint, total size), but a snapshot never waits: a
+/// segment still being initialized is [`OpenError::InitTimeout`] at once.
+/// The copy is taken word by word while others may write, so fields may
+/// come from slightly different moments; `T: ShmSafe` makes any bytes a
+/// valid `T`. Nothing is ever written to the segment.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use shm_core::{SegmentId, Shared, SharedOptions, Snapshot};
+/// let id = SegmentId::posix(&format!("/doc-snapshot-{}", std::process::id()))?;
+/// let live = Shared::<AtomicU64>::create(&id, &SharedOptions::new(), |c| {
+///     c.store(7, Ordering::Relaxed);
+///     Ok(())
+/// })?;
+/// let seen = Snapshot::<AtomicU64>::open(&id)?;      // read-only mapping
+/// assert_eq!(seen.get().load(Ordering::Relaxed), 7);  // a private copy
+/// assert!(seen.segment().is_read_only());
+/// # drop(live);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Snapshot<T: ShmSafe> {
+    segment: Segment,
+    header: HeaderInfo,
+    value: Box<T>,
+}
+
+impl<T: ShmSafe> fmt::Debug for Snapshot<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("segment", &self.segment)
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: ShmSafe> Snapshot<T> {
+    /// Opens `id` with [`Segment::open_read_only`] (read permission is
+    /// enough), validates its header and copies the `T` out.
+    pub fn open(id: &SegmentId) -> Result<Self, OpenError> {
+        Self::from_segment(Segment::open_read_only(id)?)
+    }
+
+    /// The same over a segment already mapped (read-only or not).
+    pub fn from_segment(segment: Segment) -> Result<Self, OpenError> {
+        let name = segment.describe();
+        let actual = segment.len() as u64;
+        let header = match HeaderInfo::read(&segment) {
+            Ok(h) => h,
+            Err(HeaderError::Version(found)) => {
+                return Err(OpenError::VersionMismatch {
+                    segment: name,
+                    found,
+                    expected: FORMAT_VERSION,
+                });
+            }
+            Err(e @ (HeaderError::BadMagic(_) | HeaderError::TooShort(_))) => {
+                return Err(OpenError::NotOurs {
+                    segment: name,
+                    detail: e.to_string(),
+                });
+            }
+            Err(e) => {
+                return Err(OpenError::Corrupted {
+                    segment: name,
+                    detail: e.to_string(),
+                });
+            }
+        };
+        match header.state {
+            InitState::Ready => {}
+            InitState::Failed => return Err(OpenError::InitFailed { segment: name }),
+            InitState::Initializing => {
+                return Err(OpenError::InitTimeout {
+                    segment: name,
+                    waited: Duration::ZERO,
+                });
+            }
+        }
+        let expected = Fingerprint::of::<T>();
+        if header.fingerprint != expected {
+            return Err(OpenError::LayoutMismatch {
+                segment: name,
+                expected,
+                found: header.fingerprint,
+            });
+        }
+        if header.total_size != actual {
+            return Err(OpenError::SizeMismatch {
+                segment: name,
+                header: header.total_size,
+                actual,
+            });
+        }
+        let value = usize::try_from(header.data_offset)
+            .ok()
+            .and_then(|off| segment.read_boxed::<T>(off))
+            .ok_or_else(|| OpenError::TooSmall {
+                segment: name.clone(),
+                size: actual,
+                needed: header.tail_offset(),
+            })?;
+        Ok(Snapshot {
+            segment,
+            header,
+            value,
+        })
+    }
+
+    /// The copy of the value.
+    pub fn get(&self) -> &T {
+        &self.value
+    }
+
+    /// The validated header, as it was when the copy was taken.
+    pub fn header(&self) -> &HeaderInfo {
+        &self.header
+    }
+
+    /// The segment underneath (read-only when opened with
+    /// [`Snapshot::open`]).
+    pub fn segment(&self) -> &Segment {
+        &self.segment
+    }
+
+    /// Offset of the trailing region in the segment.
+    pub fn tail_offset(&self) -> usize {
+        usize::try_from(self.header.tail_offset()).unwrap_or(usize::MAX)
+    }
+
+    /// Length of the trailing region.
+    pub fn tail_len(&self) -> usize {
+        self.segment.len().saturating_sub(self.tail_offset())
     }
 }
 
@@ -964,7 +1130,7 @@ mod tests {
         let _g = Guard::new(&[&id]);
         let opts = SharedOptions::new().kind("counter").extra(1000);
         let mut ran = false;
-        let a = Shared::<StdAtomicU64>::create(&id, &opts, |c| {
+        let mut a = Shared::<StdAtomicU64>::create(&id, &opts, |c| {
             assert_eq!(c.load(Ordering::Relaxed), 0, "fresh content is zero");
             c.store(41, Ordering::Relaxed);
             ran = true;
@@ -990,16 +1156,18 @@ mod tests {
         }
 
         // Mapped twice: different addresses, one value.
-        let b = Shared::<StdAtomicU64>::open(&id, &quick()).expect("open");
+        let mut b = Shared::<StdAtomicU64>::open(&id, &quick()).expect("open");
         assert!(!b.segment().is_owner());
         assert_ne!(std::ptr::from_ref(a.get()), std::ptr::from_ref(b.get()));
         assert_eq!(b.get().fetch_add(1, Ordering::SeqCst), 41);
         assert_eq!(a.get().load(Ordering::SeqCst), 42);
         assert_eq!(b.header().unwrap(), h);
         assert_eq!(b.tail_len(), 1000);
-        b.segment().write_at(b.tail_offset() + 999, b"t").unwrap();
+        let at = b.tail_offset() + 999;
+        b.segment_mut().write_at(at, b"t").unwrap();
         let mut t = [0u8; 1];
-        a.segment().read_at(a.tail_offset() + 999, &mut t).unwrap();
+        let at = a.tail_offset() + 999;
+        a.segment_mut().read_at(at, &mut t).unwrap();
         assert_eq!(&t, b"t");
 
         // open_or_create of an existing segment opens and does not init.
@@ -1056,7 +1224,7 @@ mod tests {
 
     fn not_ours(id: SegmentId) {
         let _g = Guard::new(&[&id]);
-        let raw = Segment::create(&id, 4096, 0o600).unwrap();
+        let mut raw = Segment::create(&id, 4096, 0o600).unwrap();
         raw.write_at(0, &junk(4096, 0x1234_5678_9abc_def1)).unwrap();
         let mut state = [0u8; 4];
         raw.read_at(12, &mut state).unwrap();
@@ -1080,7 +1248,7 @@ mod tests {
 
     fn too_small(id: SegmentId) {
         let _g = Guard::new(&[&id]);
-        let raw = Segment::create(&id, 16, 0o600).unwrap();
+        let mut raw = Segment::create(&id, 16, 0o600).unwrap();
         raw.write_at(0, &MAGIC.to_ne_bytes()).unwrap();
         // The default 5 s deadline: the error must come at once, not after
         // it (the watchdog of the test run catches a hang).
@@ -1100,8 +1268,8 @@ mod tests {
 
     fn corrupted(id: SegmentId) {
         let _g = Guard::new(&[&id]);
-        let a = Shared::<StdAtomicU64>::create(&id, &quick(), |_| Ok(())).unwrap();
-        let seg = a.segment();
+        let mut a = Shared::<StdAtomicU64>::create(&id, &quick(), |_| Ok(())).unwrap();
+        let seg = a.segment_mut();
         let mut good = [0u8; HEADER_SIZE];
         seg.read_at(0, &mut good).unwrap();
         let expect_corrupted = |what: &str| match open_err::<StdAtomicU64>(&id, &quick()) {
@@ -1163,6 +1331,37 @@ mod tests {
         assert_eq!(a.segment().stat().unwrap().mode, 0o640);
     }
 
+    /// A snapshot reads through a read-only mapping, copies the value, and
+    /// validates the header as `open` does.
+    fn snapshots(id: SegmentId) {
+        let _g = Guard::new(&[&id]);
+        let a = Shared::<StdAtomicU64>::create(&id, &quick().extra(64), |c| {
+            c.store(7, Ordering::Relaxed);
+            Ok(())
+        })
+        .unwrap();
+        let snap = Snapshot::<StdAtomicU64>::open(&id).expect("snapshot");
+        assert!(snap.segment().is_read_only());
+        assert_eq!(snap.get().load(Ordering::Relaxed), 7);
+        assert_eq!(snap.header().kind, "shared");
+        assert_eq!((snap.tail_offset(), snap.tail_len()), (a.tail_offset(), 64));
+        // A private copy: later changes are not seen.
+        a.get().store(8, Ordering::Relaxed);
+        assert_eq!(snap.get().load(Ordering::Relaxed), 7);
+        match Snapshot::<std::sync::atomic::AtomicI64>::open(&id) {
+            Err(OpenError::LayoutMismatch { .. }) => {}
+            other => panic!("snapshot as another type: {other:?}"),
+        }
+        let raw = posix_id("snapshot-raw");
+        let _g2 = Guard::new(&[&raw]);
+        let mut r = Segment::create(&raw, 4096, 0o600).unwrap();
+        r.write_at(0, b"not a header").unwrap();
+        match Snapshot::<StdAtomicU64>::open(&raw) {
+            Err(OpenError::NotOurs { .. }) => {}
+            other => panic!("snapshot of a raw segment: {other:?}"),
+        }
+    }
+
     macro_rules! for_both_backends {
         ($($test:ident => $body:ident;)*) => {
             mod on_posix {
@@ -1184,6 +1383,7 @@ mod tests {
         damaged_headers_are_corrupted => corrupted;
         a_failing_initializer_removes_the_segment => init_error;
         shared_options_mode_is_applied => modes;
+        a_snapshot_copies_through_a_read_only_mapping => snapshots;
     }
 
     #[test]

@@ -35,11 +35,30 @@
 //! counter.segment().remove()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # The `SIGBUS` guard
+//!
+//! Mapping a POSIX or memfd segment installs, once, a **process-wide
+//! `SIGBUS` handler**. Another process that may write a segment's file may
+//! also `ftruncate` it; touching a page past the new end raises `SIGBUS`,
+//! which would kill this process. The handler checks whether the faulting
+//! address lies in one of this library's mappings; if so it maps a private
+//! zero page there and marks the mapping ([`Segment::is_truncated`]), and
+//! the access completes. Every other fault, and every `SIGBUS` sent with
+//! `kill`, goes to the handler that was installed before (Rust's own, or
+//! yours if you installed one first) or to the default action; the guard
+//! stays installed afterwards. System V segments cannot be truncated and
+//! install nothing.
+//!
+//! To opt out, call [`disable_sigbus_guard`] before the first mapping, or
+//! set `SHM_SIGBUS_GUARD=0` in the environment; a truncation then kills the
+//! process as it would without this library.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;
 mod header;
+mod kill;
 pub mod list;
 mod name;
 mod primitive;
@@ -51,12 +70,15 @@ mod sys;
 #[cfg(test)]
 mod test_util;
 
-pub use error::{BoundsError, CreateError, NameError, OpenError, Owner};
+pub use error::{AccessError, BoundsError, CreateError, NameError, OpenError, Owner};
 pub use header::{
     FORMAT_VERSION, HEADER_SIZE, HeaderError, HeaderInfo, InitError, InitState, MAGIC, Shared,
-    SharedOptions,
+    SharedOptions, Snapshot,
 };
 pub use name::{MAX_POSIX_NAME, PosixName, SegmentId};
 pub use process::ProcessId;
-pub use segment::{Backend, CreateMode, DEFAULT_MODE, MAX_SEGMENT_SIZE, Segment, Stat, remove};
+pub use segment::{
+    Backend, CreateMode, DEFAULT_MODE, MAX_SEGMENT_SIZE, Segment, Stat, disable_sigbus_guard,
+    remove, sigbus_guard_installed,
+};
 pub use shareable::{Fingerprint, ShmSafe, ShmShared, combine_type_ids, type_id};

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::OFlag;
 
-use crate::error::{BoundsError, CreateError, OpenError, Owner};
+use crate::error::{AccessError, BoundsError, CreateError, OpenError, Owner};
 use crate::sys::map::Mapping;
 use crate::sys::{posix, sysv};
 use crate::{PosixName, SegmentId, ShmShared};
@@ -25,6 +25,29 @@ pub const MAX_SEGMENT_SIZE: u64 = 1 << 40;
 /// size yet: the moment between a creator's `shm_open` and its
 /// `posix_fallocate`, normally microseconds.
 const EMPTY_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Keeps shm-core's process-wide `SIGBUS` handler from being installed in
+/// this process, and says whether that worked: `false` if a segment was
+/// already mapped and the handler is in place (it stays; it cannot be
+/// taken out safely while mappings rely on it).
+///
+/// Call it first thing in `main`, before any segment is mapped, if your
+/// program installs its own `SIGBUS` handler or must keep the default
+/// action. Without the guard, a POSIX or memfd segment truncated by another
+/// process kills this one with `SIGBUS` at the first touch of a lost page,
+/// and [`Segment::is_truncated`] stays `false`. Setting the environment
+/// variable `SHM_SIGBUS_GUARD=0` does the same without code.
+///
+/// See the crate docs, "The `SIGBUS` guard".
+pub fn disable_sigbus_guard() -> bool {
+    crate::sys::sigbus::disable()
+}
+
+/// Whether shm-core's `SIGBUS` handler is installed in this process (it is
+/// from the first POSIX or memfd mapping on, unless disabled).
+pub fn sigbus_guard_installed() -> bool {
+    crate::sys::sigbus::installed()
+}
 
 /// The kernel API behind a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,7 +122,8 @@ enum Handle {
     SysV(i32),
 }
 
-/// A shared memory segment mapped read-write into this process.
+/// A shared memory segment mapped into this process: read-write, or
+/// read-only when opened with [`Segment::open_read_only`].
 ///
 /// # Ownership
 ///
@@ -117,14 +141,36 @@ enum Handle {
 /// [`Segment::write_at`], or place a [`ShmShared`] type with [`Segment::view`],
 /// whose every mutation goes through atomics or `UnsafeCell`.
 ///
+/// The copies take `&mut self`, so safe code cannot copy over (or out of)
+/// bytes that a reference from this handle covers at that moment: a `&T`
+/// from `view`, a `&mut T` from a mutex guard built on one, a `&[u8]` a
+/// queue hands to a closure. This does not compile:
+///
+/// ```compile_fail,E0502
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use shm_core::{Segment, SegmentId};
+/// let id = SegmentId::posix(&format!("/doc-alias-{}", std::process::id()))?;
+/// let mut seg = Segment::create(&id, 4096, 0o600)?;
+/// let counter = seg.view::<AtomicU64>(0)?; // borrows `seg`
+/// seg.write_at(0, &[0xff; 8])?;            // refused: `seg` is borrowed
+/// counter.load(Ordering::Relaxed);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// With only `&self` (the handle shared between threads, or leaked),
+/// [`Segment::read_at_shared`] and [`Segment::write_at_shared`] do the same
+/// copies under an `unsafe` contract. docs/architecture.md ("Trust") says
+/// which calls are safe against a hostile process and which trust their
+/// peers.
+///
 /// # Example
 ///
 /// ```
 /// use shm_core::{Segment, SegmentId};
 /// let id = SegmentId::posix(&format!("/doc-segment-{}", std::process::id()))?;
-/// let seg = Segment::create(&id, 4096, 0o600)?;          // create + map
+/// let mut seg = Segment::create(&id, 4096, 0o600)?;      // create + map
 /// seg.write_at(0, b"hello")?;                           // write
-/// let other = Segment::open(&id)?;                      // attach again
+/// let mut other = Segment::open_read_only(&id)?;        // attach again
 /// let mut buf = [0u8; 5];
 /// other.read_at(0, &mut buf)?;                          // read
 /// assert_eq!(&buf, b"hello");
@@ -142,6 +188,8 @@ pub struct Segment {
     owner: bool,
     /// Set once the name was removed, so drop does not remove it twice.
     removed: AtomicBool,
+    /// Mapped `PROT_READ` only ([`Segment::open_read_only`]).
+    read_only: bool,
 }
 
 fn mapped_len(segment: &str, size: u64) -> Result<NonZeroUsize, OpenError> {
@@ -323,7 +371,8 @@ impl Segment {
                         .map_err(|e| unlink(io_err("ftruncate", e))),
                     _ => Err(unlink(io_err("posix_fallocate", e))),
                 })?;
-                let map = Mapping::mmap(fd.as_fd(), len).map_err(|e| unlink(io_err("mmap", e)))?;
+                let map =
+                    Mapping::mmap(fd.as_fd(), len, true).map_err(|e| unlink(io_err("mmap", e)))?;
                 Ok(Segment {
                     map,
                     handle: Handle::Fd(fd),
@@ -331,6 +380,7 @@ impl Segment {
                     backend: Backend::Posix,
                     owner: true,
                     removed: AtomicBool::new(false),
+                    read_only: false,
                 })
             }
             SegmentId::SysV(key) => {
@@ -369,7 +419,7 @@ impl Segment {
                             source: e,
                         },
                     })?;
-                let map = Mapping::shmat(shmid, len).map_err(|e| {
+                let map = Mapping::shmat(shmid, len, true).map_err(|e| {
                     let _ = sysv::ipc_rmid(shmid);
                     CreateError::Io {
                         op: "shmat",
@@ -394,6 +444,7 @@ impl Segment {
                     backend: Backend::SysV,
                     owner: true,
                     removed: AtomicBool::new(false),
+                    read_only: false,
                 })
             }
             SegmentId::SysVId(_) => Err(CreateError::InvalidName(crate::NameError {
@@ -403,9 +454,31 @@ impl Segment {
         }
     }
 
-    /// Opens an existing segment and maps all of it. Its size is read with
-    /// `fstat`/`IPC_STAT` before mapping. The caller does not own it.
+    /// Opens an existing segment and maps all of it read-write. Its size is
+    /// read with `fstat`/`IPC_STAT` before mapping. The caller does not own
+    /// it. Needs read and write permission; to inspect a segment one may
+    /// only read, use [`Segment::open_read_only`].
     pub fn open(id: &SegmentId) -> Result<Segment, OpenError> {
+        Self::open_inner(id, false)
+    }
+
+    /// Opens an existing segment and maps it read-only: POSIX
+    /// `shm_open(O_RDONLY)` and `mmap(PROT_READ)`, System V `shmat` with
+    /// `SHM_RDONLY`. Needs only read permission, so a user who may read a
+    /// segment but not write it can inspect it.
+    ///
+    /// Nothing can be written through the handle: [`Segment::write_at`]
+    /// returns [`AccessError::ReadOnly`], and [`Segment::view`] and
+    /// [`Segment::ptr_at`] refuse too (an atomic store through a view would
+    /// otherwise fault with `SIGSEGV`). Read with [`Segment::read_at`], or
+    /// decode the header with [`crate::HeaderInfo::read`].
+    #[doc(alias = "O_RDONLY")]
+    #[doc(alias = "SHM_RDONLY")]
+    pub fn open_read_only(id: &SegmentId) -> Result<Segment, OpenError> {
+        Self::open_inner(id, true)
+    }
+
+    fn open_inner(id: &SegmentId, read_only: bool) -> Result<Segment, OpenError> {
         let seg = id.to_string();
         let io_err = |op, source| OpenError::Io {
             op,
@@ -414,19 +487,24 @@ impl Segment {
         };
         match id {
             SegmentId::Posix(name) => {
-                let fd = posix::shm_open(name.as_c_str(), OFlag::O_RDWR, 0).map_err(|e| match e
-                    .raw_os_error()
-                {
-                    Some(libc::ENOENT) => OpenError::NotFound {
-                        segment: seg.clone(),
-                    },
-                    Some(libc::EACCES) | Some(libc::EPERM) => OpenError::PermissionDenied {
-                        segment: seg.clone(),
-                        owner: posix_owner(name),
-                    },
-                    _ => io_err("shm_open", e),
+                let oflag = if read_only {
+                    OFlag::O_RDONLY
+                } else {
+                    OFlag::O_RDWR
+                };
+                let fd = posix::shm_open(name.as_c_str(), oflag, 0).map_err(|e| {
+                    match e.raw_os_error() {
+                        Some(libc::ENOENT) => OpenError::NotFound {
+                            segment: seg.clone(),
+                        },
+                        Some(libc::EACCES) | Some(libc::EPERM) => OpenError::PermissionDenied {
+                            segment: seg.clone(),
+                            owner: posix_owner(name),
+                        },
+                        _ => io_err("shm_open", e),
+                    }
                 })?;
-                Self::from_fd_inner(fd, Some(id.clone()), Backend::Posix)
+                Self::from_fd_inner(fd, Some(id.clone()), Backend::Posix, read_only)
             }
             SegmentId::SysV(key) => {
                 let shmid = sysv::shmget(*key, 0, 0).map_err(|e| match e.raw_os_error() {
@@ -439,13 +517,13 @@ impl Segment {
                     },
                     _ => io_err("shmget", e),
                 })?;
-                Self::attach_sysv(id, shmid)
+                Self::attach_sysv(id, shmid, read_only)
             }
-            SegmentId::SysVId(shmid) => Self::attach_sysv(id, *shmid),
+            SegmentId::SysVId(shmid) => Self::attach_sysv(id, *shmid, read_only),
         }
     }
 
-    fn attach_sysv(id: &SegmentId, shmid: i32) -> Result<Segment, OpenError> {
+    fn attach_sysv(id: &SegmentId, shmid: i32, read_only: bool) -> Result<Segment, OpenError> {
         let seg = id.to_string();
         let st = sysv::ipc_stat(shmid).map_err(|e| match e.raw_os_error() {
             Some(libc::EINVAL) | Some(libc::EIDRM) => OpenError::NotFound {
@@ -469,7 +547,7 @@ impl Segment {
             },
         })?;
         let len = mapped_len(&seg, st.size)?;
-        let map = Mapping::shmat(shmid, len).map_err(|e| match e.raw_os_error() {
+        let map = Mapping::shmat(shmid, len, !read_only).map_err(|e| match e.raw_os_error() {
             Some(libc::EACCES) => OpenError::PermissionDenied {
                 segment: seg.clone(),
                 owner: Some(Owner {
@@ -494,6 +572,7 @@ impl Segment {
             backend: Backend::SysV,
             owner: false,
             removed: AtomicBool::new(false),
+            read_only,
         })
     }
 
@@ -568,7 +647,8 @@ impl Segment {
             },
             _ => io_err("posix_fallocate", e),
         })?;
-        let map = Mapping::mmap(fd.as_fd(), len).map_err(|e| io_err("mmap", e))?;
+        let map = Mapping::mmap(fd.as_fd(), len, true).map_err(|e| io_err("mmap", e))?;
+        let read_only = false;
         Ok(Segment {
             map,
             handle: Handle::Fd(fd),
@@ -576,19 +656,21 @@ impl Segment {
             backend: Backend::Memfd,
             owner: false,
             removed: AtomicBool::new(false),
+            read_only,
         })
     }
 
     /// Maps a shared memory descriptor received from another process (a
     /// memfd, or a `/dev/shm` file). Its size is read with `fstat`.
     pub fn from_fd(fd: OwnedFd) -> Result<Segment, OpenError> {
-        Self::from_fd_inner(fd, None, Backend::Memfd)
+        Self::from_fd_inner(fd, None, Backend::Memfd, false)
     }
 
     fn from_fd_inner(
         fd: OwnedFd,
         id: Option<SegmentId>,
         backend: Backend,
+        read_only: bool,
     ) -> Result<Segment, OpenError> {
         let seg = id
             .as_ref()
@@ -599,7 +681,7 @@ impl Segment {
             source: e,
         })?;
         let len = mapped_len(&seg, st.size)?;
-        let map = Mapping::mmap(fd.as_fd(), len).map_err(|e| OpenError::Io {
+        let map = Mapping::mmap(fd.as_fd(), len, !read_only).map_err(|e| OpenError::Io {
             op: "mmap",
             segment: seg.clone(),
             source: e,
@@ -611,6 +693,7 @@ impl Segment {
             backend,
             owner: false,
             removed: AtomicBool::new(false),
+            read_only,
         })
     }
 
@@ -687,7 +770,34 @@ impl Segment {
     }
 
     /// Copies `buf.len()` bytes out of the segment at `offset`.
-    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), BoundsError> {
+    ///
+    /// Takes `&mut self`: while it runs, no reference this handle gave out
+    /// ([`Segment::view`], [`crate::Shared::get`] and whatever was built on
+    /// them, such as a mutex guard's `&mut T`) is alive, so the copy cannot
+    /// race one of them. Writes by *other processes* (or other mappings)
+    /// may land during the copy: it is a byte copy through raw pointers, it
+    /// may see a mix of old and new bytes, and it is sound whatever they
+    /// write (see "Trust" in docs/architecture.md). With only `&self`, use
+    /// [`Segment::read_at_shared`].
+    pub fn read_at(&mut self, offset: usize, buf: &mut [u8]) -> Result<(), BoundsError> {
+        // `&mut self` proves that no reference obtained from this handle is
+        // alive (every one borrows it).
+        self.copy_out(offset, buf)
+    }
+
+    /// Copies `data` into the segment at `offset`.
+    ///
+    /// Takes `&mut self` for the same reason as [`Segment::read_at`]: safe
+    /// code cannot write bytes that a `&T`, `&[u8]` or `&mut T` handed out
+    /// by this handle covers at the same moment. On a handle opened
+    /// read-only it is refused with [`AccessError::ReadOnly`]. With only
+    /// `&self`, use [`Segment::write_at_shared`].
+    pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<(), AccessError> {
+        // As in `read_at`.
+        self.copy_in(offset, data)
+    }
+
+    fn copy_out(&self, offset: usize, buf: &mut [u8]) -> Result<(), BoundsError> {
         if self.map.read_at(offset, buf) {
             Ok(())
         } else {
@@ -695,37 +805,109 @@ impl Segment {
         }
     }
 
-    /// Copies `data` into the segment at `offset`.
-    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<(), BoundsError> {
+    fn copy_in(&self, offset: usize, data: &[u8]) -> Result<(), AccessError> {
+        self.writable(offset, data.len())?;
         if self.map.write_at(offset, data) {
             Ok(())
         } else {
-            Err(self.bounds(offset, data.len(), 1))
+            Err(self.bounds(offset, data.len(), 1).into())
         }
+    }
+
+    /// [`Segment::read_at`] through a shared borrow.
+    ///
+    /// # Safety
+    ///
+    /// - No reference into `offset..offset + buf.len()` obtained in this
+    ///   process, through this handle or another, is used by another thread
+    ///   while the copy runs unless every byte it covers is an atomic, and no
+    ///   `&mut` reference to those bytes is alive at all (a copy racing the
+    ///   holder of a mutex guard is a data race, undefined behaviour).
+    // An unsafe contract only: the body performs no unsafe operation.
+    #[allow(unsafe_code)]
+    #[inline]
+    pub unsafe fn read_at_shared(&self, offset: usize, buf: &mut [u8]) -> Result<(), BoundsError> {
+        self.copy_out(offset, buf)
+    }
+
+    /// [`Segment::write_at`] through a shared borrow.
+    ///
+    /// # Safety
+    ///
+    /// - No reference into `offset..offset + data.len()` obtained in this
+    ///   process, through this handle or another, is alive while the copy
+    ///   runs (a `&T` over an atomic included: a plain write racing an
+    ///   atomic access is a data race).
+    // An unsafe contract only: the body performs no unsafe operation.
+    #[allow(unsafe_code)]
+    #[inline]
+    pub unsafe fn write_at_shared(&self, offset: usize, data: &[u8]) -> Result<(), AccessError> {
+        self.copy_in(offset, data)
     }
 
     /// A `&T` placed at `offset`, checked for bounds and alignment.
     ///
     /// Sound for any bytes the segment holds because `T: ShmShared` accepts
     /// every bit pattern and keeps every byte inside an atomic or
-    /// `UnsafeCell`.
+    /// `UnsafeCell`. Refused with [`AccessError::ReadOnly`] on a handle
+    /// opened read-only: an atomic store through the `&T` would fault.
     #[inline]
-    pub fn view<T: ShmShared>(&self, offset: usize) -> Result<&T, BoundsError> {
+    pub fn view<T: ShmShared>(&self, offset: usize) -> Result<&T, AccessError> {
+        self.writable(offset, size_of::<T>())?;
         self.map
             .view::<T>(offset)
-            .ok_or_else(|| self.bounds(offset, size_of::<T>(), align_of::<T>()))
+            .ok_or_else(|| self.bounds(offset, size_of::<T>(), align_of::<T>()).into())
     }
 
-    /// A raw pointer to `len` bytes at `offset`, checked for bounds.
+    /// A raw pointer to `len` bytes at `offset`, checked for bounds;
+    /// refused on a handle opened read-only.
     ///
-    /// Safe to obtain; dereferencing it is up to the caller's protocol.
+    /// Safe to obtain, like [`Segment::as_ptr`]: reading or writing through
+    /// it takes an `unsafe` block, whose `// SAFETY:` must name the
+    /// protocol that says who may touch those bytes meanwhile (no reference
+    /// this process holds may cover them).
     #[inline]
-    pub fn ptr_at(&self, offset: usize, len: usize) -> Result<*mut u8, BoundsError> {
+    pub fn ptr_at(&self, offset: usize, len: usize) -> Result<*mut u8, AccessError> {
+        self.writable(offset, len)?;
         if !self.map.contains(offset, len, 1) {
-            return Err(self.bounds(offset, len, 1));
+            return Err(self.bounds(offset, len, 1).into());
         }
         // In bounds: the addition stays inside the mapping.
         Ok(self.as_ptr().wrapping_add(offset))
+    }
+
+    /// Whether this handle was opened with [`Segment::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn writable(&self, offset: usize, len: usize) -> Result<(), AccessError> {
+        if self.read_only {
+            Err(AccessError::ReadOnly {
+                segment: self.describe(),
+                offset,
+                len,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A private copy of the `T` at `offset` (see [`crate::Snapshot`]).
+    pub(crate) fn read_boxed<T: crate::ShmSafe>(&self, offset: usize) -> Option<Box<T>> {
+        self.map.read_boxed::<T>(offset)
+    }
+
+    /// Copies out through `&self` on a handle opened read-only, which never
+    /// hands out a reference into the mapping; `None` on a read-write one.
+    pub(crate) fn read_at_if_read_only(
+        &self,
+        offset: usize,
+        buf: &mut [u8],
+    ) -> Option<Result<(), BoundsError>> {
+        // A read-only handle never gives out a reference into its mapping
+        // (`view` and `ptr_at` refuse), so no copy through it can race one.
+        self.read_only.then(|| self.copy_out(offset, buf))
     }
 
     /// Size, owner, mode and, for System V, the kernel's attach count and
@@ -936,7 +1118,7 @@ mod tests {
     /// that show each other's writes, bounds, stat, remove.
     fn conformance(id: SegmentId) {
         let _g = Guard::new(&[&id]);
-        let seg = Segment::create(&id, 8192, DEFAULT_MODE).expect("create");
+        let mut seg = Segment::create(&id, 8192, DEFAULT_MODE).expect("create");
         assert_eq!(seg.id(), Some(&id));
         assert_eq!(seg.describe(), id.to_string());
         assert_eq!(seg.backend(), id.backend());
@@ -959,8 +1141,8 @@ mod tests {
         assert_eq!(buf, [0u8; 64]);
 
         // Mapped twice in one process: different addresses, same bytes.
-        let a = Segment::open(&id).expect("open a");
-        let b = Segment::open(&id).expect("open b");
+        let mut a = Segment::open(&id).expect("open a");
+        let mut b = Segment::open(&id).expect("open b");
         assert!(!a.is_owner() && !b.is_owner());
         assert_eq!(a.len(), 8192);
         assert_ne!(a.as_ptr(), b.as_ptr());
@@ -986,18 +1168,21 @@ mod tests {
         let e = a.write_at(8190, b"abc").unwrap_err();
         assert_eq!(
             e,
-            BoundsError {
+            AccessError::OutOfBounds(BoundsError {
                 offset: 8190,
                 len: 3,
                 segment_len: 8192,
                 align: 1
-            }
+            })
         );
         assert!(e.to_string().contains("8192-byte segment"), "{e}");
         assert!(a.read_at(usize::MAX, &mut [0u8; 2]).is_err());
         assert!(a.read_at(8193, &mut []).is_err());
         assert!(a.read_at(8192, &mut []).is_ok());
-        assert_eq!(a.view::<AtomicU64>(8188).unwrap_err().align, 8);
+        match a.view::<AtomicU64>(8188) {
+            Err(AccessError::OutOfBounds(b)) => assert_eq!(b.align, 8),
+            other => panic!("view at 8188: {other:?}"),
+        }
         assert!(a.view::<AtomicU64>(8192 - 8).is_ok());
         assert!(a.view::<AtomicU64>(4).is_err(), "misaligned view");
         assert!(a.ptr_at(8192, 1).is_err());
@@ -1033,7 +1218,7 @@ mod tests {
         }
         drop((seg, a, b));
         // The name is free again.
-        let again = Segment::create(&id, 4096, DEFAULT_MODE).expect("re-create");
+        let mut again = Segment::create(&id, 4096, DEFAULT_MODE).expect("re-create");
         let mut zero = [0xffu8; 12];
         again.read_at(0, &mut zero).unwrap();
         assert_eq!(zero, [0u8; 12], "a new segment, not the old bytes");
@@ -1082,12 +1267,12 @@ mod tests {
 
     fn open_or_create_says_who_created(id: SegmentId) {
         let _g = Guard::new(&[&id]);
-        let (first, created) = Segment::open_or_create(&id, 4096, DEFAULT_MODE).unwrap();
+        let (mut first, created) = Segment::open_or_create(&id, 4096, DEFAULT_MODE).unwrap();
         assert!(created);
         assert!(first.is_owner());
         first.write_at(0, b"first").unwrap();
         // A second call opens what is there, whatever size it asks for.
-        let (second, created) = Segment::open_or_create(&id, 999, DEFAULT_MODE).unwrap();
+        let (mut second, created) = Segment::open_or_create(&id, 999, DEFAULT_MODE).unwrap();
         assert!(!created);
         assert!(!second.is_owner());
         assert_eq!(second.len(), 4096);
@@ -1150,7 +1335,7 @@ mod tests {
     fn mode_is_exact(id: SegmentId) {
         let _g = Guard::new(&[&id]);
         for mode in [0o600, 0o640, 0o644, 0o660, 0o666, 0o400, 0o040, 0o000] {
-            let seg = Segment::create(&id, 4096, mode)
+            let mut seg = Segment::create(&id, 4096, mode)
                 .unwrap_or_else(|e| panic!("create with mode {mode:o}: {e}"));
             assert_eq!(seg.stat().unwrap().mode, mode, "mode {mode:o}");
             // The creator maps it read-write whatever the mode.
@@ -1165,6 +1350,49 @@ mod tests {
         // Bits beyond the permissions are not passed on.
         let seg = Segment::create(&id, 4096, 0o7640).unwrap();
         assert_eq!(seg.stat().unwrap().mode, 0o640);
+    }
+
+    /// A read-only handle reads what the writer wrote, and refuses every
+    /// write with a typed error (never a `SIGSEGV` on the `PROT_READ`
+    /// pages): `write_at`, `view` (an atomic store through it would fault)
+    /// and `ptr_at`.
+    fn read_only_handles(id: SegmentId) {
+        let _g = Guard::new(&[&id]);
+        let mut seg = Segment::create(&id, 8192, 0o644).unwrap();
+        seg.write_at(100, b"seen").unwrap();
+        let mut ro = Segment::open_read_only(&id).expect("open read-only");
+        assert!(ro.is_read_only() && !seg.is_read_only() && !ro.is_owner());
+        assert_eq!(ro.len(), 8192);
+        let mut got = [0u8; 4];
+        ro.read_at(100, &mut got).unwrap();
+        assert_eq!(&got, b"seen");
+        match ro.write_at(100, b"nope") {
+            Err(e @ AccessError::ReadOnly { .. }) => {
+                assert!(e.to_string().contains("opened read-only"), "{e}");
+                assert!(e.to_string().contains(&id.to_string()), "{e}");
+                assert_eq!(io::Error::from(e).kind(), io::ErrorKind::PermissionDenied);
+            }
+            other => panic!("write through a read-only handle: {other:?}"),
+        }
+        assert!(matches!(
+            ro.view::<AtomicU64>(0),
+            Err(AccessError::ReadOnly { .. })
+        ));
+        assert!(matches!(ro.ptr_at(0, 1), Err(AccessError::ReadOnly { .. })));
+        assert!(
+            ro.read_at(8190, &mut [0u8; 3]).is_err(),
+            "bounds still hold"
+        );
+        // Later writes are seen through the read-only mapping.
+        seg.write_at(100, b"more").unwrap();
+        ro.read_at(100, &mut got).unwrap();
+        assert_eq!(&got, b"more");
+        assert_eq!(ro.stat().unwrap().size, 8192);
+        drop(ro);
+        match Segment::open_read_only(&crate::test_util::posix_id("ro-missing")) {
+            Err(OpenError::NotFound { .. }) => {}
+            other => panic!("read-only open of a missing segment: {other:?}"),
+        }
     }
 
     macro_rules! for_both_backends {
@@ -1188,6 +1416,8 @@ mod tests {
             |new_id: fn() -> SegmentId| open_or_create_says_who_created(new_id());
         ownership_is_explicit => owner_drop_removes;
         the_mode_is_applied_exactly => |new_id: fn() -> SegmentId| mode_is_exact(new_id());
+        read_only_handles_refuse_writes_with_a_typed_error =>
+            |new_id: fn() -> SegmentId| read_only_handles(new_id());
     }
 
     #[test]
@@ -1252,7 +1482,7 @@ mod tests {
             Ok(()) => panic!("removed a segment that is not its own"),
         }
         drop(old);
-        let reopened = Segment::open(&id).expect("the new segment survives the old owner");
+        let mut reopened = Segment::open(&id).expect("the new segment survives the old owner");
         let mut got = [0u8; 3];
         reopened.read_at(0, &mut got).unwrap();
         assert_eq!(&got, b"new");
@@ -1269,7 +1499,7 @@ mod tests {
         let SegmentId::SysV(key) = id else {
             unreachable!()
         };
-        let seg = Segment::create(&id, 10_000, 0o640).unwrap();
+        let mut seg = Segment::create(&id, 10_000, 0o640).unwrap();
         let st = seg.stat().unwrap();
         assert_eq!(st.key, Some(key));
         assert_eq!(st.shmid, seg.shmid());
@@ -1293,7 +1523,7 @@ mod tests {
 
         // The same segment by shmid.
         let by_id = SegmentId::SysVId(seg.shmid().unwrap());
-        let third = Segment::open(&by_id).unwrap();
+        let mut third = Segment::open(&by_id).unwrap();
         assert_eq!(third.len(), 10_000);
         assert_eq!(third.describe(), by_id.to_string());
         seg.write_at(5, b"key").unwrap();
@@ -1368,7 +1598,7 @@ mod tests {
             "an anonymous segment has no name to remove"
         );
         let fd = seg.fd().unwrap().try_clone_to_owned().unwrap();
-        let other = Segment::from_fd(fd).unwrap();
+        let mut other = Segment::from_fd(fd).unwrap();
         assert_eq!(other.len(), 4096);
         assert_ne!(other.as_ptr(), seg.as_ptr());
         seg.write_at(4000, b"memfd").unwrap();

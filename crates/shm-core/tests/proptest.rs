@@ -183,7 +183,7 @@ proptest! {
 
     #[test]
     fn sizes_in_range_are_mapped_whole(size in 1u64..(1 << 20)) {
-        let seg = Segment::anonymous(size).expect("anonymous segment");
+        let mut seg = Segment::anonymous(size).expect("anonymous segment");
         prop_assert_eq!(seg.len() as u64, size);
         prop_assert_eq!(seg.stat().unwrap().size, size);
         let last = size as usize - 1;

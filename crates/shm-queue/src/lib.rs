@@ -123,6 +123,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;
+mod inspect;
 mod kill;
 // Who is attached, and when the name goes away.
 mod life;

@@ -135,18 +135,6 @@ impl Inner {
         live
     }
 
-    /// Live attached handles (reading only).
-    pub(crate) fn attached_live(&self) -> u64 {
-        self.ctl()
-            .attached
-            .iter()
-            .filter(|e| {
-                let who = e.load(Ordering::Relaxed);
-                who != 0 && self.ident_alive(who)
-            })
-            .count() as u64
-    }
-
     /// Gives our entry back and, as the last peer of a
     /// [`Lifetime::LastPeer`] queue, removes the name.
     fn leave(&self) {

@@ -249,10 +249,13 @@ impl Queue {
         Inner::open_or_create(id, opts, 0).map(|(i, c)| (Queue::wrap(i), c))
     }
 
-    /// Reads a queue's counters without attaching or registering: nothing
-    /// is written to the segment.
+    /// Reads a queue's counters without attaching or registering and
+    /// without writing anything: the control block is copied out through a
+    /// read-only mapping ([`shm_core::Snapshot`]), so read permission on
+    /// the segment is enough. Works for queues of bytes and of any message
+    /// type.
     pub fn inspect(id: &SegmentId) -> Result<Stats, QueueOpenError> {
-        Ok(Inner::open(id, &QueueOptions::new(), 0, false)?.stats())
+        crate::inspect::inspect(id)
     }
 
     pub(crate) fn wrap(inner: Inner) -> Queue {
@@ -382,7 +385,7 @@ impl Inner {
 
     /// A queue of an earlier format is refused with a message that says so,
     /// rather than as "another type".
-    fn old_format(id: &SegmentId, e: shm_core::OpenError) -> QueueOpenError {
+    pub(crate) fn old_format(id: &SegmentId, e: shm_core::OpenError) -> QueueOpenError {
         if let shm_core::OpenError::LayoutMismatch { found, .. } = &e
             && let Some((version, _)) = OLD_FORMATS
                 .iter()
@@ -638,24 +641,12 @@ impl Inner {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        let c = self.ctl();
-        let (head, tail) = self.ring().positions();
-        let taken = c.consumer.tombstones_taken.load(Ordering::Relaxed);
-        Stats {
-            len: tail.saturating_sub(head).min(self.cap),
-            capacity: self.cap,
-            slot_size: self.slot_size as u64,
-            sent: tail.saturating_sub(taken),
-            received: head.saturating_sub(taken),
-            blocked_sends: c.blocked_sends.load(Ordering::Relaxed),
-            blocked_recvs: c.blocked_recvs.load(Ordering::Relaxed),
-            producers: self.live(true),
-            consumers: self.live(false),
-            attached: self.attached_live(),
-            lifetime: self.lifetime,
-            closed: self.is_closed(),
-            recovered: c.recovered.load(Ordering::Relaxed),
-            abandoned: c.abandoned.load(Ordering::Relaxed),
-        }
+        crate::inspect::stats_of(
+            self.ctl(),
+            self.cap,
+            self.slot_size,
+            self.me_ident,
+            self.lifetime,
+        )
     }
 }

@@ -134,16 +134,6 @@ impl Inner {
             .count()
     }
 
-    /// Live entries of the producers' (`true`) or consumers' table.
-    pub(crate) fn live(&self, producers: bool) -> u64 {
-        (0..MAX_PEERS)
-            .filter(|&i| {
-                let who = self.registration(producers, i).ident();
-                who != 0 && self.holder_alive(who)
-            })
-            .count() as u64
-    }
-
     /// Whether `role`'s side had members and all of them are gone: the
     /// other side's disconnect condition (dead members count until a sweep
     /// clears them).

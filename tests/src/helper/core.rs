@@ -13,12 +13,17 @@
 //! | `core-slow-create` | ID GATE | creates; its init prints `initializing`, waits for the gate, sleeps 300 ms |
 //! | `core-open` | ID TIMEOUT_MS | `Shared::open`; prints the value or the error, then `elapsed_ms=` |
 //! | `core-denied` | ID | as `nobody` (if root), tries to open and remove |
+//! | `core-read-only` | ID | as `nobody` (if root), inspects a `Cell` segment read-only and tries to write through the handle |
+//! | `core-sigbus` | MODE ID | truncates a segment under its own mapping, after a sent `SIGBUS` or with the guard off |
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use shm_core::{HeaderInfo, InitState, OpenError, Segment, SegmentId, Shared, SharedOptions};
+use shm_core::{
+    AccessError, HeaderInfo, InitState, OpenError, Segment, SegmentId, Shared, SharedOptions,
+    Snapshot,
+};
 
 /// What the handshake tests put in a segment: `[MAGIC_VALUE, creator pid]`.
 pub type Cell = [AtomicU64; 2];
@@ -129,7 +134,7 @@ fn write(args: &[String]) -> Result<i32, String> {
 
 fn read(args: &[String]) -> Result<i32, String> {
     let (id, size, seed) = (id_arg(args, 0)?, u64_arg(args, 1)?, u64_arg(args, 2)?);
-    let seg = Segment::open(&id).map_err(|e| e.to_string())?;
+    let mut seg = Segment::open_read_only(&id).map_err(|e| e.to_string())?;
     if seg.len() as u64 != size {
         return Ok(fail(&format!("size {} instead of {size}", seg.len()), 1));
     }
@@ -238,17 +243,71 @@ fn open(args: &[String]) -> Result<i32, String> {
     }
 }
 
-/// Drops to uid and gid 65534 (`nobody`) when run as root, then tries to
-/// open and remove a segment it should not be allowed to touch.
-fn denied(args: &[String]) -> Result<i32, String> {
+/// Drops to uid and gid 65534 (`nobody`) when run as root.
+fn become_nobody() -> Result<(), String> {
     use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
-    let id = id_arg(args, 0)?;
     if Uid::effective().is_root() {
         setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
         setgid(Gid::from_raw(65534)).map_err(|e| format!("setgid: {e}"))?;
         setuid(Uid::from_raw(65534)).map_err(|e| format!("setuid: {e}"))?;
     }
     say(&format!("uid={}", Uid::effective()));
+    Ok(())
+}
+
+/// As `nobody` (when root), meets a `Cell` segment it may read but not
+/// write: the read-write open is refused, the read-only one works (header,
+/// a snapshot of the value, raw bytes), and every write through the
+/// read-only handle is refused with a typed error rather than a `SIGSEGV`.
+fn read_only(args: &[String]) -> Result<i32, String> {
+    let id = id_arg(args, 0)?;
+    become_nobody()?;
+    let variant_of = |r: Result<(), AccessError>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(AccessError::ReadOnly { .. }) => "ReadOnly".to_owned(),
+        Err(e) => format!("other ({e})"),
+    };
+    say(&format!(
+        "open={}",
+        Segment::open(&id).map_or_else(|e| variant(&e).to_owned(), |_| "ok".to_owned())
+    ));
+    let mut seg = match Segment::open_read_only(&id) {
+        Ok(s) => s,
+        Err(e) => return Ok(fail(&format!("open_read_only={}: {e}", variant(&e)), 1)),
+    };
+    say(&format!("read_only={}", seg.is_read_only()));
+    let header = HeaderInfo::read(&seg).map_err(|e| format!("header: {e}"))?;
+    say(&format!("kind={} state={:?}", header.kind, header.state));
+    let mut bytes = [0u8; 8];
+    let off = header.data_offset as usize;
+    seg.read_at(off, &mut bytes).map_err(|e| e.to_string())?;
+    say(&format!("raw={:#x}", u64::from_ne_bytes(bytes)));
+    let write = seg.write_at(off, &[0xff; 8]);
+    if let Err(e) = &write {
+        say(&format!("write-message: {e}"));
+    }
+    say(&format!("write={}", variant_of(write)));
+    say(&format!(
+        "view={}",
+        variant_of(seg.view::<AtomicU64>(off).map(drop))
+    ));
+    say(&format!("ptr={}", variant_of(seg.ptr_at(off, 8).map(drop))));
+    drop(seg);
+    match Snapshot::<Cell>::open(&id) {
+        Ok(s) => say(&format!(
+            "snapshot={:#x}",
+            s.get()[0].load(Ordering::Relaxed)
+        )),
+        Err(e) => say(&format!("snapshot={}: {e}", variant(&e))),
+    }
+    Ok(0)
+}
+
+/// Drops to uid and gid 65534 (`nobody`) when run as root, then tries to
+/// open and remove a segment it should not be allowed to touch.
+fn denied(args: &[String]) -> Result<i32, String> {
+    let id = id_arg(args, 0)?;
+    become_nobody()?;
     let show = |what: &str, r: Result<(), OpenError>| match r {
         Ok(()) => say(&format!("{what}=ok")),
         Err(e) => {
@@ -265,6 +324,43 @@ fn denied(args: &[String]) -> Result<i32, String> {
     Ok(0)
 }
 
+/// `core-sigbus MODE NAME`: maps a new 64 KiB POSIX segment `NAME`,
+/// truncates it to one page and touches a page past the end. `kill` first
+/// sends itself `SIGBUS` with `kill(2)`, as another process would; `off`
+/// first calls `disable_sigbus_guard`; `plain` does neither (run it with
+/// `SHM_SIGBUS_GUARD=0`). Prints what it saw; the test judges by the exit
+/// status (a death by `SIGBUS` is the expected end without the guard).
+fn sigbus(args: &[String]) -> Result<i32, String> {
+    use nix::sys::signal::{Signal, kill};
+    let mode = args.first().ok_or("mode")?.clone();
+    let id = id_arg(args, 1)?;
+    if mode == "off" {
+        say(&format!("disabled={}", shm_core::disable_sigbus_guard()));
+    }
+    let mut seg = Segment::create(&id, 64 * 1024, 0o600).map_err(|e| e.to_string())?;
+    seg.write_at(60_000, b"before").map_err(|e| e.to_string())?;
+    say(&format!("installed={}", shm_core::sigbus_guard_installed()));
+    if mode == "kill" {
+        kill(nix::unistd::getpid(), Signal::SIGBUS).map_err(|e| format!("kill: {e}"))?;
+        say("survived the sent SIGBUS");
+    }
+    let SegmentId::Posix(name) = &id else {
+        return Err("a POSIX name".into());
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/{}", name.file_name()))
+        .and_then(|f| f.set_len(4096))
+        .map_err(|e| format!("truncate: {e}"))?;
+    let mut back = [0xffu8; 6];
+    seg.read_at(60_000, &mut back).map_err(|e| e.to_string())?;
+    say(&format!(
+        "touched truncated={} bytes={back:?}",
+        seg.is_truncated()
+    ));
+    Ok(0)
+}
+
 /// Runs a `core-*` subcommand.
 pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
     let r = match cmd {
@@ -275,6 +371,8 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
         "core-slow-create" => slow_create(args),
         "core-open" => open(args),
         "core-denied" => denied(args),
+        "core-sigbus" => sigbus(args),
+        "core-read-only" => read_only(args),
         _ => return None,
     };
     Some(r.unwrap_or_else(|e| fail(&format!("{cmd}: {e}"), 2)))

@@ -144,7 +144,7 @@ fn describe(seg: &Segment) -> Result<(), String> {
 
 /// Touches every page: a segment whose pages were not really reserved would
 /// die here with `SIGBUS` instead of having failed at create.
-fn touch_all(seg: &Segment) -> Result<(), String> {
+fn touch_all(seg: &mut Segment) -> Result<(), String> {
     let page = vec![0xa5u8; 4096];
     let mut off = 0;
     while off < seg.len() {
@@ -167,7 +167,7 @@ fn create(args: &[String]) -> Result<i32, String> {
     match Segment::create(&id, size, mode) {
         Ok(mut seg) => {
             describe(&seg)?;
-            touch_all(&seg)?;
+            touch_all(&mut seg)?;
             // Left behind for another process; the test removes it.
             seg.set_owner(!keep);
             say("created=ok");
@@ -202,7 +202,7 @@ fn create_two(args: &[String]) -> Result<i32, String> {
 fn open(args: &[String]) -> Result<i32, String> {
     let id = id_arg(args, 0)?;
     match Segment::open(&id) {
-        Ok(seg) => {
+        Ok(mut seg) => {
             say(&format!("opened size={}", seg.len()));
             // Opened read-write means writable: prove it.
             seg.write_at(0, b"u")

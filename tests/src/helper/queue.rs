@@ -234,7 +234,8 @@ pub fn run(cmd: &str, args: &[String]) -> Option<i32> {
             let id: SegmentId = args[0].parse().expect("segment name");
             let seed: u64 = arg(args, 1, "seed");
             let millis: u64 = arg(args, 2, "millis");
-            let seg = shm_core::Segment::open(&id).unwrap_or_else(|e| fail(&format!("open: {e}")));
+            let mut seg =
+                shm_core::Segment::open(&id).unwrap_or_else(|e| fail(&format!("open: {e}")));
             let header =
                 shm_core::HeaderInfo::read(&seg).unwrap_or_else(|e| fail(&format!("header: {e}")));
             let data = header.data_offset as usize;

@@ -124,9 +124,10 @@ impl Tx for CondTx {
             .view::<AtomicU64>(off)
             .map_err(io::Error::other)?
             .store(len as u64, Ordering::Relaxed);
-        r.seg
-            .write_at(off + 8, &r.buf[..len])
-            .map_err(io::Error::other)?;
+        // SAFETY: this process holds no reference into a slot's payload
+        // (its views cover the index and length words only), and the lock
+        // gives this slot to us alone.
+        unsafe { r.seg.write_at_shared(off + 8, &r.buf[..len]) }.map_err(io::Error::other)?;
         r.head.store(head.wrapping_add(1), Ordering::Relaxed);
         g.signal(Cond::NotEmpty)?;
         Ok(())
@@ -171,8 +172,9 @@ impl Rx for CondRx {
                 .map_err(io::Error::other)?
                 .load(Ordering::Relaxed);
             let len = checked_len(raw, r.slot_size.min(r.buf.len()))?;
-            r.seg
-                .read_at(off + 8, &mut r.buf[..len])
+            // SAFETY: as in `send`: no reference into the payload, and the
+            // lock gives this slot to us alone.
+            unsafe { r.seg.read_at_shared(off + 8, &mut r.buf[..len]) }
                 .map_err(io::Error::other)?;
             r.tail.store(tail.wrapping_add(1), Ordering::Relaxed);
             g.signal(Cond::NotFull)?;

@@ -187,9 +187,11 @@ impl Tx for SpinTx {
             unsafe { slot::with_mut(self.ring.seg, off + 8, len, |s| fill(s)) }
                 .ok_or_else(|| io::Error::other("slot outside the segment"))?;
         } else {
-            self.ring
-                .seg
-                .write_at(off + 8, &self.buf[..len])
+            // SAFETY: this process holds no reference into a slot's payload
+            // outside `slot::with_mut`/`with_ref` (not running now; its
+            // views cover the index and length words only), and slot `pos`
+            // is ours until `head` passes it (see the in-place branch).
+            unsafe { self.ring.seg.write_at_shared(off + 8, &self.buf[..len]) }
                 .map_err(io::Error::other)?;
         }
         self.pos = self.pos.wrapping_add(1);
@@ -259,9 +261,9 @@ impl Rx for SpinRx {
             self.ring.tail.store(self.pos, Ordering::Release);
             r
         } else {
-            self.ring
-                .seg
-                .read_at(off + 8, &mut self.buf[..len])
+            // SAFETY: as in `send`: no reference into the payload here, and
+            // slot `pos` is ours until `tail` passes it.
+            unsafe { self.ring.seg.read_at_shared(off + 8, &mut self.buf[..len]) }
                 .map_err(io::Error::other)?;
             self.pos = self.pos.wrapping_add(1);
             self.ring.tail.store(self.pos, Ordering::Release);

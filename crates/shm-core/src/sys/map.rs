@@ -19,15 +19,17 @@ pub(crate) enum MapKind {
     Shmat,
 }
 
-/// Pages of a segment mapped read-write into this process.
+/// Pages of a segment mapped into this process.
 ///
-/// Invariant: `ptr..ptr+len` is mapped `PROT_READ|PROT_WRITE` and shared for
-/// as long as the value lives.
+/// Invariant: `ptr..ptr+len` is mapped shared, `PROT_READ|PROT_WRITE` when
+/// `writable` and `PROT_READ` otherwise, for as long as the value lives.
 #[derive(Debug)]
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
     kind: MapKind,
+    /// Whether the pages may be written (else `PROT_READ` / `SHM_RDONLY`).
+    writable: bool,
     /// Entry in the SIGBUS guard's table (file mappings only: a System V
     /// segment cannot be truncated).
     guard: Option<usize>,
@@ -40,34 +42,36 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0)`.
-    pub(crate) fn mmap(fd: BorrowedFd<'_>, len: NonZeroUsize) -> io::Result<Self> {
+    /// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0)`, or
+    /// `PROT_READ` alone when not `writable` (a descriptor opened
+    /// `O_RDONLY` can be mapped no other way).
+    pub(crate) fn mmap(fd: BorrowedFd<'_>, len: NonZeroUsize, writable: bool) -> io::Result<Self> {
+        let prot = if writable {
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
+        } else {
+            ProtFlags::PROT_READ
+        };
         // SAFETY: a fresh shared mapping at an address the kernel picks
         // overlaps no Rust object; `fd` is a valid open descriptor.
-        let ptr = unsafe {
-            nix::sys::mman::mmap(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                fd,
-                0,
-            )
-        }?;
+        let ptr = unsafe { nix::sys::mman::mmap(None, len, prot, MapFlags::MAP_SHARED, fd, 0) }?;
         let guard = super::sigbus::register(ptr.as_ptr() as usize, len.get());
         Ok(Mapping {
             ptr: ptr.cast(),
             len: len.get(),
             kind: MapKind::Mmap,
+            writable,
             guard,
         })
     }
 
-    /// `shmat(shmid, NULL, 0)`: attaches a System V segment read-write.
-    pub(crate) fn shmat(shmid: i32, len: NonZeroUsize) -> io::Result<Self> {
+    /// `shmat(shmid, NULL, 0)`: attaches a System V segment read-write, or
+    /// with `SHM_RDONLY` when not `writable`.
+    #[doc(alias = "SHM_RDONLY")]
+    pub(crate) fn shmat(shmid: i32, len: NonZeroUsize, writable: bool) -> io::Result<Self> {
+        let flags = if writable { 0 } else { libc::SHM_RDONLY };
         // SAFETY: with a null address the kernel picks a free range, which
         // overlaps no Rust object.
-        let ptr = unsafe { libc::shmat(shmid, std::ptr::null(), 0) };
+        let ptr = unsafe { libc::shmat(shmid, std::ptr::null(), flags) };
         if ptr as isize == -1 {
             return Err(io::Error::last_os_error());
         }
@@ -77,6 +81,7 @@ impl Mapping {
             ptr,
             len: len.get(),
             kind: MapKind::Shmat,
+            writable,
             guard: None,
         })
     }
@@ -123,21 +128,48 @@ impl Mapping {
     }
 
     /// Copies `data` in at `offset`; `false` (and nothing written) if out of
-    /// bounds.
+    /// bounds or the mapping is read-only.
     pub(crate) fn write_at(&self, offset: usize, data: &[u8]) -> bool {
-        if !self.contains(offset, data.len(), 1) {
+        if !self.writable || !self.contains(offset, data.len(), 1) {
             return false;
         }
-        // SAFETY: `contains` proved the range lies inside this live,
-        // writable mapping.
+        // SAFETY: `contains` proved the range lies inside this live
+        // mapping, which is writable (checked above).
         unsafe { copy_to_shared(data, self.ptr.as_ptr().add(offset)) };
         true
     }
 
-    /// A `&T` at `offset`, if in bounds and aligned.
+    /// A private copy of the `T` at `offset`, if in bounds. Needs no
+    /// alignment and no writable mapping: the bytes are copied into a new
+    /// box, which holds a valid `T` whatever they were (`T: ShmSafe`).
+    pub(crate) fn read_boxed<T: crate::ShmSafe>(&self, offset: usize) -> Option<Box<T>> {
+        if !self.contains(offset, size_of::<T>(), 1) {
+            return None;
+        }
+        let mut b = Box::<T>::new_uninit();
+        // SAFETY: `contains` proved the source range lies inside this live
+        // mapping; the box is private memory of `size_of::<T>()` bytes, so
+        // the ranges cannot overlap.
+        // The destination is uninitialized, so it is written through a raw
+        // pointer, never a `&mut [u8]`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                b.as_mut_ptr().cast::<u8>(),
+                size_of::<T>(),
+            )
+        };
+        // SAFETY: every byte was written just above, and `T: ShmSafe` makes
+        // every bit pattern a valid `T`.
+        Some(unsafe { b.assume_init() })
+    }
+
+    /// A `&T` at `offset`, if in bounds and aligned and the mapping is
+    /// writable (an atomic store through a `&T` over `PROT_READ` pages
+    /// would fault).
     #[inline]
     pub(crate) fn view<T: crate::ShmShared>(&self, offset: usize) -> Option<&T> {
-        if !self.contains(offset, size_of::<T>(), align_of::<T>()) {
+        if !self.writable || !self.contains(offset, size_of::<T>(), align_of::<T>()) {
             return None;
         }
         // SAFETY: in bounds and aligned (checked above); the mapping lives as

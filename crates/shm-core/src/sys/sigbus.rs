@@ -15,6 +15,19 @@
 //! The table has [`SLOTS`] entries; a mapping that finds it full is simply
 //! not protected.
 //!
+//! # Installed once, kept installed, opt-out
+//!
+//! The handler is process-wide. It is installed by the first mapping (not
+//! before), unless [`disable`] ran first or `SHM_SIGBUS_GUARD=0` is set in
+//! the environment. A `SIGBUS` sent with `kill`/`sigqueue`/`tgkill` is
+//! handed to the previous handler; if that one changes the disposition (Rust's
+//! own stack-overflow handler resets it to the default action and returns),
+//! the new disposition becomes the one chained to and ours is put back, so
+//! the guard survives the signal and the process sees what it would have
+//! seen without the guard. A fault that is not ours is never answered by
+//! putting ours back (the access would fault forever): it ends the process
+//! as before.
+//!
 //! # The slot protocol
 //!
 //! | `start` | meaning |
@@ -33,7 +46,6 @@
 //! fault is being handled.
 
 use std::sync::Once;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Mappings that can be protected at once.
@@ -59,8 +71,13 @@ const FREE: Slot = Slot {
 
 static TABLE: [Slot; SLOTS] = [FREE; SLOTS];
 static INSTALL: Once = Once::new();
-/// The action that was installed before ours, to chain to.
-static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+/// Whether our handler was installed.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// The action to chain to: `sa_sigaction` of the one installed before ours
+/// (`SIG_DFL` until read), or what it changed the disposition to since.
+static PREV_ACTION: AtomicUsize = AtomicUsize::new(libc::SIG_DFL);
+/// Whether [`PREV_ACTION`] takes `SA_SIGINFO` arguments.
+static PREV_SIGINFO: AtomicBool = AtomicBool::new(false);
 /// The page size, read once before the handler is installed (`sysconf` is
 /// not on the async-signal-safe list).
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(4096);
@@ -104,8 +121,42 @@ pub(crate) fn is_truncated(index: usize) -> bool {
         .is_some_and(|s| s.truncated.load(Ordering::Acquire))
 }
 
+/// Our `sigaction`: the handler with `SA_SIGINFO | SA_ONSTACK |
+/// SA_NODEFER` and an empty mask. Async-signal-safe (`sigemptyset` is on
+/// the list), so the handler can rebuild it.
+fn our_action() -> libc::sigaction {
+    // SAFETY: `sigaction` structs are plain C data; all-zero is valid.
+    let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
+    new.sa_sigaction = handler as *const () as usize;
+    new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+    // SAFETY: `sa_mask` is a valid, writable sigset_t.
+    unsafe { libc::sigemptyset(&mut new.sa_mask) };
+    new
+}
+
+/// Records `prev` as the action to chain to.
+fn set_previous(prev: &libc::sigaction) {
+    PREV_SIGINFO.store(prev.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
+    PREV_ACTION.store(prev.sa_sigaction, Ordering::Release);
+}
+
+/// Keeps the handler from ever being installed in this process; `false` if
+/// it already is (it stays). See [`crate::disable_sigbus_guard`].
+pub(crate) fn disable() -> bool {
+    INSTALL.call_once(|| {});
+    !INSTALLED.load(Ordering::Acquire)
+}
+
+/// Whether the handler is installed.
+pub(crate) fn installed() -> bool {
+    INSTALLED.load(Ordering::Acquire)
+}
+
 fn install() {
     INSTALL.call_once(|| {
+        if std::env::var_os("SHM_SIGBUS_GUARD").is_some_and(|v| v == "0") {
+            return;
+        }
         // SAFETY: sysconf has no memory arguments.
         let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         if let Ok(p) = usize::try_from(p)
@@ -113,13 +164,8 @@ fn install() {
         {
             PAGE_SIZE.store(p, Ordering::Relaxed);
         }
+        let new = our_action();
         // SAFETY: `sigaction` structs are plain C data; all-zero is valid.
-        let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
-        new.sa_sigaction = handler as *const () as usize;
-        new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
-        // SAFETY: `sa_mask` is a valid, writable sigset_t.
-        unsafe { libc::sigemptyset(&mut new.sa_mask) };
-        // SAFETY: as above.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
         // Read the previous action and record it *before* installing ours,
         // so that a SIGBUS arriving right after the install finds it.
@@ -128,12 +174,31 @@ fn install() {
         if unsafe { libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) } != 0 {
             return;
         }
-        let _ = PREVIOUS.set(old);
+        set_previous(&old);
         // SAFETY: `new` is valid for the call; the handler is an
         // `extern "C"` function with the SA_SIGINFO signature; a null
         // old-action pointer is allowed.
-        unsafe { libc::sigaction(libc::SIGBUS, &new, std::ptr::null_mut()) };
+        if unsafe { libc::sigaction(libc::SIGBUS, &new, std::ptr::null_mut()) } == 0 {
+            INSTALLED.store(true, Ordering::Release);
+        }
     });
+}
+
+/// After a previous handler ran for a *sent* `SIGBUS`: puts ours back if it
+/// changed the disposition, and chains to what it changed it to from now
+/// on. Only `sigaction` and atomics: async-signal-safe.
+fn reinstall_after_sent() {
+    let ours = our_action();
+    // SAFETY: plain C data; all-zero is valid.
+    let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: `ours` is valid for the call, `now` valid and writable; the
+    // handler has the SA_SIGINFO signature.
+    if unsafe { libc::sigaction(libc::SIGBUS, &ours, &mut now) } != 0 {
+        return;
+    }
+    if now.sa_sigaction != ours.sa_sigaction {
+        set_previous(&now);
+    }
 }
 
 /// Saves `errno` and puts it back on drop: the handler's system calls must
@@ -156,8 +221,8 @@ impl Drop for SavedErrno {
 }
 
 /// The `SIGBUS` handler. Only async-signal-safe work: atomic loads and
-/// stores (`OnceLock::get` is one Acquire load), `mmap`, `sigaction`,
-/// `raise`, and a call to the previous handler.
+/// stores, `mmap`, `sigaction`, `sigemptyset`, `raise`, and a call to the
+/// previous handler.
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let _errno = SavedErrno::save();
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
@@ -176,25 +241,34 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         }
     }
     // Not ours: hand it to whoever was there before.
-    match PREVIOUS.get() {
+    let prev = PREV_ACTION.load(Ordering::Acquire);
+    let siginfo = PREV_SIGINFO.load(Ordering::Relaxed);
+    let sent = code <= 0;
+    match prev {
         // A sent SIGBUS that was ignored before us stays ignored. (A fault
         // with SIG_IGN is not ignorable: the kernel forces the default
         // action, as the last arm does.)
-        Some(prev) if prev.sa_sigaction == libc::SIG_IGN && code <= 0 => {}
-        Some(prev) if prev.sa_flags & libc::SA_SIGINFO != 0 && prev.sa_sigaction > 1 => {
+        libc::SIG_IGN if sent => {}
+        p if p > libc::SIG_IGN && siginfo => {
             // SAFETY: a value other than SIG_DFL (0) and SIG_IGN (1) is the
             // address of a handler function, so non-null; it was installed
             // with SA_SIGINFO, so it has this signature; we pass on the
             // kernel's arguments.
             let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                unsafe { std::mem::transmute(prev.sa_sigaction) };
+                unsafe { std::mem::transmute(p) };
             f(sig, info, ctx);
+            if sent {
+                reinstall_after_sent();
+            }
         }
-        Some(prev) if prev.sa_sigaction > 1 => {
+        p if p > libc::SIG_IGN => {
             // SAFETY: as above, the address of a plain handler installed
             // without SA_SIGINFO, so it has this signature.
-            let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(prev.sa_sigaction) };
+            let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(p) };
             f(sig);
+            if sent {
+                reinstall_after_sent();
+            }
         }
         _ => {
             // Default action: restore it and return; the access faults
@@ -204,10 +278,10 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
             dfl.sa_sigaction = libc::SIG_DFL;
             // SAFETY: a valid struct; a null old-action pointer is allowed.
             unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
-            if code <= 0 {
+            if sent {
                 // Sent, not a fault: returning would not repeat it, so
                 // deliver it again now under the default action (SIGBUS is
-                // not blocked here: SA_NODEFER).
+                // not blocked here: SA_NODEFER), which ends the process.
                 // SAFETY: raise is async-signal-safe and has no memory
                 // arguments.
                 unsafe { libc::raise(sig) };
