@@ -60,3 +60,7 @@ pub use name::{MAX_POSIX_NAME, PosixName, SegmentId};
 pub use process::ProcessId;
 pub use segment::{Backend, CreateMode, DEFAULT_MODE, MAX_SEGMENT_SIZE, Segment, Stat, remove};
 pub use shareable::{Fingerprint, ShmSafe, ShmShared, combine_type_ids, type_id};
+/// `#[derive(ShmSafe)]` and `#[derive(ShmShared)]` (feature `derive`): see
+/// the [`shm_derive`] crate for what they check.
+#[cfg(feature = "derive")]
+pub use shm_derive::{ShmSafe, ShmShared};
