@@ -28,6 +28,8 @@ const EMPTY_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The kernel API behind a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum Backend {
     /// `shm_open`/`mmap`: a file in `/dev/shm`.
     Posix,

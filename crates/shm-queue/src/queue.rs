@@ -133,6 +133,7 @@ impl QueueOptions {
 
 /// A snapshot of a queue's counters, read without taking part in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Stats {
     /// Messages in the queue (committed or being written, not yet taken).
     pub len: u64,
