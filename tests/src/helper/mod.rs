@@ -7,6 +7,7 @@ pub mod queue;
 #[allow(unsafe_code)]
 pub mod storm;
 pub mod sync;
+pub mod typed;
 
 /// Runs subcommand `cmd` with `args`; the exit code, or `None` if unknown.
 pub fn dispatch(cmd: &str, args: &[String]) -> Option<i32> {
@@ -15,4 +16,5 @@ pub fn dispatch(cmd: &str, args: &[String]) -> Option<i32> {
         .or_else(|| queue::run(cmd, args))
         .or_else(|| limits::run(cmd, args))
         .or_else(|| storm::run(cmd, args))
+        .or_else(|| typed::run(cmd, args))
 }
