@@ -39,6 +39,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;
+pub mod fdpass;
 mod header;
 pub mod list;
 mod name;
