@@ -22,15 +22,14 @@ use shm_tests::{Cleanup, Proc, read_line, spawn, spawn_env, unique_posix};
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn queue(id: &SegmentId) -> Queue {
-    let q = Queue::create(
+    Queue::create(
         id,
         &QueueOptions::new()
             .capacity(4)
             .slot_size(64)
             .lifetime(Lifetime::Persistent),
     )
-    .expect("create");
-    q
+    .expect("create")
 }
 
 fn died_by_sigkill(p: Proc, point: &str) -> String {

@@ -18,15 +18,14 @@ use shm_tests::{Cleanup, read_line, spawn, spawn_env, unique_posix};
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn queue(id: &SegmentId) -> Queue {
-    let q = Queue::create(
+    Queue::create(
         id,
         &QueueOptions::new()
             .capacity(4)
             .slot_size(64)
             .lifetime(Lifetime::Persistent),
     )
-    .expect("create");
-    q
+    .expect("create")
 }
 
 /// `r P SEQ` lines.
