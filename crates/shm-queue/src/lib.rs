@@ -91,7 +91,7 @@
 //! afterwards is checked; an impossible value gives a [`Corrupted`] error,
 //! never an out-of-bounds access, a panic or a wait on an impossible state.
 //! A segment of an older format ([`FORMAT_VERSION`]) is refused with
-//! [`OpenError::OldFormat`].
+//! [`QueueOpenError::OldFormat`].
 //!
 //! # Layout
 //!
