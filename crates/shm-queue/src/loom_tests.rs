@@ -60,7 +60,9 @@ use loom::sync::Arc;
 use loom::thread;
 use shm_sync::{Slept, WaitWord};
 
-use crate::layout::{ConsumerLine, Control, FULL, ProducerLine, Registration, SKIP, SlotHeader};
+use crate::layout::{
+    ConsumerLine, Control, FULL, LifeLine, ProducerLine, Registration, SKIP, SlotHeader,
+};
 use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use crate::ring::{Bad, Claim, Ring, Side, Slots, WaitOn};
 
@@ -136,6 +138,12 @@ impl Model {
                 consumers: std::array::from_fn(|i| {
                     registration(CONSUMER.get(i).copied().unwrap_or(0))
                 }),
+                life: LifeLine {
+                    lifetime: AtomicU32::new(0),
+                    _pad: AtomicU32::new(0),
+                    retire: AtomicU64::new(0),
+                },
+                attached: std::array::from_fn(|_| AtomicU64::new(0)),
             },
             slots: Headers(
                 (0..cap)
