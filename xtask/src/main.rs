@@ -10,6 +10,8 @@
 //! and fails if the task left new ones behind.
 #![forbid(unsafe_code)]
 
+mod examples;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::env;
 use std::ffi::{OsStr, OsString};
@@ -27,8 +29,11 @@ usage: cargo xtask <command> [args]
 
 commands:
   ci                         everything CI runs, in order, stopping at the first
-                             failure: fmt, clippy, test, doc, test-multiproc,
-                             loom, bench --quick, then the leftover check
+                             failure: fmt, clippy, test, examples, doc,
+                             test-multiproc, loom, bench --quick, then the
+                             leftover check
+  examples                   runs every example (two processes each) with a
+                             timeout; fails if one fails or leaves a segment
   test-multiproc [--chaos] [--rounds N] [--seed S] [-- TEST-ARGS...]
                              multi-process tests (package shm-tests, release);
                              the flags become SHM_CHAOS=1, SHM_CHAOS_ROUNDS,
@@ -131,6 +136,10 @@ fn run(args: &[OsString]) -> Result {
         "ci" => {
             no_args(cmd, rest)?;
             x.ci()
+        }
+        "examples" => {
+            no_args(cmd, rest)?;
+            x.examples()
         }
         "test-multiproc" => {
             let opts = MultiprocOpts::parse(rest)?;
@@ -285,6 +294,7 @@ impl Xtask {
             CiStep::Test => {
                 run_cmd(&mut self.cargo(["test", "--workspace", "--exclude", "shm-tests"]))
             }
+            CiStep::Examples => self.examples(),
             CiStep::Doc => {
                 let mut cmd = self.cargo(["doc", "--workspace", "--no-deps"]);
                 cmd.env("RUSTDOCFLAGS", "-D warnings");
@@ -453,6 +463,7 @@ enum CiStep {
     Fmt,
     Clippy,
     Test,
+    Examples,
     Doc,
     Multiproc,
     Loom,
@@ -461,10 +472,11 @@ enum CiStep {
 }
 
 impl CiStep {
-    const ALL: [CiStep; 8] = [
+    const ALL: [CiStep; 9] = [
         CiStep::Fmt,
         CiStep::Clippy,
         CiStep::Test,
+        CiStep::Examples,
         CiStep::Doc,
         CiStep::Multiproc,
         CiStep::Loom,
@@ -477,6 +489,7 @@ impl CiStep {
             CiStep::Fmt => "fmt",
             CiStep::Clippy => "clippy",
             CiStep::Test => "test",
+            CiStep::Examples => "examples",
             CiStep::Doc => "doc",
             CiStep::Multiproc => "test-multiproc",
             CiStep::Loom => "loom",

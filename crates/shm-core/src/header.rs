@@ -150,6 +150,8 @@ pub type InitError = Box<dyn Error + Send + Sync>;
 
 /// The init state recorded in a header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum InitState {
     /// The creator is (or was, if it died) still initializing.
     Initializing,
@@ -194,6 +196,7 @@ impl Error for HeaderError {}
 
 /// A decoded, validated header.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HeaderInfo {
     /// The init state.
     pub state: InitState,

@@ -57,6 +57,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;
+pub mod fdpass;
 mod header;
 mod kill;
 pub mod list;
@@ -82,3 +83,7 @@ pub use segment::{
     remove, sigbus_guard_installed,
 };
 pub use shareable::{Fingerprint, ShmSafe, ShmShared, combine_type_ids, type_id};
+/// `#[derive(ShmSafe)]` and `#[derive(ShmShared)]` (feature `derive`): see
+/// the [`shm_derive`] crate for what they check.
+#[cfg(feature = "derive")]
+pub use shm_derive::{ShmSafe, ShmShared};

@@ -43,6 +43,7 @@ pub const DEV_SHM: &str = "/dev/shm";
 /// One line of `/proc/sysvipc/shm`: what the kernel knows of a System V
 /// segment, read without attaching to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SysvEntry {
     /// The key (0 for `IPC_PRIVATE`).
     pub key: i32,
@@ -116,6 +117,7 @@ pub fn sysv_entries() -> io::Result<Vec<SysvEntry>> {
 /// One segment on this machine, of either backend, with the processes that
 /// hold it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SegmentInfo {
     /// [`Backend::Posix`] or [`Backend::SysV`].
     pub backend: Backend,
@@ -199,6 +201,7 @@ impl SegmentInfo {
 
 /// What [`segments`] found, and what it could not read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Listing {
     /// The segments: POSIX ones by name, then System V ones by shmid.
     pub entries: Vec<SegmentInfo>,
@@ -585,6 +588,7 @@ pub fn segments() -> io::Result<Listing> {
 
 /// Size and free space of a filesystem, from `statvfs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct FsUsage {
     /// Total bytes.
     pub total: u64,

@@ -36,6 +36,7 @@ use std::fmt;
 /// namespace: see the module docs). A recycled PID has another start time,
 /// so a record of a dead process is never mistaken for a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ProcessId {
     /// The PID.
     pub pid: u32,

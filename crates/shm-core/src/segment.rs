@@ -51,6 +51,8 @@ pub fn sigbus_guard_installed() -> bool {
 
 /// The kernel API behind a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum Backend {
     /// `shm_open`/`mmap`: a file in `/dev/shm`.
     Posix,

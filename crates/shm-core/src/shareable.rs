@@ -146,6 +146,7 @@ unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {
 /// Size, alignment and type id of a type placed in a segment; recorded in the
 /// segment header by the creator and checked by every opener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Fingerprint {
     /// `size_of::<T>()`.
     pub size: u64,

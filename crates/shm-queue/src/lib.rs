@@ -143,6 +143,8 @@ mod ring;
 // Only calls into `slots`, each with its SAFETY argument.
 #[allow(unsafe_code)]
 mod sender;
+#[cfg(feature = "serde")]
+pub mod serde_msg;
 mod slots;
 mod typed;
 mod wait;
@@ -155,7 +157,13 @@ pub use layout::{FORMAT_VERSION, MAX_ATTACHED, MAX_PEERS};
 pub use queue::{KIND, Lifetime, MAX_CAPACITY, MAX_SLOT_SIZE, Queue, QueueOptions, Stats};
 pub use receiver::{IntoIter, Iter, Receiver, TryIter};
 pub use sender::Sender;
-/// The segment types a queue user needs, from [`shm_core`].
+#[cfg(feature = "serde")]
+pub use serde_msg::SerdeError;
+/// shm-core itself, for a user who depends only on shm-queue (write
+/// `#[shm(crate = "shm_queue::shm_core")]` on a derived message type).
+pub use shm_core;
+/// The segment types a queue user needs, from [`shm_core`] (with feature
+/// `derive`, `ShmSafe` is the derive macro too).
 pub use shm_core::{SegmentId, ShmSafe};
 pub use typed::{TypedQueue, TypedReceiver, TypedSender};
 #[cfg(all(test, shm_loom))]

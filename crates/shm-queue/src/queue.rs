@@ -37,6 +37,11 @@ pub struct QueueOptions {
 /// When a queue's name goes away. Chosen by the creator and recorded in
 /// the segment, so every process follows the same rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 #[non_exhaustive]
 pub enum Lifetime {
     /// The default: the name is removed when the last attached handle (a
@@ -133,6 +138,7 @@ impl QueueOptions {
 
 /// A snapshot of a queue's counters, read without taking part in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Stats {
     /// Messages in the queue (committed or being written, not yet taken).
     pub len: u64,

@@ -17,6 +17,35 @@ use crate::{Receiver, Sender};
 /// recorded in the segment; opening with another `T` fails with
 /// [`QueueOpenError::WrongMessageType`]. Like [`Queue`], it is a cheap
 /// handle to clone, and its senders and receivers own their handle.
+///
+/// The message type is plain `#[repr(C)]` data: derive [`ShmSafe`] for it
+/// (feature `derive`), no `unsafe` needed.
+///
+/// ```
+/// use shm_queue::{QueueOptions, RecvError, SegmentId, ShmSafe, TypedQueue};
+///
+/// #[derive(Clone, Copy, Debug, PartialEq, ShmSafe)]
+/// #[repr(C)]
+/// struct Point {
+///     x: i32,
+///     y: i32,
+/// }
+///
+/// let id = SegmentId::posix(&format!("/doc-typed-{}", std::process::id()))?;
+/// // The slot size is `size_of::<Point>()`; the type id is recorded.
+/// let queue = TypedQueue::<Point>::create(&id, &QueueOptions::new().capacity(8))?;
+/// // Another process opens it as `TypedQueue::<Point>::open(&id)`; another
+/// // type is refused.
+/// assert!(TypedQueue::<[u32; 2]>::open(&id).is_err());
+/// let rx = queue.receiver()?;
+/// {
+///     let tx = queue.sender()?;
+///     tx.send(Point { x: 1, y: 2 })?;
+/// }
+/// assert_eq!(rx.recv()?, Point { x: 1, y: 2 });
+/// assert_eq!(rx.recv(), Err(RecvError::Disconnected));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct TypedQueue<T: ShmSafe + Copy> {
     inner: Queue,

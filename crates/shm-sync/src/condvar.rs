@@ -49,15 +49,13 @@ use crate::sys::{self, pthread::E_UNINIT, pthread::RawCond};
 /// # Example
 ///
 /// ```
-/// use shm_core::{Shared, SharedOptions};
+/// use shm_core::{Shared, SharedOptions, ShmSafe, ShmShared};
 /// use shm_sync::{Condvar, Mutex};
 ///
+/// // The derives (shm-core feature `derive`) check the repr and the fields.
+/// #[derive(ShmSafe, ShmShared)]
 /// #[repr(C)]
 /// struct Flag { m: Mutex<u32>, cv: Condvar }
-/// // SAFETY: repr(C) of two ShmSafe fields.
-/// unsafe impl shm_core::ShmSafe for Flag { const TYPE_ID: u64 = shm_core::type_id("doc::Flag"); }
-/// // SAFETY: both fields keep every byte in atomics or `UnsafeCell`s.
-/// unsafe impl shm_core::ShmShared for Flag {}
 ///
 /// let s = Shared::<Flag>::create_anonymous(&SharedOptions::new(), |f| {
 ///     f.m.init(0)?;

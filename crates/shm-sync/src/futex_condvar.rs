@@ -53,6 +53,41 @@ use crate::wait_word::{MAX_WAIT_VALUE, Slept, WaitWord};
 /// | offset | size | field |
 /// |---|---|---|
 /// | 0 | 8 | `word`: a [`WaitWord`], `notifications << 1 \| sleepers` |
+///
+/// # Example
+///
+/// A flag under a robust mutex, waited for with the futex condvar (two
+/// threads here; two processes open the same segment by name instead, as
+/// the `mutex_condvar` example of this crate does).
+///
+/// ```
+/// use shm_core::{Shared, SharedOptions, ShmSafe, ShmShared};
+/// use shm_sync::{FutexCondvar, Mutex};
+///
+/// // The derives (shm-core feature `derive`) check the repr and the fields.
+/// #[derive(ShmSafe, ShmShared)]
+/// #[repr(C)]
+/// struct Flag {
+///     m: Mutex<u32>,
+///     cv: FutexCondvar,
+/// }
+///
+/// let s = Shared::<Flag>::create_anonymous(&SharedOptions::new(), |f| {
+///     f.m.init(0)?;
+///     Ok(f.cv.init()?)
+/// })?;
+/// std::thread::scope(|t| {
+///     t.spawn(|| {
+///         *s.get().m.lock().unwrap() = 1;
+///         s.get().cv.notify_all();
+///     });
+///     let g = s.get().m.lock().unwrap();
+///     // Sleeps (no CPU) until notified and the value changed.
+///     let g = s.get().cv.wait_while(g, |v| *v == 0).unwrap();
+///     assert_eq!(*g, 1);
+/// });
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[repr(C)]
 pub struct FutexCondvar {
     /// The number of notifications so far (mod 2⁶³), as the value of a

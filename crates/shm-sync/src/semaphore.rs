@@ -48,6 +48,40 @@ use crate::wait_word::{Slept, WaitWord};
 /// never posts its token back (as with any semaphore). One killed while
 /// sleeping can leave the sleepers flag set, which only costs the next
 /// `post` a needless `FUTEX_WAKE`; the count stays exact.
+///
+/// # Example
+///
+/// At most two workers at a time, counted in a segment (threads here; any
+/// process that opens the segment by name takes part the same way).
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::time::Duration;
+/// use shm_core::{SegmentId, Shared, SharedOptions};
+/// use shm_sync::Semaphore;
+///
+/// let id = SegmentId::posix(&format!("/doc-sem-{}", std::process::id()))?;
+/// let slots = Shared::<Semaphore>::create(&id, &SharedOptions::new(), |s| {
+///     s.init(2);
+///     Ok(())
+/// })?;
+/// let busy = AtomicU32::new(0);
+/// std::thread::scope(|t| {
+///     for _ in 0..4 {
+///         t.spawn(|| {
+///             // Another process: Shared::<Semaphore>::open(&id, ..).
+///             assert!(slots.get().wait_timeout(Duration::from_secs(10)));
+///             assert!(busy.fetch_add(1, Ordering::SeqCst) < 2);
+///             std::thread::sleep(Duration::from_millis(5));
+///             busy.fetch_sub(1, Ordering::SeqCst);
+///             slots.get().post().unwrap();
+///         });
+///     }
+/// });
+/// assert_eq!(slots.get().value(), 2);
+/// slots.segment().remove()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[repr(C)]
 pub struct Semaphore {
     /// The count, as the value of a [`WaitWord`] (the flag is the

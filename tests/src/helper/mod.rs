@@ -8,6 +8,7 @@ pub mod queue;
 #[allow(unsafe_code)]
 pub mod storm;
 pub mod sync;
+pub mod typed;
 
 /// Runs subcommand `cmd` with `args`; the exit code, or `None` if unknown.
 pub fn dispatch(cmd: &str, args: &[String]) -> Option<i32> {
@@ -17,4 +18,5 @@ pub fn dispatch(cmd: &str, args: &[String]) -> Option<i32> {
         .or_else(|| limits::run(cmd, args))
         .or_else(|| storm::run(cmd, args))
         .or_else(|| life::run(cmd, args))
+        .or_else(|| typed::run(cmd, args))
 }

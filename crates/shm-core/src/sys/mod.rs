@@ -8,6 +8,7 @@
 // clippy.toml disallows everywhere else.
 #![allow(clippy::disallowed_methods)]
 
+pub(crate) mod fdpass;
 pub(crate) mod map;
 pub(crate) mod posix;
 pub(crate) mod sigbus;

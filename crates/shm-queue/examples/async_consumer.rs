@@ -1,0 +1,135 @@
+//! An async consumer on tokio, fed by a producer in another process.
+//!
+//! Run it with `cargo run -p shm-queue --features tokio --example
+//! async_consumer`. The parent creates the queue and consumes with
+//! `recv_async`; it starts itself again as a plain blocking producer.
+//!
+//! What it shows:
+//!
+//! - `Receiver::recv_async`: waits without blocking the runtime's thread
+//!   (a single-threaded runtime here), so other tasks keep running; the
+//!   ticker task below proves it;
+//! - it is cancel-safe: the `select!` with a deadline may drop a pending
+//!   receive without losing a message;
+//! - disconnect arrives as `RecvError::Disconnected` after draining.
+
+use std::process::{Child, Command, ExitCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use shm_core::SegmentId;
+use shm_queue::{Queue, QueueOptions, RecvError};
+
+const MESSAGES: u64 = 2_000;
+
+type Error = Box<dyn std::error::Error>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let result = match args.get(1).map(String::as_str) {
+        Some("producer") => produce(&args[2]),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::from)
+            .and_then(|rt| rt.block_on(consume())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Kills and reaps the child if the parent fails before waiting for it.
+struct Reap(Option<Child>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn consume() -> Result<(), Error> {
+    let name = format!("/shmrs-demo-async-{}", std::process::id());
+    let id = SegmentId::posix(&name)?;
+    let queue = Queue::create(&id, &QueueOptions::new().capacity(16).slot_size(64))?;
+    let mut rx = queue.receiver()?;
+    println!("[consumer {}] created {name}", std::process::id());
+    let mut child = Reap(Some(
+        Command::new(std::env::current_exe()?)
+            .args(["producer", &name])
+            .spawn()?,
+    ));
+
+    // Another task on the same thread: it runs while we wait for messages.
+    let ticks = Arc::new(AtomicU64::new(0));
+    let ticker = tokio::spawn({
+        let ticks = Arc::clone(&ticks);
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                ticks.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+
+    let mut expected = 0u64;
+    let mut timeouts = 0u64;
+    loop {
+        tokio::select! {
+            msg = rx.recv_async() => match msg {
+                Ok(m) => {
+                    let v = u64::from_le_bytes(m.as_slice().try_into()?);
+                    if v != expected {
+                        return Err(format!("expected {expected}, got {v}").into());
+                    }
+                    expected += 1;
+                }
+                Err(RecvError::Disconnected) => break,
+                Err(e) => return Err(e.into()),
+            },
+            // Dropping the pending receive here loses nothing.
+            _ = tokio::time::sleep(Duration::from_millis(20)) => timeouts += 1,
+        }
+        if timeouts > 3_000 {
+            return Err("no progress for a minute".into());
+        }
+    }
+    ticker.abort();
+    // The producer has exited (it disconnected): this wait is short.
+    let status = child.0.take().map(|mut c| c.wait()).transpose()?;
+    queue.remove()?;
+    println!(
+        "[consumer] {expected} messages in order; the ticker ran {} times meanwhile, \
+         {timeouts} receives were cancelled by the deadline; queue removed",
+        ticks.load(Ordering::Relaxed)
+    );
+    if !status.is_some_and(|s| s.success()) {
+        return Err(format!("producer failed: {status:?}").into());
+    }
+    if expected != MESSAGES {
+        return Err(format!("got {expected} of {MESSAGES}").into());
+    }
+    Ok(())
+}
+
+fn produce(name: &str) -> Result<(), Error> {
+    let queue = Queue::open(&SegmentId::posix(name)?)?;
+    let tx = queue.sender()?;
+    for i in 0..MESSAGES {
+        tx.send(&i.to_le_bytes())?;
+        if i % 500 == 0 {
+            // Pauses, so the consumer really waits now and then.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    println!("[producer {}] sent {MESSAGES}", std::process::id());
+    Ok(())
+}
