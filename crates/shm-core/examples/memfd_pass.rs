@@ -17,10 +17,15 @@
 //!
 //! The abstract socket name (Linux only) is not a file either.
 
+#[path = "support/peer.rs"]
+mod support;
+
+use support::Error;
+
 use std::io::{Read, Write};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-use std::process::{Child, Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use shm_core::{Segment, fdpass};
@@ -31,33 +36,8 @@ const REPLY: &[u8] = b"hello back from the peer";
 /// Where the peer writes its reply.
 const REPLY_AT: usize = 4096;
 
-type Error = Box<dyn std::error::Error>;
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let result = match args.get(1).map(String::as_str) {
-        Some("peer") => peer(&args[2]),
-        _ => parent(),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Kills and reaps the child if the parent fails before waiting for it.
-struct Reap(Option<Child>);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    support::run("peer", parent, peer)
 }
 
 fn parent() -> Result<(), Error> {
@@ -69,11 +49,7 @@ fn parent() -> Result<(), Error> {
         "[parent {}] made a {SIZE}-byte memfd segment; listening on @{name}",
         std::process::id()
     );
-    let mut child = Reap(Some(
-        Command::new(std::env::current_exe()?)
-            .args(["peer", &name])
-            .spawn()?,
-    ));
+    let child = support::Peer::start("peer", &name)?;
     let (mut sock, _) = listener.accept()?;
     sock.set_read_timeout(Some(Duration::from_secs(30)))?;
     fdpass::send_segment(&sock, &seg)?;
@@ -82,13 +58,13 @@ fn parent() -> Result<(), Error> {
     sock.read_exact(&mut done)?;
     let mut reply = vec![0u8; REPLY.len()];
     seg.read_at(REPLY_AT, &mut reply)?;
-    let status = child.0.take().map(|mut c| c.wait()).transpose()?;
+    let status = child.wait()?;
     println!(
         "[parent] read from the shared memory: {:?}",
         String::from_utf8_lossy(&reply)
     );
-    if !status.is_some_and(|s| s.success()) {
-        return Err(format!("peer failed: {status:?}").into());
+    if !status.success() {
+        return Err(format!("peer failed: {status}").into());
     }
     if reply != REPLY {
         return Err("the reply is not in the shared memory".into());

@@ -13,7 +13,12 @@
 //!   receive without losing a message;
 //! - disconnect arrives as `RecvError::Disconnected` after draining.
 
-use std::process::{Child, Command, ExitCode};
+#[path = "../../shm-core/examples/support/peer.rs"]
+mod support;
+
+use support::Error;
+
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,37 +28,18 @@ use shm_queue::{Queue, QueueOptions, RecvError};
 
 const MESSAGES: u64 = 2_000;
 
-type Error = Box<dyn std::error::Error>;
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let result = match args.get(1).map(String::as_str) {
-        Some("producer") => produce(&args[2]),
-        _ => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(Error::from)
-            .and_then(|rt| rt.block_on(consume())),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Kills and reaps the child if the parent fails before waiting for it.
-struct Reap(Option<Child>);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    support::run(
+        "producer",
+        || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(Error::from)
+                .and_then(|rt| rt.block_on(consume()))
+        },
+        produce,
+    )
 }
 
 async fn consume() -> Result<(), Error> {
@@ -62,11 +48,7 @@ async fn consume() -> Result<(), Error> {
     let queue = Queue::create(&id, &QueueOptions::new().capacity(16).slot_size(64))?;
     let mut rx = queue.receiver()?;
     println!("[consumer {}] created {name}", std::process::id());
-    let mut child = Reap(Some(
-        Command::new(std::env::current_exe()?)
-            .args(["producer", &name])
-            .spawn()?,
-    ));
+    let child = support::Peer::start("producer", &name)?;
 
     // Another task on the same thread: it runs while we wait for messages.
     let ticks = Arc::new(AtomicU64::new(0));
@@ -104,15 +86,15 @@ async fn consume() -> Result<(), Error> {
     }
     ticker.abort();
     // The producer has exited (it disconnected): this wait is short.
-    let status = child.0.take().map(|mut c| c.wait()).transpose()?;
+    let status = child.wait()?;
     queue.remove()?;
     println!(
         "[consumer] {expected} messages in order; the ticker ran {} times meanwhile, \
          {timeouts} receives were cancelled by the deadline; queue removed",
         ticks.load(Ordering::Relaxed)
     );
-    if !status.is_some_and(|s| s.success()) {
-        return Err(format!("producer failed: {status:?}").into());
+    if !status.success() {
+        return Err(format!("producer failed: {status}").into());
     }
     if expected != MESSAGES {
         return Err(format!("got {expected} of {MESSAGES}").into());

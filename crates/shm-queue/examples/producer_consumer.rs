@@ -4,13 +4,17 @@
 //! 1. create the shared segment (here: a queue in a POSIX segment);
 //! 2. attach to it from a second process;
 //! 3. produce and consume through it;
-//! 4. synchronize: the queue's robust mutex and futex waits do it;
+//! 4. synchronize: the queue does it (claims by compare-and-swap, futex
+//!    waits, crash recovery);
 //! 5. detach and clean up.
 //!
 //! Run it with `cargo run --release -p shm-queue --example producer_consumer`.
 //! The parent is the producer; it starts itself again as the consumer.
 
-use std::process::{Command, ExitCode};
+#[path = "../../shm-core/examples/support/peer.rs"]
+mod support;
+
+use std::process::ExitCode;
 
 use shm_core::SegmentId;
 use shm_queue::{Queue, QueueOptions, RecvError};
@@ -18,31 +22,17 @@ use shm_queue::{Queue, QueueOptions, RecvError};
 const MESSAGES: u64 = 100_000;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let result = if args.get(1).map(String::as_str) == Some("consumer") {
-        consumer(&args[2])
-    } else {
-        producer()
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    support::run("consumer", producer, consumer)
 }
 
 fn producer() -> Result<(), Box<dyn std::error::Error>> {
     let name = format!("/shmrs-demo-example-{}", std::process::id());
     let id = SegmentId::posix(&name)?;
-    // 1. Create. This handle owns the segment: dropping it removes it.
+    // 1. Create. By default the name goes with the last attached handle.
     let queue = Queue::create(&id, &QueueOptions::new().capacity(256).slot_size(64))?;
     println!("[producer {}] created queue {name}", std::process::id());
     // 2. The consumer process attaches.
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["consumer", &name])
-        .spawn()?;
+    let child = support::Peer::start("consumer", &name)?;
     // 3. Produce.
     let tx = queue.sender()?;
     for i in 0..MESSAGES {

@@ -15,7 +15,12 @@
 //! - disconnect: when the producer exits, the consumer drains the queue
 //!   and then gets `Disconnected`.
 
-use std::process::{Child, Command, ExitCode};
+#[path = "../../shm-core/examples/support/peer.rs"]
+mod support;
+
+use support::Error;
+
+use std::process::ExitCode;
 use std::time::Duration;
 
 use shm_core::{SegmentId, ShmSafe};
@@ -47,39 +52,14 @@ impl Trade {
     }
 }
 
-type Error = Box<dyn std::error::Error>;
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let result = match args.get(1).map(String::as_str) {
-        Some("producer") => produce(&args[2]),
-        _ => consume(),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Kills and reaps the child if the parent fails before waiting for it.
-struct Reap(Option<Child>);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    support::run("producer", consume, produce)
 }
 
 fn consume() -> Result<(), Error> {
     let name = format!("/shmrs-demo-typed-{}", std::process::id());
     let id = SegmentId::posix(&name)?;
-    // Create (this handle owns the segment and removes it on drop).
+    // Create (the name goes with the last attached handle).
     let queue = TypedQueue::<Trade>::create(&id, &QueueOptions::new().capacity(256))?;
     println!(
         "[consumer {}] created {name}: {} slots of {} bytes (Trade)",
@@ -95,11 +75,7 @@ fn consume() -> Result<(), Error> {
         other => return Err(format!("expected WrongMessageType, got {other:?}").into()),
     }
     let rx = queue.receiver()?;
-    let mut child = Reap(Some(
-        Command::new(std::env::current_exe()?)
-            .args(["producer", &name])
-            .spawn()?,
-    ));
+    let child = support::Peer::start("producer", &name)?;
     let mut next = 0;
     let mut volume = 0u64;
     loop {
@@ -116,11 +92,11 @@ fn consume() -> Result<(), Error> {
             Err(e) => return Err(e.into()),
         }
     }
-    let status = child.0.take().map(|mut c| c.wait()).transpose()?;
+    let status = child.wait()?;
     queue.queue().remove()?;
     println!("[consumer] {next} trades in order, volume {volume}; queue removed");
-    if !status.is_some_and(|s| s.success()) {
-        return Err(format!("producer failed: {status:?}").into());
+    if !status.success() {
+        return Err(format!("producer failed: {status}").into());
     }
     if next != TRADES {
         return Err(format!("got {next} of {TRADES} trades").into());

@@ -16,7 +16,12 @@
 //! - so a message crosses from one process to the other with no copy at
 //!   all: each side touches the bytes once, in the shared mapping.
 
-use std::process::{Child, Command, ExitCode};
+#[path = "../../shm-core/examples/support/peer.rs"]
+mod support;
+
+use support::Error;
+
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use shm_core::SegmentId;
@@ -25,33 +30,8 @@ use shm_queue::{Queue, QueueOptions, RecvTimeoutError};
 const MIB: usize = 1 << 20;
 const MESSAGES: u64 = 64;
 
-type Error = Box<dyn std::error::Error>;
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let result = match args.get(1).map(String::as_str) {
-        Some("consumer") => consume(&args[2]),
-        _ => produce(),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Kills and reaps the child if the parent fails before waiting for it.
-struct Reap(Option<Child>);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    support::run("consumer", produce, consume)
 }
 
 /// The pattern of message `n`: 8-byte words `n ^ i`.
@@ -80,11 +60,7 @@ fn produce() -> Result<(), Error> {
         std::process::id(),
         queue.segment().len()
     );
-    let mut child = Reap(Some(
-        Command::new(std::env::current_exe()?)
-            .args(["consumer", &name])
-            .spawn()?,
-    ));
+    let child = support::Peer::start("consumer", &name)?;
     let tx = queue.sender()?;
     let start = Instant::now();
     for n in 0..MESSAGES {
@@ -92,15 +68,15 @@ fn produce() -> Result<(), Error> {
         tx.send_with(MIB, |slot| fill(n, slot))?;
     }
     drop(tx); // the consumer sees Disconnected after the last message
-    let status = child.0.take().map(|mut c| c.wait()).transpose()?;
+    let status = child.wait()?;
     let took = start.elapsed();
     queue.remove()?;
     println!(
         "[producer] {MESSAGES} MiB handed over in {took:.2?} ({:.0} MiB/s); queue removed",
         MESSAGES as f64 / took.as_secs_f64()
     );
-    if !status.is_some_and(|s| s.success()) {
-        return Err(format!("consumer failed: {status:?}").into());
+    if !status.success() {
+        return Err(format!("consumer failed: {status}").into());
     }
     Ok(())
 }

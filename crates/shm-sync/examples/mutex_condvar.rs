@@ -15,7 +15,12 @@
 //!   repairs the data and marks the mutex consistent);
 //! - `FutexCondvar::wait_while`: sleeps without CPU until it is our turn.
 
-use std::process::{Child, Command, ExitCode};
+#[path = "../../shm-core/examples/support/peer.rs"]
+mod support;
+
+use support::Error;
+
+use std::process::ExitCode;
 use std::time::Duration;
 
 use shm_core::{SegmentId, Shared, SharedOptions, ShmSafe, ShmShared};
@@ -43,33 +48,8 @@ struct Table {
     changed: FutexCondvar,
 }
 
-type Error = Box<dyn std::error::Error>;
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let result = match args.get(1).map(String::as_str) {
-        Some("player") => open_and_play(&args[2]),
-        _ => host(),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Kills and reaps the child if the parent fails before waiting for it.
-struct Reap(Option<Child>);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    support::run("player", host, open_and_play)
 }
 
 fn host() -> Result<(), Error> {
@@ -87,19 +67,15 @@ fn host() -> Result<(), Error> {
         Ok(())
     })?;
     println!("[player 0, pid {}] created {name}", std::process::id());
-    let mut child = Reap(Some(
-        Command::new(std::env::current_exe()?)
-            .args(["player", &name])
-            .spawn()?,
-    ));
+    let child = support::Peer::start("player", &name)?;
     play(table.get(), 0)?;
-    let status = child.0.take().map(|mut c| c.wait()).transpose()?;
+    let status = child.wait()?;
     let board = *lock(&table.get().board)?;
     // The creator owns the name; removing it says so explicitly.
     table.segment().remove()?;
     println!("[player 0] final board {board:?}; segment removed");
-    if !status.is_some_and(|s| s.success()) {
-        return Err(format!("player 1 failed: {status:?}").into());
+    if !status.success() {
+        return Err(format!("player 1 failed: {status}").into());
     }
     // Player 0 adds 1 per move, player 1 adds 2.
     if board.moves != 2 * ROUNDS || board.total != 3 * ROUNDS {
