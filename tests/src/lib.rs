@@ -74,6 +74,21 @@ impl Drop for Cleanup {
     }
 }
 
+/// A queue of `capacity` slots of `slot` bytes that stays until removed
+/// (`Lifetime::Persistent`): the test's [`Cleanup`] guard removes it, even
+/// on failure, whatever the processes using it did. Panics (failing the
+/// test) if it cannot be created.
+pub fn persistent_queue(id: &SegmentId, capacity: u32, slot: u32) -> shm_queue::Queue {
+    shm_queue::Queue::create(
+        id,
+        &shm_queue::QueueOptions::new()
+            .capacity(capacity)
+            .slot_size(slot)
+            .lifetime(shm_queue::Lifetime::Persistent),
+    )
+    .unwrap_or_else(|e| panic!("create queue {id}: {e}"))
+}
+
 /// A child process that is killed and reaped when dropped.
 pub struct Proc {
     child: Option<Child>,

@@ -15,9 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-use shm_queue::{Lifetime, Queue, QueueOptions};
 use shm_tests::random::Rng;
-use shm_tests::{Cleanup, Proc, read_line, spawn, unique_posix, unique_sysv};
+use shm_tests::{Cleanup, Proc, persistent_queue, read_line, spawn, unique_posix, unique_sysv};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -62,14 +61,7 @@ fn round(seed: u64, figures: &mut Figures) {
     let _clean = Cleanup::new(std::slice::from_ref(&id));
     let capacity = rng.range(1, 32) as u32;
     let slot = rng.range(24, 512) as u32;
-    let q = Queue::create(
-        &id,
-        &QueueOptions::new()
-            .capacity(capacity)
-            .slot_size(slot)
-            .lifetime(Lifetime::Persistent),
-    )
-    .unwrap_or_else(|e| panic!("seed {seed}: create: {e}"));
+    let q = persistent_queue(&id, capacity, slot);
     let name = id.to_string();
     let size = rng.range(24, u64::from(slot)).to_string();
     let n_prod = rng.range(2, 4) as u32;

@@ -49,8 +49,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use shm_queue::{Lifetime, Queue, QueueOptions, Stats};
-use shm_tests::{Cleanup, Proc, read_line, spawn, spawn_env, unique_posix};
+use shm_queue::Stats;
+use shm_tests::{Cleanup, Proc, persistent_queue, read_line, spawn, spawn_env, unique_posix};
 
 const SEND_STEPS: [&str; 5] = [
     "send:published",
@@ -375,14 +375,7 @@ fn must_hit(a: &str, b: &str) -> bool {
 fn run_pair(a: &'static str, b: &'static str) -> bool {
     let id = unique_posix("compound");
     let _clean = Cleanup::new(std::slice::from_ref(&id));
-    let q = Queue::create(
-        &id,
-        &QueueOptions::new()
-            .capacity(CAPACITY)
-            .slot_size(SLOT)
-            .lifetime(Lifetime::Persistent),
-    )
-    .expect("create");
+    let q = persistent_queue(&id, CAPACITY, SLOT);
     let name = id.to_string();
     let mut pair = Pair {
         a,

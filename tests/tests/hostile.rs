@@ -8,8 +8,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use shm_core::{Segment, SegmentId, Shared, SharedOptions};
-use shm_queue::{Lifetime, Queue, QueueOpenError, QueueOptions};
-use shm_tests::{Cleanup, Proc, read_line, spawn, spawn_env, unique_posix, unique_sysv};
+use shm_queue::{Queue, QueueOpenError};
+use shm_tests::{
+    Cleanup, Proc, persistent_queue, read_line, spawn, spawn_env, unique_posix, unique_sysv,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -30,14 +32,7 @@ fn assert_error_or_success(p: Proc, what: &str, seed: u64) -> String {
 
 fn hostile_round(id: SegmentId, seed: u64) {
     let _clean = Cleanup::new(std::slice::from_ref(&id));
-    let _q = Queue::create(
-        &id,
-        &QueueOptions::new()
-            .capacity(16)
-            .slot_size(64)
-            .lifetime(Lifetime::Persistent),
-    )
-    .expect("create");
+    let _q = persistent_queue(&id, 16, 64);
     let name = id.to_string();
     let mut users = Vec::new();
     for _ in 0..2 {
@@ -163,14 +158,7 @@ fn a_segment_truncated_after_mapping_gives_an_error_not_sigbus() {
 fn queue_users_get_errors_when_the_segment_is_truncated_under_them() {
     let id = unique_posix("trunc-queue");
     let _clean = Cleanup::new(std::slice::from_ref(&id));
-    let q = Queue::create(
-        &id,
-        &QueueOptions::new()
-            .capacity(256)
-            .slot_size(1024)
-            .lifetime(Lifetime::Persistent),
-    )
-    .unwrap();
+    let q = persistent_queue(&id, 256, 1024);
     let name = id.to_string();
     let mut users = Vec::new();
     let mut c = spawn(&["queue-consume", &name, "timeout=2000"]);

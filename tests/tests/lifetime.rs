@@ -161,14 +161,7 @@ fn async_tally(out: &str) -> (u64, u64, u64, u64) {
 fn persistent_queue(tag: &str, capacity: u32) -> (SegmentId, shm_queue::Queue, Cleanup) {
     let id = unique_posix(tag);
     let clean = Cleanup::new(std::slice::from_ref(&id));
-    let q = shm_queue::Queue::create(
-        &id,
-        &shm_queue::QueueOptions::new()
-            .capacity(capacity)
-            .slot_size(64)
-            .lifetime(shm_queue::Lifetime::Persistent),
-    )
-    .expect("create");
+    let q = shm_tests::persistent_queue(&id, capacity, 64);
     (id, q, clean)
 }
 

@@ -5,22 +5,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use shm_core::SegmentId;
-use shm_queue::{Lifetime, Queue, QueueOptions};
+use shm_queue::Queue;
 use shm_tests::random::Rng;
-use shm_tests::{Cleanup, Proc, read_line, spawn, unique_posix, unique_sysv};
+use shm_tests::{Cleanup, Proc, persistent_queue, read_line, spawn, unique_posix, unique_sysv};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn create(id: &SegmentId, capacity: u32, slot: u32) -> Queue {
     // The Cleanup guard of each test removes it, even on failure.
-    Queue::create(
-        id,
-        &QueueOptions::new()
-            .capacity(capacity)
-            .slot_size(slot)
-            .lifetime(Lifetime::Persistent),
-    )
-    .expect("create queue")
+    persistent_queue(id, capacity, slot)
 }
 
 /// Per-producer (count, sum, sum of squares) as printed by `queue-consume`.

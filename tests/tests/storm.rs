@@ -12,20 +12,13 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use shm_core::SegmentId;
-use shm_queue::{Lifetime, Queue, QueueOptions};
-use shm_tests::{Cleanup, read_line, spawn, spawn_env, unique_posix};
+use shm_queue::Queue;
+use shm_tests::{Cleanup, persistent_queue, read_line, spawn, spawn_env, unique_posix};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn queue(id: &SegmentId) -> Queue {
-    Queue::create(
-        id,
-        &QueueOptions::new()
-            .capacity(4)
-            .slot_size(64)
-            .lifetime(Lifetime::Persistent),
-    )
-    .expect("create")
+    persistent_queue(id, 4, 64)
 }
 
 /// `r P SEQ` lines.

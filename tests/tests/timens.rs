@@ -18,9 +18,8 @@
 use std::time::{Duration, Instant};
 
 use shm_core::SegmentId;
-use shm_queue::{Lifetime, Queue, QueueOptions};
 use shm_tests::helper::sync::Objects;
-use shm_tests::{Cleanup, Proc, read_line, spawn_via, unique_posix, unique_sysv};
+use shm_tests::{Cleanup, Proc, persistent_queue, read_line, spawn_via, unique_posix, unique_sysv};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -189,14 +188,7 @@ fn a_producer_in_another_time_namespace_is_alive_for_its_receiver() {
     for (producer_ns, receiver_ns) in pairs(&all) {
         let id = unique_posix("timens-queue");
         let _clean = Cleanup::new(std::slice::from_ref(&id));
-        let q = Queue::create(
-            &id,
-            &QueueOptions::new()
-                .capacity(4)
-                .slot_size(64)
-                .lifetime(Lifetime::Persistent),
-        )
-        .expect("create");
+        let q = persistent_queue(&id, 4, 64);
         let name = id.to_string();
         let mut producer = producer_ns.spawn(&["queue-register-and-wait", &name, "producer"]);
         assert_eq!(read_line(&mut producer, LIMIT), "registered");
