@@ -248,61 +248,6 @@ impl fmt::Display for SendError {
 
 impl Error for SendError {}
 
-/// Why a [`try_send`](crate::Sender::try_send) did not happen: the queue
-/// was full, or one of the [`SendError`] cases. Nothing was sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TrySendError {
-    /// The queue is full.
-    Full,
-    /// See [`SendError::TooLarge`].
-    TooLarge {
-        /// Its length.
-        len: usize,
-        /// The slot size.
-        max: usize,
-    },
-    /// See [`SendError::Disconnected`].
-    Disconnected,
-    /// See [`SendError::Closed`].
-    Closed,
-    /// See [`SendError::Readiness`].
-    Readiness {
-        /// The system's reason.
-        reason: String,
-    },
-    /// See [`SendError::Corrupted`].
-    Corrupted(Corrupted),
-}
-
-/// Why a [`send_timeout`](crate::Sender::send_timeout) did not happen: the
-/// deadline passed while the queue stayed full, or one of the
-/// [`SendError`] cases. Nothing was sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SendTimeoutError {
-    /// The deadline passed while the queue stayed full.
-    Timeout,
-    /// See [`SendError::TooLarge`].
-    TooLarge {
-        /// Its length.
-        len: usize,
-        /// The slot size.
-        max: usize,
-    },
-    /// See [`SendError::Disconnected`].
-    Disconnected,
-    /// See [`SendError::Closed`].
-    Closed,
-    /// See [`SendError::Readiness`].
-    Readiness {
-        /// The system's reason.
-        reason: String,
-    },
-    /// See [`SendError::Corrupted`].
-    Corrupted(Corrupted),
-}
-
 /// Why a blocking receive returned no message.
 ///
 /// [`Receiver::try_recv`](crate::Receiver::try_recv) and
@@ -359,60 +304,100 @@ fn readiness(f: &mut fmt::Formatter<'_>, reason: &str) -> fmt::Result {
 
 impl Error for RecvError {}
 
-/// Why a [`try_recv`](crate::Receiver::try_recv) returned no message: the
-/// queue was empty, or one of the [`RecvError`] cases.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TryRecvError {
-    /// The queue is empty.
-    Empty,
-    /// See [`RecvError::Disconnected`].
-    Disconnected,
-    /// See [`RecvError::Closed`].
-    Closed,
-    /// See [`RecvError::BufferTooSmall`].
-    BufferTooSmall {
-        /// The slot size (the longest message possible).
-        len: usize,
-        /// The buffer's length.
-        buf: usize,
-    },
-    /// See [`RecvError::Readiness`].
-    Readiness {
-        /// The system's reason.
-        reason: String,
-    },
-    /// See [`RecvError::Corrupted`].
-    Corrupted(Corrupted),
+/// Declares a send-side error for one way of waiting: the cases of
+/// [`SendError`], plus `$gave_up`.
+macro_rules! send_waiting_error {
+    ($(#[$doc:meta])* $name:ident, $(#[$gdoc:meta])* $gave_up:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub enum $name {
+            $(#[$gdoc])*
+            $gave_up,
+            /// See [`SendError::TooLarge`].
+            TooLarge {
+                /// Its length.
+                len: usize,
+                /// The slot size.
+                max: usize,
+            },
+            /// See [`SendError::Disconnected`].
+            Disconnected,
+            /// See [`SendError::Closed`].
+            Closed,
+            /// See [`SendError::Readiness`].
+            Readiness {
+                /// The system's reason.
+                reason: String,
+            },
+            /// See [`SendError::Corrupted`].
+            Corrupted(Corrupted),
+        }
+    };
 }
 
-/// Why a [`recv_timeout`](crate::Receiver::recv_timeout) returned no
-/// message: the deadline passed while the queue stayed empty, or one of
-/// the [`RecvError`] cases.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RecvTimeoutError {
-    /// The deadline passed while the queue stayed empty.
-    Timeout,
-    /// See [`RecvError::Disconnected`].
-    Disconnected,
-    /// See [`RecvError::Closed`].
-    Closed,
-    /// See [`RecvError::BufferTooSmall`].
-    BufferTooSmall {
-        /// The slot size (the longest message possible).
-        len: usize,
-        /// The buffer's length.
-        buf: usize,
-    },
-    /// See [`RecvError::Readiness`].
-    Readiness {
-        /// The system's reason.
-        reason: String,
-    },
-    /// See [`RecvError::Corrupted`].
-    Corrupted(Corrupted),
+/// Declares a receive-side error for one way of waiting: the cases of
+/// [`RecvError`], plus `$gave_up`.
+macro_rules! recv_waiting_error {
+    ($(#[$doc:meta])* $name:ident, $(#[$gdoc:meta])* $gave_up:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub enum $name {
+            $(#[$gdoc])*
+            $gave_up,
+            /// See [`RecvError::Disconnected`].
+            Disconnected,
+            /// See [`RecvError::Closed`].
+            Closed,
+            /// See [`RecvError::BufferTooSmall`].
+            BufferTooSmall {
+                /// The slot size (the longest message possible).
+                len: usize,
+                /// The buffer's length.
+                buf: usize,
+            },
+            /// See [`RecvError::Readiness`].
+            Readiness {
+                /// The system's reason.
+                reason: String,
+            },
+            /// See [`RecvError::Corrupted`].
+            Corrupted(Corrupted),
+        }
+    };
 }
+
+send_waiting_error!(
+    /// Why a [`try_send`](crate::Sender::try_send) did not happen: the queue
+    /// was full, or one of the [`SendError`] cases. Nothing was sent.
+    TrySendError,
+    /// The queue is full.
+    Full
+);
+send_waiting_error!(
+    /// Why a [`send_timeout`](crate::Sender::send_timeout) did not happen:
+    /// the deadline passed while the queue stayed full, or one of the
+    /// [`SendError`] cases. Nothing was sent.
+    SendTimeoutError,
+    /// The deadline passed while the queue stayed full.
+    Timeout
+);
+recv_waiting_error!(
+    /// Why a [`try_recv`](crate::Receiver::try_recv) returned no message:
+    /// the queue was empty, or one of the [`RecvError`] cases.
+    TryRecvError,
+    /// The queue is empty.
+    Empty
+);
+recv_waiting_error!(
+    /// Why a [`recv_timeout`](crate::Receiver::recv_timeout) returned no
+    /// message: the deadline passed while the queue stayed empty, or one of
+    /// the [`RecvError`] cases.
+    RecvTimeoutError,
+    /// The deadline passed while the queue stayed empty.
+    Timeout
+);
 
 /// The conversions between a side's blocking error and its error for one
 /// way of waiting: the shared cases map one to one; the extra case is the

@@ -8,9 +8,9 @@
 use shm_core::{SegmentId, Snapshot};
 
 use crate::error::{Corrupted, QueueOpenError};
-use crate::layout::{Control, FLAG_CLOSED, Registration, ident_of, process_of, stride_for};
+use crate::layout::{Control, FLAG_CLOSED, Registration, ident_of, process_of};
 use crate::primitive::Ordering;
-use crate::queue::{Inner, Lifetime, MAX_CAPACITY, MAX_SLOT_SIZE, Stats};
+use crate::queue::{Config, Inner, Lifetime, Stats};
 
 /// The counters of `c`, a queue of `cap` slots of `slot_size` bytes with
 /// `lifetime`, seen by the process whose registration identity is `me`
@@ -61,35 +61,7 @@ pub(crate) fn inspect(id: &SegmentId) -> Result<Stats, QueueOpenError> {
         }
         .into()
     };
-    let cap = c.capacity.load(Ordering::Relaxed);
-    let slot_size = c.slot_size.load(Ordering::Relaxed);
-    let stride = c.stride.load(Ordering::Relaxed);
-    if cap == 0 || cap > MAX_CAPACITY || slot_size == 0 || slot_size > MAX_SLOT_SIZE {
-        return Err(corrupted(format!(
-            "capacity {cap} / slot size {slot_size} out of range"
-        )));
-    }
-    if stride_for(slot_size) != Some(stride) {
-        return Err(corrupted(format!(
-            "slot stride {stride} does not match slot size {slot_size}"
-        )));
-    }
-    let need = u64::from(cap) * u64::from(stride);
-    if need != snap.tail_len() as u64 {
-        return Err(corrupted(format!(
-            "{cap} slots of stride {stride} need {need} bytes, the segment has {}",
-            snap.tail_len()
-        )));
-    }
-    let life = c.life.lifetime.load(Ordering::Relaxed);
-    let lifetime = Lifetime::from_word(life)
-        .ok_or_else(|| corrupted(format!("lifetime mode {life} is not 0, 1 or 2")))?;
+    let cfg = Config::check(c, snap.tail_len()).map_err(corrupted)?;
     let me = ident_of(shm_core::ProcessId::current());
-    Ok(stats_of(
-        c,
-        u64::from(cap),
-        slot_size as usize,
-        me,
-        lifetime,
-    ))
+    Ok(stats_of(c, cfg.cap, cfg.slot_size, me, cfg.lifetime))
 }

@@ -216,6 +216,51 @@ pub(crate) struct Inner {
     pub(crate) attached: Option<usize>,
 }
 
+/// The configuration read from a control block, checked against itself
+/// and against the slot region's real length: what both an attached handle
+/// and an observer keep (never re-read from the segment).
+pub(crate) struct Config {
+    pub(crate) cap: u64,
+    pub(crate) slot_size: usize,
+    pub(crate) stride: usize,
+    pub(crate) lifetime: Lifetime,
+}
+
+impl Config {
+    /// Checks `c`, whose slot region is `tail_len` bytes long; the error
+    /// says what is impossible.
+    pub(crate) fn check(c: &Control, tail_len: usize) -> Result<Config, String> {
+        let cap = c.capacity.load(Ordering::Relaxed);
+        let slot_size = c.slot_size.load(Ordering::Relaxed);
+        let stride = c.stride.load(Ordering::Relaxed);
+        if cap == 0 || cap > MAX_CAPACITY || slot_size == 0 || slot_size > MAX_SLOT_SIZE {
+            return Err(format!(
+                "capacity {cap} / slot size {slot_size} out of range"
+            ));
+        }
+        if stride_for(slot_size) != Some(stride) {
+            return Err(format!(
+                "slot stride {stride} does not match slot size {slot_size}"
+            ));
+        }
+        let need = u64::from(cap) * u64::from(stride);
+        if need != tail_len as u64 {
+            return Err(format!(
+                "{cap} slots of stride {stride} need {need} bytes, the segment has {tail_len}"
+            ));
+        }
+        let life = c.life.lifetime.load(Ordering::Relaxed);
+        let lifetime = Lifetime::from_word(life)
+            .ok_or_else(|| format!("lifetime mode {life} is not 0, 1 or 2"))?;
+        Ok(Config {
+            cap: u64::from(cap),
+            slot_size: slot_size as usize,
+            stride: stride as usize,
+            lifetime,
+        })
+    }
+}
+
 impl Slots for Inner {
     #[inline]
     fn header(&self, index: usize) -> Result<&SlotHeader, Bad> {
@@ -472,44 +517,24 @@ impl Inner {
             queue: name.clone(),
             detail,
         };
-        let cap = c.capacity.load(Ordering::Relaxed);
-        let slot_size = c.slot_size.load(Ordering::Relaxed);
-        let stride = c.stride.load(Ordering::Relaxed);
-        if cap == 0 || cap > MAX_CAPACITY || slot_size == 0 || slot_size > MAX_SLOT_SIZE {
-            return Err(corrupted(format!(
-                "capacity {cap} / slot size {slot_size} out of range"
-            ))
-            .into());
-        }
-        if stride_for(slot_size) != Some(stride) {
-            return Err(corrupted(format!(
-                "slot stride {stride} does not match slot size {slot_size}"
-            ))
-            .into());
-        }
-        let need = u64::from(cap) * u64::from(stride);
-        if need != shared.tail_len() as u64 {
-            return Err(corrupted(format!(
-                "{cap} slots of stride {stride} need {need} bytes, the segment has {}",
-                shared.tail_len()
-            ))
-            .into());
-        }
+        let Config {
+            cap,
+            slot_size,
+            stride,
+            lifetime,
+        } = Config::check(c, shared.tail_len()).map_err(corrupted)?;
         if c.message_type.load(Ordering::Relaxed) != message_type {
             return Err(QueueOpenError::WrongMessageType { queue: name });
         }
-        let life = c.life.lifetime.load(Ordering::Relaxed);
-        let lifetime = Lifetime::from_word(life)
-            .ok_or_else(|| corrupted(format!("lifetime mode {life} is not 0, 1 or 2")))?;
         let (theirs, ours) = (c.pid_ns.load(Ordering::Relaxed), pid_namespace());
         if theirs != 0 && ours != 0 && theirs != ours {
             return Err(QueueOpenError::OtherPidNamespace { queue: name });
         }
         let me = ProcessId::current();
         Ok(Inner {
-            cap: u64::from(cap),
-            slot_size: slot_size as usize,
-            stride: stride as usize,
+            cap,
+            slot_size,
+            stride,
             slots_offset: shared.tail_offset(),
             shared,
             lifetime,

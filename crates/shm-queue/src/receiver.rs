@@ -234,9 +234,9 @@ impl Receiver {
     /// readable with nothing to take (then `try_recv` says `Empty`, and
     /// re-arms it): it is a hint, never a promise.
     ///
-    /// The first call starts this receiver's readiness helper thread (see
-    /// [`Receiver::recv_async`]); the descriptor lives as long as the
-    /// receiver.
+    /// The first call starts this receiver's readiness helper thread (the
+    /// one `recv_async` uses, feature `tokio`); the descriptor lives as
+    /// long as the receiver.
     pub fn ready_fd(&self) -> Result<BorrowedFd<'_>, RecvError> {
         self.ready
             .fd(&self.queue, Role::Consumer, self.index)
