@@ -16,16 +16,17 @@ mod examples;
 mod leftover;
 mod loom;
 mod multiproc;
+mod san;
 
 use clean_shm::clean_shm;
-use cmd::{Xtask, run_cmd, which};
+use cmd::{Xtask, run_cmd};
 use leftover::Snapshot;
 use multiproc::MultiprocOpts;
 
 use std::env;
 use std::ffi::OsString;
 use std::fmt;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
@@ -246,79 +247,6 @@ impl Xtask {
     fn bench(&self, args: &[OsString]) -> Result {
         let mut cmd = self.cargo(["run", "--release", "-p", "shm-bench", "--"]);
         cmd.args(args);
-        run_cmd(&mut cmd)
-    }
-
-    fn san(&self) -> Result {
-        let rustup = which("rustup").ok_or_else(|| {
-            failed(
-                "`cargo xtask san` needs rustup and a nightly toolchain \
-                 (install rustup from https://rustup.rs, then `rustup toolchain install nightly`)",
-            )
-        })?;
-        let probe = Command::new(&rustup)
-            .args(["run", "nightly", "rustc", "-vV"])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .map_err(|e| failed(format!("could not run {}: {e}", rustup.display())))?;
-        if !probe.status.success() {
-            return Err(failed(
-                "`cargo xtask san` needs the nightly toolchain for -Zsanitizer=address: \
-                 `rustup toolchain install nightly`",
-            ));
-        }
-        let info = String::from_utf8_lossy(&probe.stdout);
-        let host = info
-            .lines()
-            .find_map(|l| l.strip_prefix("host: "))
-            .unwrap_or("x86_64-unknown-linux-gnu")
-            .trim()
-            .to_owned();
-        println!(
-            "san: {} on {host}",
-            info.lines().next().unwrap_or("nightly")
-        );
-        let asan_dir = self.target_base.join("asan");
-        let nightly_cargo = |args: &[&str]| {
-            let mut cmd = Command::new(&rustup);
-            cmd.current_dir(&self.root)
-                .args(["run", "nightly", "cargo"])
-                .args(args)
-                // With `--target`, the flag reaches only the target's code,
-                // not proc-macros and build scripts, which the uninstrumented
-                // compiler must load and run.
-                .args(["--target", &host])
-                .env("RUSTFLAGS", "-Zsanitizer=address")
-                .env("CARGO_TARGET_DIR", &asan_dir)
-                // `$CARGO` and friends point at the stable toolchain we were
-                // started from; let the nightly cargo set its own.
-                .env_remove("CARGO")
-                .env_remove("RUSTC")
-                .env_remove("RUSTDOC")
-                .env_remove("RUSTUP_TOOLCHAIN");
-            cmd
-        };
-        // No test target builds the `shm` binary that tests/tests/cli.rs
-        // runs; left to itself that test builds it with `$CARGO` and the
-        // inherited RUSTFLAGS, and (when it cannot tell the `--target`
-        // layout) without `--target`, which instruments the clap_derive
-        // proc-macro and fails. Build it here, instrumented, and hand it
-        // over through `SHM_BIN`. The helper binary of tests/ is built by
-        // the test run itself, with the same flags.
-        run_cmd(&mut nightly_cargo(&[
-            "build", "-p", "shm-cli", "--bin", "shm",
-        ]))?;
-        let shm = asan_dir.join(&host).join("debug").join("shm");
-        let mut cmd = nightly_cargo(&[
-            "test",
-            "--workspace",
-            "--exclude",
-            "shm-bench",
-            "--lib",
-            "--tests",
-        ]);
-        cmd.env("SHM_BIN", &shm);
         run_cmd(&mut cmd)
     }
 }
