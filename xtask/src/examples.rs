@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{Result, Xtask, check_status, failed, run_cmd, show, start_error};
+use crate::cmd::{Xtask, check_status, run_cmd, show, start_error};
+use crate::{Result, failed};
 
 /// One example: its package, its name, and the features it needs.
 struct Example {
