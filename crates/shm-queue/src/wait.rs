@@ -36,7 +36,7 @@ use crate::ring::{Claim, Side, WaitOn};
 /// How long a claim of another process may hold a waiter up before the
 /// waiter checks whether that process is alive, and how often a sleeper
 /// looks for crashed peers.
-pub(crate) const LIVENESS: Duration = Duration::from_millis(100);
+pub(crate) const LIVENESS: Duration = shm_sync::RECHECK;
 
 /// How long one sleep lasts while another process's claim holds us up:
 /// its commit or release is a plain store that wakes us only if it sees

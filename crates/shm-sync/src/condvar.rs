@@ -106,7 +106,7 @@ impl Condvar {
     /// The longest one [`Condvar::wait`] sleeps before returning on its own,
     /// so that a lost wake-up (glibc bug 25847) delays a
     /// [`Condvar::wait_while`] by at most this much instead of forever.
-    pub const RECHECK: Duration = Duration::from_millis(100);
+    pub const RECHECK: Duration = crate::RECHECK;
 
     /// Initializes the zeroed condvar in place: for the creator, once.
     /// `AlreadyExists` if it is initialized or being initialized.

@@ -134,7 +134,7 @@ impl Default for FutexCondvar {
 impl FutexCondvar {
     /// How long one sleep of a wait lasts at most before it looks at the
     /// counter again (see "`notify_one` wakes every sleeper" above).
-    pub const RECHECK: Duration = Duration::from_millis(100);
+    pub const RECHECK: Duration = crate::RECHECK;
 
     /// A condvar outside any segment (for one process, or for tests).
     pub fn new() -> Self {

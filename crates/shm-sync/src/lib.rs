@@ -81,6 +81,13 @@ pub use owner_lock::{Locked, OwnerGuard, OwnerLock, Stuck};
 pub use semaphore::{SemError, Semaphore};
 pub use wait_word::{MAX_WAIT_VALUE, Slept, WaitWord};
 
+/// The longest any blocking call of this workspace sleeps before it looks
+/// again on its own: at a count, a counter or a holder's liveness (a
+/// crashed peer's missing wake-up, or a dead holder, costs at most this
+/// long), and, in shm-queue, at the liveness of the peers it waits on.
+/// Every type's `RECHECK` (and `OwnerLock::LIVENESS`) is this one value.
+pub const RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The version of the running glibc (`gnu_get_libc_version`), e.g. `"2.36"`:
 /// whether the [`Condvar`] caveats apply depends on it.
 pub fn glibc_version() -> String {

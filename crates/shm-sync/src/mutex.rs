@@ -181,7 +181,7 @@ impl<T: ShmSafe> Mutex<T> {
     /// `lock` therefore sleeps in slices of this length on
     /// `pthread_mutex_clocklock`: such a lost wake-up costs at most this
     /// long instead of a hang.
-    pub const RECHECK: Duration = Duration::from_millis(100);
+    pub const RECHECK: Duration = crate::RECHECK;
 
     /// Blocks until the lock is acquired (in [`Mutex::RECHECK`] slices; see
     /// there why).

@@ -261,7 +261,7 @@ impl Default for OwnerLock {
 impl OwnerLock {
     /// How often, at least, a waiter looks at whether the holder still
     /// lives.
-    pub const LIVENESS: Duration = Duration::from_millis(100);
+    pub const LIVENESS: Duration = crate::RECHECK;
 
     /// A free lock outside any segment (for one process, or for tests).
     pub fn new() -> Self {

@@ -235,7 +235,7 @@ impl Semaphore {
     /// between its increment and its `FUTEX_WAKE` wakes nobody: re-checking
     /// every slice turns that into a delay of at most this long instead of
     /// a wait until the next post.
-    pub const RECHECK: Duration = Duration::from_millis(100);
+    pub const RECHECK: Duration = crate::RECHECK;
 
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
         if self.try_wait() {
