@@ -1,5 +1,6 @@
-//! Errors, one enum per operation (STYLE habit 7). Every message names the
-//! segment and says what to do where there is something to do.
+//! Errors, one enum per operation (a caller matches only the cases its call
+//! can produce). Every message names the segment and says what to do where
+//! there is something to do.
 
 use std::error::Error;
 use std::fmt;

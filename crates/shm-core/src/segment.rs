@@ -72,8 +72,8 @@ impl std::fmt::Display for Backend {
     }
 }
 
-/// How [`Segment::open_with`] treats an existing or missing segment
-/// (STYLE habit 8).
+/// How [`Segment::open_with`] treats an existing or missing segment (one
+/// enum rather than two booleans, so a call site says what it means).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateMode {
     /// Create; fail with `AlreadyExists` if it exists (`O_EXCL`/`IPC_EXCL`).
@@ -1097,8 +1097,9 @@ pub fn remove(id: &SegmentId) -> Result<(), OpenError> {
 
 #[cfg(test)]
 mod tests {
-    //! One test body per behaviour, run for POSIX and System V alike
-    //! (STYLE habit 11), plus the few things only one backend has.
+    //! One test body per behaviour, run for POSIX and System V alike (so
+    //! the two backends cannot drift apart unnoticed), plus the few things
+    //! only one backend has.
 
     use super::*;
     use crate::test_util::{Guard, assert_names, exists, posix_id, sysv_id};

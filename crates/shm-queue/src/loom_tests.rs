@@ -1,5 +1,5 @@
 //! loom models of the slot protocol, run on the shipped [`Ring`] code
-//! (STYLE habit 14): `claim_send`, `claim_recv`, `commit`, `tag`,
+//! (a model of a copy would prove the copy, not what ships): `claim_send`, `claim_recv`, `commit`, `tag`,
 //! `release`, the recovery of dead claims, and shm-sync's [`WaitWord`]
 //! with its loom-modelled futex. Only the segment is replaced: the slot
 //! headers are a `Vec` behind the [`Slots`] trait, the control block is

@@ -1,4 +1,5 @@
-//! The one place that names the real atomic types (STYLE habit 1).
+//! The one place that names the real atomic types (so that the loom build
+//! swaps them all at once, and none is missed).
 //!
 //! Everything in this crate imports atomics from here. With `--cfg shm_loom`
 //! the loom versions are swapped in, so the init handshake can be

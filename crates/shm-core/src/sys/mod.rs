@@ -1,8 +1,10 @@
 //! Raw system calls. The only place in shm-core besides [`crate::shareable`]
 //! where `unsafe` appears; everything above is safe Rust.
 //!
-//! Conventions (STYLE habit 6): each wrapper's doc opens with the C call it
-//! wraps, carries `#[doc(alias)]`, and converts return codes through [`cvt`].
+//! Conventions, so that a reader who knows the man pages finds each call:
+//! each wrapper's doc opens with the C call it wraps, carries
+//! `#[doc(alias)]`, and converts return codes through [`cvt`] (one place
+//! that reads `errno`).
 #![allow(unsafe_code)]
 // The one place in shm-core allowed to call the raw libc functions that
 // clippy.toml disallows everywhere else.

@@ -1,5 +1,5 @@
 //! The one place that names the real atomics, the spin backoff and the futex
-//! (STYLE habit 1).
+//! (so that the loom build swaps them all at once, and none is missed).
 //!
 //! Everything in this crate imports them from here. Normal builds get
 //! `std`'s atomics, `parking_lot_core::SpinWait`, the shared futex of

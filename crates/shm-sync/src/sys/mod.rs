@@ -3,8 +3,8 @@
 //! shm-sync (besides the `unsafe impl`s of the marker traits) where `unsafe`
 //! appears; everything above is safe Rust.
 //!
-//! Conventions (STYLE habit 6): each wrapper's doc opens with the C call it
-//! wraps, carries `#[doc(alias)]`, and converts return codes in one place
+//! Conventions, so that a reader who knows the man pages finds each call:
+//! each wrapper's doc opens with the C call it wraps, carries `#[doc(alias)]`, and converts return codes in one place
 //! ([`cvt_errno`] for the pthread calls that return the error number, the
 //! `-1`/`errno` convention for `syscall`).
 #![allow(unsafe_code)]
