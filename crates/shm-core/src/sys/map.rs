@@ -106,6 +106,25 @@ impl Mapping {
         self.len
     }
 
+    /// `madvise(MADV_POPULATE_READ)` over the whole mapping: the kernel
+    /// faults every page in as a read would, without any load by this
+    /// process (Linux 5.14 and later; older kernels say `EINVAL`). A page
+    /// lost to a truncation is `EFAULT`, not a `SIGBUS`.
+    pub(crate) fn populate(&self) -> io::Result<()> {
+        // SAFETY: `ptr..ptr+len` is this live mapping (invariant);
+        // `MADV_POPULATE_READ` only populates page tables as a read would
+        // and never changes what the pages hold, so no Rust object (and no
+        // reference into the mapping) is affected.
+        unsafe {
+            nix::sys::mman::madvise(
+                self.ptr.cast(),
+                self.len,
+                nix::sys::mman::MmapAdvise::MADV_POPULATE_READ,
+            )
+        }
+        .map_err(io::Error::from)
+    }
+
     /// Whether `offset..offset+len` lies inside the mapping and its address
     /// is a multiple of `align`.
     #[inline]
