@@ -939,12 +939,20 @@ impl Segment {
     /// nothing, so it races no reference and is safe through `&self`.
     ///
     /// Needs Linux 5.14 or later (older kernels: an `EINVAL` error). Pages
-    /// lost to a truncation by another process give `EFAULT` (and do not
-    /// set [`Segment::is_truncated`]: nothing touched them).
+    /// lost to a truncation by another process give `EFAULT`; if the file
+    /// is then shorter than the mapping, the truncation is recorded as a
+    /// touch would record it ([`Segment::is_truncated`]).
     #[doc(alias = "MADV_POPULATE_READ")]
     #[doc(alias = "madvise")]
     pub fn populate(&self) -> io::Result<()> {
-        self.map.populate()
+        let r = self.map.populate();
+        if let (Err(e), Handle::Fd(fd)) = (&r, &self.handle)
+            && e.raw_os_error() == Some(libc::EFAULT)
+            && posix::fstat(fd.as_fd()).is_ok_and(|st| st.size < self.len() as u64)
+        {
+            self.map.mark_truncated();
+        }
+        r
     }
 
     /// A raw pointer to `len` bytes at `offset`, checked for bounds;
@@ -1682,6 +1690,31 @@ mod tests {
         let md = std::fs::metadata(format!("/dev/shm/{}", name.file_name())).unwrap();
         assert_eq!(md.len(), 12_345);
         assert!(md.blocks() * 512 >= 12_345, "blocks {}", md.blocks());
+    }
+
+    #[test]
+    fn populate_faults_pages_in_and_notices_a_truncation() {
+        let id = posix_id("populate");
+        let _g = Guard::new(&[&id]);
+        let mut seg = Segment::create(&id, 64 * 1024, DEFAULT_MODE).unwrap();
+        seg.populate().expect("populate a whole segment");
+        assert!(!seg.is_truncated());
+        let SegmentId::Posix(name) = &id else {
+            unreachable!()
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/{}", name.file_name()))
+            .and_then(|f| f.set_len(4096))
+            .unwrap();
+        // The kernel finds the lost pages; nothing was touched.
+        let e = seg.populate().unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EFAULT), "{e}");
+        assert!(seg.is_truncated(), "populate records the truncation");
+        // The guard still turns a touch of a lost page into private zeros.
+        let mut got = [0xffu8; 4];
+        seg.read_at(60_000, &mut got).unwrap();
+        assert_eq!(got, [0; 4]);
     }
 
     #[test]

@@ -94,6 +94,14 @@ impl Mapping {
         self.guard.is_some_and(super::sigbus::is_truncated)
     }
 
+    /// Records that the file was found cut short under the mapping without
+    /// a touch (nothing to do when the `SIGBUS` guard is off).
+    pub(crate) fn mark_truncated(&self) {
+        if let Some(g) = self.guard {
+            super::sigbus::mark_truncated(g);
+        }
+    }
+
     /// The first byte of the mapping.
     #[inline]
     pub(crate) fn ptr(&self) -> NonNull<u8> {
