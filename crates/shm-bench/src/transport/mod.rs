@@ -14,7 +14,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use serde_json::{Value, json};
 
 pub mod channel;
-// Calls the `unsafe fn`s of `sys::pthread` (init and attach).
+// Calls the `unsafe fn`s of `sys::pthread` (init and attach) and
+// `Segment::view` (the ring's words).
 #[allow(unsafe_code)]
 pub mod condvar;
 pub mod fd;
@@ -22,7 +23,8 @@ pub mod fd;
 pub mod iceoryx;
 pub mod mq;
 pub mod queue;
-// Calls the `unsafe fn`s of `sys::slot` (in-place slot access).
+// Calls the `unsafe fn`s of `sys::slot` (in-place slot access) and
+// `Segment::view` (the ring's words).
 #[allow(unsafe_code)]
 pub mod spin;
 
