@@ -2,7 +2,10 @@
 //! cleanup that runs even when a test fails, and children that are always
 //! reaped, with a watchdog that turns a hang into a failure.
 // `deny`, not `forbid`: the signal-storm helper installs one handler
-// (`helper::storm`), the crate's only `unsafe`.
+// (`helper::storm`); besides it, the crate's only `unsafe` are the marker
+// impls of the structs the sync helpers share (`helper::sync`) and one
+// call of the `unsafe` `Segment::view` that must be refused
+// (`helper::core`).
 #![deny(unsafe_code)]
 
 pub mod helper;

@@ -1333,7 +1333,15 @@ fn fuzz_every_cli_input_exit_codes_one_error_line_bounded_memory() {
     let raw = unique_posix("cli-fuzz-raw");
     let fresh = unique_posix("cli-fuzz-new");
     let key = unique_sysv();
-    let _cleanup = Cleanup::new(&[q.clone(), raw.clone(), fresh.clone(), key.clone()]);
+    // `sysv:-1` is among the names: a `create` with it and a valid size
+    // makes a segment under key 0xffffffff, which must go too.
+    let _cleanup = Cleanup::new(&[
+        q.clone(),
+        raw.clone(),
+        fresh.clone(),
+        key.clone(),
+        SegmentId::SysV(-1),
+    ]);
     shm(&[
         "queue",
         "create",

@@ -336,6 +336,13 @@ impl HeaderInfo {
 
     /// Reads and decodes the header of a mapped segment, read-write or
     /// read-only.
+    ///
+    /// On a read-write handle it loads the header's words through a
+    /// reference over the first [`HEADER_SIZE`] bytes while it runs; the
+    /// contract of the `unsafe` [`Segment::view`] keeps other references
+    /// off those bytes meanwhile.
+    // Calls `Segment::view` (`// SAFETY:` below).
+    #[allow(unsafe_code)]
     pub fn read(segment: &Segment) -> Result<HeaderInfo, HeaderError> {
         let short = || HeaderError::TooShort(segment.len());
         if let Some(copied) = {
@@ -346,7 +353,13 @@ impl HeaderInfo {
         } {
             return HeaderInfo::decode(&copied.map_err(|_| short())?);
         }
-        let raw = segment.view::<RawHeader>(0).map_err(|_| short())?;
+        // SAFETY: in this process, the first HEADER_SIZE bytes of a segment
+        // are reached only through a `&RawHeader` at offset 0 (here, in
+        // `Shared::create`/`open`), never by `Shared::get` (its `T` starts at
+        // `data_offset >= HEADER_SIZE`) nor by anything else safe code can
+        // form; `view`'s contract makes every `unsafe` caller keep off these
+        // bytes while this runs. The reference does not outlive this call.
+        let raw = unsafe { segment.view::<RawHeader>(0) }.map_err(|_| short())?;
         HeaderInfo::decode(&raw.snapshot())
     }
 }
@@ -485,6 +498,8 @@ impl<T: ShmShared> Shared<T> {
         Self::init_in(segment, data, tail, total, opts, init)
     }
 
+    // Calls `Segment::view` (`// SAFETY:` below).
+    #[allow(unsafe_code)]
     fn init_in(
         segment: Segment,
         data: u64,
@@ -499,7 +514,11 @@ impl<T: ShmShared> Shared<T> {
             size: total,
             reason: "the content does not fit the mapping".into(),
         };
-        let raw = segment.view::<RawHeader>(0).map_err(|_| bad_layout())?;
+        // SAFETY: this function owns `segment`, just created and not yet
+        // shared in this process: the only references into it are this
+        // `&RawHeader` over the header and the `&T` below, at
+        // `data >= HEADER_SIZE` (`layout_of`), so they do not overlap.
+        let raw = unsafe { segment.view::<RawHeader>(0) }.map_err(|_| bad_layout())?;
         let info = HeaderInfo {
             state: InitState::Initializing,
             fingerprint: Fingerprint::of::<T>(),
@@ -509,7 +528,8 @@ impl<T: ShmShared> Shared<T> {
             kind: opts.kind.clone(),
         };
         raw.store_identity(&info.encode());
-        let value = segment.view::<T>(data as usize).map_err(|_| bad_layout())?;
+        // SAFETY: as above; `init` gets this `&T` only, never the segment.
+        let value = unsafe { segment.view::<T>(data as usize) }.map_err(|_| bad_layout())?;
         if let Err(e) = init(value) {
             publish(&raw.state, STATE_FAILED);
             let _ = segment.remove();
@@ -651,10 +671,16 @@ impl<T: ShmShared> Shared<T> {
         }
     }
 
+    // Calls `Segment::view` (`// SAFETY:` below).
+    #[allow(unsafe_code)]
     fn validate(segment: Segment, empty_since: &mut Option<Instant>) -> Result<Self, Attempt> {
         let name = segment.describe();
         let actual = segment.len() as u64;
-        let Ok(raw) = segment.view::<RawHeader>(0) else {
+        // SAFETY: this function owns `segment` by value (just mapped, or
+        // handed to `from_segment`), so no borrow of it is alive: this
+        // `&RawHeader` is the only reference into it (`creator_alive` forms
+        // none).
+        let Ok(raw) = (unsafe { segment.view::<RawHeader>(0) }) else {
             // Not transient: a creator sizes the segment in one call
             // (`posix_fallocate`, `shmget`), and the size-0 moment before it
             // is handled by `try_open`. Waiting would only delay the error.
@@ -764,7 +790,7 @@ impl<T: ShmShared> Shared<T> {
             Some(l) => l,
             None => return Err(Attempt::Failed(not_ours("impossible layout".into()))),
         };
-        if segment.view::<T>(data as usize).is_err() {
+        if segment.view_fits::<T>(data as usize).is_err() {
             return Err(Attempt::Failed(OpenError::TooSmall {
                 segment: name,
                 size: actual,
@@ -780,10 +806,24 @@ impl<T: ShmShared> Shared<T> {
     }
 
     /// The shared value.
+    ///
+    /// The safe way to a reference into a segment: the `Shared` owns its
+    /// mapping and places exactly one `T`, at one offset, in it.
     #[inline]
+    // Calls `Segment::view` (`// SAFETY:` below).
+    #[allow(unsafe_code)]
     pub fn get(&self) -> &T {
         // Checked in `init_in`/`validate`; the mapping cannot shrink under us.
-        match self.segment.view::<T>(self.data_offset) {
+        // SAFETY: `self` owns the mapping, and every reference this process
+        // forms over `data_offset..data_offset + size_of::<T>()` is a `&T`
+        // at `data_offset`: this one, or others from `get`. Safe code has no
+        // other way in: `segment()` gives `&Segment`, whose `view` is
+        // `unsafe` with a contract that keeps other references off this
+        // `T`, and whose copies take `&mut`; `segment_mut` and
+        // `into_segment` borrow or consume `self`, so no `&T` from here is
+        // alive then. The header's `&RawHeader` ends at `HEADER_SIZE <=
+        // data_offset`.
+        match unsafe { self.segment.view::<T>(self.data_offset) } {
             Ok(v) => v,
             Err(_) => unreachable_state(),
         }

@@ -140,22 +140,40 @@ enum Handle {
 ///
 /// Other processes may write the bytes at any moment, so the segment never
 /// hands out `&[u8]` over them: copy with [`Segment::read_at`] and
-/// [`Segment::write_at`], or place a [`ShmShared`] type with [`Segment::view`],
-/// whose every mutation goes through atomics or `UnsafeCell`.
+/// [`Segment::write_at`], or reach a [`ShmShared`] type (every mutation
+/// through atomics or `UnsafeCell`) through [`crate::Shared`], or place one
+/// at an offset of your choosing with the `unsafe` [`Segment::view`].
 ///
 /// The copies take `&mut self`, so safe code cannot copy over (or out of)
 /// bytes that a reference from this handle covers at that moment: a `&T`
-/// from `view`, a `&mut T` from a mutex guard built on one, a `&[u8]` a
-/// queue hands to a closure. This does not compile:
+/// from [`crate::Shared::get`] or `view`, a `&mut T` from a mutex guard
+/// built on one, a `&[u8]` a queue hands to a closure. This does not
+/// compile:
 ///
 /// ```compile_fail,E0502
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use shm_core::{Segment, SegmentId};
-/// let id = SegmentId::posix(&format!("/doc-alias-{}", std::process::id()))?;
-/// let mut seg = Segment::create(&id, 4096, 0o600)?;
-/// let counter = seg.view::<AtomicU64>(0)?; // borrows `seg`
-/// seg.write_at(0, &[0xff; 8])?;            // refused: `seg` is borrowed
+/// use shm_core::{Shared, SharedOptions};
+/// let mut shared = Shared::<AtomicU64>::create_anonymous(&SharedOptions::new(), |_| Ok(()))?;
+/// let counter = shared.get();                       // borrows `shared`
+/// shared.segment_mut().write_at(128, &[0xff; 8])?;  // refused: borrowed
 /// counter.load(Ordering::Relaxed);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Nor can safe code place a second reference over bytes a reference
+/// already covers: [`Segment::view`] is `unsafe`, so taking an
+/// `AtomicU32` over a `Shared<AtomicU64>`'s value (a mixed-size access, or
+/// over a `Mutex<u64>`'s data, a race with its guard's `&mut u64`) does
+/// not compile without an `unsafe` block whose contract it would break:
+///
+/// ```compile_fail,E0133
+/// use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+/// use shm_core::{Shared, SharedOptions};
+/// let shared = Shared::<AtomicU64>::create_anonymous(&SharedOptions::new(), |_| Ok(()))?;
+/// let data = shared.header()?.data_offset as usize;
+/// let half = shared.segment().view::<AtomicU32>(data)?; // refused: `unsafe fn`
+/// half.store(1, Ordering::Relaxed);
+/// shared.get().fetch_add(1, Ordering::Relaxed);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
@@ -849,16 +867,94 @@ impl Segment {
 
     /// A `&T` placed at `offset`, checked for bounds and alignment.
     ///
-    /// Sound for any bytes the segment holds because `T: ShmShared` accepts
-    /// every bit pattern and keeps every byte inside an atomic or
-    /// `UnsafeCell`. Refused with [`AccessError::ReadOnly`] on a handle
-    /// opened read-only: an atomic store through the `&T` would fault.
+    /// `T: ShmShared` accepts every bit pattern and keeps every byte inside
+    /// an atomic or `UnsafeCell`, so the reference stays valid whatever
+    /// *other processes* (or other mappings) write. What it cannot rule out
+    /// is a reference this process already holds over the same bytes: a
+    /// mutex guard's `&mut T`, a queue slot lent to a closure as `&[u8]`, or
+    /// a `&U` of another type or offset (mixed-size or mixed atomic and
+    /// plain access). Placing a type at an arbitrary offset is a cast, so
+    /// it is `unsafe`; [`crate::Shared::get`] is the safe path, for the one
+    /// `T` a `Shared<T>` owns. Refused with [`AccessError::ReadOnly`] on a
+    /// handle opened read-only: an atomic store through the `&T` would
+    /// fault.
+    ///
+    /// # Safety
+    ///
+    /// For as long as the returned `&T` lives, every access this process
+    /// makes to the bytes `offset..offset + size_of::<T>()` of this mapping
+    /// goes through a `&T` at the same `offset` (this one, another
+    /// `view::<T>(offset)` of this handle, or [`crate::Shared::get`] when
+    /// that is where its `T` lives), that is through `T`'s own atomics and
+    /// `UnsafeCell` protocol (a guard that a `&Mutex<U>` hands out counts).
+    /// In particular, while it lives, nothing in this process:
+    ///
+    /// - holds a reference over any of those bytes of another type, or of
+    ///   `T` at another offset (say an `AtomicU64` over the data of a
+    ///   `Mutex<u64>`, or over a `Shared<T>`'s `T`);
+    /// - holds a reference over them obtained another way: a slot payload
+    ///   (`&[u8]`, `&mut [u8]`) the queue lends to a closure, a slice made
+    ///   from [`Segment::ptr_at`] or [`Segment::as_ptr`];
+    /// - reads or writes them through a raw pointer, or with
+    ///   [`Segment::read_at_shared`] / [`Segment::write_at_shared`];
+    /// - runs [`crate::HeaderInfo::read`] or [`crate::Shared::header`] on
+    ///   this handle if the range overlaps its first [`crate::HEADER_SIZE`]
+    ///   bytes (they read the header through a reference of their own).
+    ///
+    /// Other processes and other mappings of the segment are not covered
+    /// here: they are the peers of docs/architecture.md, "Trust".
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use shm_core::Segment;
+    /// let seg = Segment::anonymous(4096)?;
+    /// // SAFETY: this process touches bytes 0..8 of `seg` only through
+    /// // `&AtomicU64` views at offset 0.
+    /// let word = unsafe { seg.view::<AtomicU64>(0)? };
+    /// word.store(7, Ordering::Release);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    // An unsafe contract only: the body performs no unsafe operation.
+    #[allow(unsafe_code)]
     #[inline]
-    pub fn view<T: ShmShared>(&self, offset: usize) -> Result<&T, AccessError> {
-        self.writable(offset, size_of::<T>())?;
+    pub unsafe fn view<T: ShmShared>(&self, offset: usize) -> Result<&T, AccessError> {
+        self.view_fits::<T>(offset)?;
         self.map
             .view::<T>(offset)
             .ok_or_else(|| self.bounds(offset, size_of::<T>(), align_of::<T>()).into())
+    }
+
+    /// Whether [`Segment::view`] of a `T` at `offset` would be given (in
+    /// bounds, aligned, writable), without forming the reference.
+    pub(crate) fn view_fits<T: ShmShared>(&self, offset: usize) -> Result<(), AccessError> {
+        self.writable(offset, size_of::<T>())?;
+        if self.map.contains(offset, size_of::<T>(), align_of::<T>()) {
+            Ok(())
+        } else {
+            Err(self.bounds(offset, size_of::<T>(), align_of::<T>()).into())
+        }
+    }
+
+    /// Faults every page of this mapping in, as a read of each would:
+    /// `madvise(MADV_POPULATE_READ)`, so that later accesses do not pay the
+    /// first-touch page faults. The kernel does it; this process reads
+    /// nothing, so it races no reference and is safe through `&self`.
+    ///
+    /// Needs Linux 5.14 or later (older kernels: an `EINVAL` error). Pages
+    /// lost to a truncation by another process give `EFAULT`; if the file
+    /// is then shorter than the mapping, the truncation is recorded as a
+    /// touch would record it ([`Segment::is_truncated`]).
+    #[doc(alias = "MADV_POPULATE_READ")]
+    #[doc(alias = "madvise")]
+    pub fn populate(&self) -> io::Result<()> {
+        let r = self.map.populate();
+        if let (Err(e), Handle::Fd(fd)) = (&r, &self.handle)
+            && e.raw_os_error() == Some(libc::EFAULT)
+            && posix::fstat(fd.as_fd()).is_ok_and(|st| st.size < self.len() as u64)
+        {
+            self.map.mark_truncated();
+        }
+        r
     }
 
     /// A raw pointer to `len` bytes at `offset`, checked for bounds;
@@ -1096,6 +1192,8 @@ pub fn remove(id: &SegmentId) -> Result<(), OpenError> {
 }
 
 #[cfg(test)]
+// The tests call `Segment::view`, an `unsafe fn`.
+#[allow(unsafe_code)]
 mod tests {
     //! One test body per behaviour, run for POSIX and System V alike (so
     //! the two backends cannot drift apart unnoticed), plus the few things
@@ -1161,8 +1259,14 @@ mod tests {
         a.read_at(8192 - 3, &mut end).unwrap();
         assert_eq!(&end, b"end");
         // A value placed with `view` is shared too.
-        let x = a.view::<AtomicU64>(4096).unwrap();
-        let y = b.view::<AtomicU64>(4096).unwrap();
+        // SAFETY: bytes 4096..4104 are touched only through these two
+        // views, one per mapping, while they live.
+        let (x, y) = unsafe {
+            (
+                a.view::<AtomicU64>(4096).unwrap(),
+                b.view::<AtomicU64>(4096).unwrap(),
+            )
+        };
         x.store(0xdead_beef, Ordering::SeqCst);
         assert_eq!(y.load(Ordering::SeqCst), 0xdead_beef);
         assert_ne!(std::ptr::from_ref(x), std::ptr::from_ref(y));
@@ -1182,12 +1286,16 @@ mod tests {
         assert!(a.read_at(usize::MAX, &mut [0u8; 2]).is_err());
         assert!(a.read_at(8193, &mut []).is_err());
         assert!(a.read_at(8192, &mut []).is_ok());
-        match a.view::<AtomicU64>(8188) {
-            Err(AccessError::OutOfBounds(b)) => assert_eq!(b.align, 8),
-            other => panic!("view at 8188: {other:?}"),
+        // SAFETY: no other reference of this process covers the last
+        // eight bytes of `a` or its bytes 4..12 (`x` is dead).
+        unsafe {
+            match a.view::<AtomicU64>(8188) {
+                Err(AccessError::OutOfBounds(b)) => assert_eq!(b.align, 8),
+                other => panic!("view at 8188: {other:?}"),
+            }
+            assert!(a.view::<AtomicU64>(8192 - 8).is_ok());
+            assert!(a.view::<AtomicU64>(4).is_err(), "misaligned view");
         }
-        assert!(a.view::<AtomicU64>(8192 - 8).is_ok());
-        assert!(a.view::<AtomicU64>(4).is_err(), "misaligned view");
         assert!(a.ptr_at(8192, 1).is_err());
         assert_eq!(a.ptr_at(10, 1).unwrap(), a.as_ptr().wrapping_add(10));
         let mut after = [0u8; 2];
@@ -1378,10 +1486,15 @@ mod tests {
             other => panic!("write through a read-only handle: {other:?}"),
         }
         assert!(matches!(
-            ro.view::<AtomicU64>(0),
+            // SAFETY: refused before any reference is formed (and `ro`
+            // gives out none).
+            unsafe { ro.view::<AtomicU64>(0) },
             Err(AccessError::ReadOnly { .. })
         ));
         assert!(matches!(ro.ptr_at(0, 1), Err(AccessError::ReadOnly { .. })));
+        // Populating reads nothing: allowed on either handle.
+        ro.populate().expect("populate a read-only mapping");
+        seg.populate().expect("populate a read-write mapping");
         assert!(
             ro.read_at(8190, &mut [0u8; 3]).is_err(),
             "bounds still hold"
@@ -1580,6 +1693,31 @@ mod tests {
         let md = std::fs::metadata(format!("/dev/shm/{}", name.file_name())).unwrap();
         assert_eq!(md.len(), 12_345);
         assert!(md.blocks() * 512 >= 12_345, "blocks {}", md.blocks());
+    }
+
+    #[test]
+    fn populate_faults_pages_in_and_notices_a_truncation() {
+        let id = posix_id("populate");
+        let _g = Guard::new(&[&id]);
+        let mut seg = Segment::create(&id, 64 * 1024, DEFAULT_MODE).unwrap();
+        seg.populate().expect("populate a whole segment");
+        assert!(!seg.is_truncated());
+        let SegmentId::Posix(name) = &id else {
+            unreachable!()
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/{}", name.file_name()))
+            .and_then(|f| f.set_len(4096))
+            .unwrap();
+        // The kernel finds the lost pages; nothing was touched.
+        let e = seg.populate().unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EFAULT), "{e}");
+        assert!(seg.is_truncated(), "populate records the truncation");
+        // The guard still turns a touch of a lost page into private zeros.
+        let mut got = [0xffu8; 4];
+        seg.read_at(60_000, &mut got).unwrap();
+        assert_eq!(got, [0; 4]);
     }
 
     #[test]

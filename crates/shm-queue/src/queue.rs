@@ -266,10 +266,11 @@ impl Slots for Inner {
     fn header(&self, index: usize) -> Result<&SlotHeader, Bad> {
         // In bounds by construction (validated at open); the check stays as
         // a guard against a mapping shorter than validated.
-        self.shared
-            .segment()
-            .view::<SlotHeader>(self.slots_offset + index * self.stride)
-            .map_err(|e| Bad(e.to_string()))
+        crate::slots::header(
+            self.shared.segment(),
+            self.slots_offset + index * self.stride,
+        )
+        .map_err(|e| Bad(e.to_string()))
     }
 }
 

@@ -1,5 +1,5 @@
-//! The queue's only `unsafe`: viewing a claimed slot's payload in place and
-//! moving typed values in and out of it.
+//! The queue's only `unsafe`: placing the slot headers, viewing a claimed
+//! slot's payload in place and moving typed values in and out of it.
 //!
 //! The slot protocol (see [`crate::layout`]) gives the holder of a WRITING
 //! or READING claim the payload bytes to itself: no cooperating process
@@ -7,7 +7,29 @@
 //! write them; that can change the bytes the caller sees, never the bounds.
 #![allow(unsafe_code)]
 
-use shm_core::ShmSafe;
+use shm_core::{AccessError, Segment, ShmSafe};
+
+use crate::layout::SlotHeader;
+
+/// The header of the slot at `offset` of the queue's segment (checked for
+/// bounds and alignment, like [`Segment::view`]).
+///
+/// Safe to call because of what this crate does with its segment, not of
+/// what `offset` is: `offset` must be a slot's start (`slots_offset +
+/// index * stride` of the validated layout), the one place in the crate
+/// that computes it is `Inner::header` in `queue.rs`, and nothing else in
+/// the crate forms a reference over a slot header.
+pub(crate) fn header(segment: &Segment, offset: usize) -> Result<&SlotHeader, AccessError> {
+    // SAFETY: within this process, the `SLOT_HEADER` bytes at a slot's
+    // start are reached only through a `&SlotHeader` at that offset (here):
+    // the payload pointers and slices of this module start `SLOT_HEADER`
+    // bytes further on (`Inner::payload_ptr`), and the control block
+    // (`Shared::get`) and the segment header lie before the slots. Code
+    // outside the crate that holds the segment (`Queue::segment`) needs the
+    // `unsafe` `Segment::view` or raw pointers to reach these bytes, under
+    // a contract that keeps it off them while this reference lives.
+    unsafe { segment.view::<SlotHeader>(offset) }
+}
 
 /// The payload of a slot this process has claimed for writing.
 ///

@@ -243,7 +243,7 @@ impl fmt::Debug for Condvar {
 mod tests {
     use super::*;
     use crate::{FutexCondvar, Mutex};
-    use shm_core::{Segment, Shared, SharedOptions};
+    use shm_core::{Shared, SharedOptions};
 
     #[repr(C)]
     struct Pair {
@@ -273,8 +273,9 @@ mod tests {
 
     #[test]
     fn uninitialized_condvar_reports_and_unlocks() {
-        let seg = Segment::anonymous(4096).unwrap();
-        let p = seg.view::<Pair>(0).unwrap();
+        // Zeroed and left so: the initializer does nothing.
+        let s = Shared::<Pair>::create_anonymous(&SharedOptions::new(), |_| Ok(())).unwrap();
+        let p = s.get();
         p.m.init(1).unwrap();
         assert!(!p.cv.is_initialized());
         let g = p.m.lock().unwrap();

@@ -426,7 +426,7 @@ impl<'a, T: ShmSafe> From<LockError<'a, T>> for TryLockError<'a, T> {
 #[cfg(all(test, not(shm_loom), not(miri)))]
 mod tests {
     use super::*;
-    use shm_core::{Segment, Shared, SharedOptions};
+    use shm_core::{Shared, SharedOptions};
     use std::sync::Arc;
 
     fn new_mutex(v: u64) -> Shared<Mutex<u64>> {
@@ -436,8 +436,9 @@ mod tests {
 
     #[test]
     fn zeroed_memory_is_uninitialized_and_init_runs_once() {
-        let seg = Segment::anonymous(4096).unwrap();
-        let m = seg.view::<Mutex<u64>>(0).unwrap();
+        // Zeroed and left so: the initializer does nothing.
+        let s = Shared::<Mutex<u64>>::create_anonymous(&SharedOptions::new(), |_| Ok(())).unwrap();
+        let m = s.get();
         assert!(!m.is_initialized());
         assert!(matches!(m.lock(), Err(LockError::Uninitialized)));
         assert!(matches!(m.try_lock(), Err(TryLockError::Uninitialized)));

@@ -2,9 +2,9 @@
 //! shm-sync primitives of one segment, for `tests/tests/sync.rs`.
 //!
 //! Every subcommand takes the segment name first. The segment is a
-//! [`Shared<Mutex<u64>>`] (the counter) whose trailing region holds a
-//! [`Condvar`], a [`FutexCondvar`], two [`Semaphore`]s and an
-//! [`OwnerLock`]; see [`Objects`].
+//! [`Shared<Layout>`]: a [`Mutex<u64>`] (the counter), a [`Condvar`], a
+//! [`FutexCondvar`], two [`Semaphore`]s, an [`OwnerLock`] and a
+//! [`WaitWord`]; see [`Objects`].
 //! Results go to stdout as one line each (`ok 5`, `owner-died 18446744...`,
 //! `not-recoverable`, ...), so the tests can assert on them.
 //!
@@ -38,7 +38,7 @@
 
 use std::time::{Duration, Instant};
 
-use shm_core::{SegmentId, Shared, SharedOptions};
+use shm_core::{SegmentId, Shared, SharedOptions, ShmSafe, ShmShared};
 use shm_sync::{
     Condvar, FutexCondvar, LockError, Locked, Mutex, OwnerLock, Semaphore, Slept, TryLockError,
     WaitWord,
@@ -48,86 +48,99 @@ use shm_sync::{
 /// must see it.
 pub const DIRTY: u64 = u64::MAX;
 
-/// Offsets in the trailing region.
-const CONDVAR_AT: usize = 0;
-const FUTEX_CONDVAR_AT: usize = 64;
-const SEM_AT: [usize; 2] = [72, 80];
-const OWNER_LOCK_AT: usize = 96;
-const WAIT_WORD_AT: usize = 112;
-const TAIL: u64 = 128;
+/// Everything the `sync-*` subcommands share, one `T` of one
+/// [`Shared`], so that each is reached through [`Shared::get`] and no two
+/// references into the segment ever overlap.
+#[repr(C)]
+pub struct Layout {
+    counter: Mutex<u64>,
+    condvar: Condvar,
+    futex_condvar: FutexCondvar,
+    semaphores: [Semaphore; 2],
+    owner_lock: OwnerLock,
+    wait_word: WaitWord,
+}
 
-/// The test segment: the counter mutex and, in its trailing region, the
-/// other primitives.
+// SAFETY: `#[repr(C)]` of `ShmSafe` fields only: the layout is fixed, no
+// field holds a pointer, every bit pattern of every field is valid (so of
+// the whole), mutation goes through the fields' atomics and cells, and the
+// type id names this layout.
+#[allow(unsafe_code)]
+unsafe impl ShmSafe for Layout {
+    const TYPE_ID: u64 = shm_core::type_id("shm_tests::helper::sync::Layout");
+}
+
+// SAFETY: every field is `ShmShared`, so every non-padding byte is atomic
+// or in an `UnsafeCell`.
+#[allow(unsafe_code)]
+unsafe impl ShmShared for Layout {}
+
+/// The test segment: the counter mutex and the other primitives.
 pub struct Objects {
-    shared: Shared<Mutex<u64>>,
+    shared: Shared<Layout>,
 }
 
 fn opts() -> SharedOptions {
-    SharedOptions::new().kind("sync-test").extra(TAIL)
+    SharedOptions::new().kind("sync-test")
 }
 
 impl Objects {
     /// Creates the segment with the counter at `start` and initializes every
     /// primitive (the creator's job, before any child starts).
     pub fn create(id: &SegmentId, start: u64) -> Self {
-        let shared = Shared::<Mutex<u64>>::create(id, &opts(), |m| Ok(m.init(start)?))
-            .expect("create the sync test segment");
-        let o = Objects { shared };
-        o.condvar().init().expect("init condvar");
-        o.futex_condvar().init().expect("init futex condvar");
-        o.semaphore(0).init(0);
-        o.semaphore(1).init(0);
-        o.owner_lock().init();
-        o.wait_word().init(0);
-        o
+        let shared = Shared::<Layout>::create(id, &opts(), |o| {
+            o.counter.init(start)?;
+            o.condvar.init()?;
+            o.futex_condvar.init()?;
+            o.semaphores[0].init(0);
+            o.semaphores[1].init(0);
+            o.owner_lock.init();
+            o.wait_word.init(0);
+            Ok(())
+        })
+        .expect("create the sync test segment");
+        Objects { shared }
     }
 
     /// Opens the segment a test created.
     pub fn open(id: &SegmentId) -> Self {
-        let shared = Shared::<Mutex<u64>>::open(id, &opts()).expect("open the sync test segment");
+        let shared = Shared::<Layout>::open(id, &opts()).expect("open the sync test segment");
         Objects { shared }
     }
 
     /// The counter.
     pub fn mutex(&self) -> &Mutex<u64> {
-        self.shared.get()
+        &self.shared.get().counter
     }
 
     /// The pthread condvar.
     pub fn condvar(&self) -> &Condvar {
-        self.tail(CONDVAR_AT)
+        &self.shared.get().condvar
     }
 
     /// The futex condvar.
     pub fn futex_condvar(&self) -> &FutexCondvar {
-        self.tail(FUTEX_CONDVAR_AT)
+        &self.shared.get().futex_condvar
     }
 
     /// Semaphore 0 or 1.
     pub fn semaphore(&self, slot: usize) -> &Semaphore {
-        self.tail(SEM_AT[slot.min(1)])
+        &self.shared.get().semaphores[slot.min(1)]
     }
 
     /// The owner lock.
     pub fn owner_lock(&self) -> &OwnerLock {
-        self.tail(OWNER_LOCK_AT)
+        &self.shared.get().owner_lock
     }
 
     /// The bare wait word.
     pub fn wait_word(&self) -> &WaitWord {
-        self.tail(WAIT_WORD_AT)
+        &self.shared.get().wait_word
     }
 
     /// The segment, to remove it.
-    pub fn shared(&self) -> &Shared<Mutex<u64>> {
+    pub fn shared(&self) -> &Shared<Layout> {
         &self.shared
-    }
-
-    fn tail<T: shm_core::ShmShared>(&self, at: usize) -> &T {
-        self.shared
-            .segment()
-            .view::<T>(self.shared.tail_offset() + at)
-            .expect("trailing region holds the primitive")
     }
 }
 
@@ -551,14 +564,14 @@ fn owner_lock(o: &Objects, _args: &[String]) -> i32 {
 /// semaphore posters and waiters, all on one segment, any of them killed
 /// with SIGKILL at any moment.
 ///
-/// The segment is a [`Shared<Mutex<Guarded>>`]: the mutex guards
+/// The segment is a [`Shared<chaos::Layout>`]: the mutex guards
 /// `[a, b, holder, gen]` with the invariant `a == b` and `holder == 0`
 /// whenever the lock is free. A locker sets `holder` to its PID, stores
 /// `a + 1` into `a`, spins, stores the same into `b`, clears `holder` and
 /// unlocks. A holder killed between the two steps leaves `a == b + 1` and
 /// its PID in `holder`; the next locker gets `OwnerDied`, rolls the update
-/// forward (`b = a`), clears `holder` and marks the mutex consistent. The
-/// trailing region holds a [`FutexCondvar`] (waiters wait for `gen` to
+/// forward (`b = a`), clears `holder` and marks the mutex consistent.
+/// Beside the mutex lie a [`FutexCondvar`] (waiters wait for `gen` to
 /// reach a target), a [`Semaphore`] and a stop word for the semaphore
 /// waiters. The stores are atomic (`Release`) so that the compiler keeps
 /// them in program order: a kill sees them in that order.
@@ -582,7 +595,7 @@ pub mod chaos {
     use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
     use std::time::Duration;
 
-    use shm_core::{CreateError, OpenError, SegmentId, Shared, SharedOptions};
+    use shm_core::{CreateError, OpenError, SegmentId, Shared, SharedOptions, ShmSafe, ShmShared};
     use shm_sync::{FutexCondvar, LockError, Mutex, MutexGuard, Semaphore, TryLockError};
 
     use super::say;
@@ -598,68 +611,81 @@ pub mod chaos {
     /// Index of the counter the condvar waiters wait on.
     pub const GEN: usize = 3;
 
-    const CV_AT: usize = 0;
-    const SEM_AT: usize = 8;
-    const STOP_AT: usize = 16;
-    const TAIL: u64 = 64;
-
     fn opts() -> SharedOptions {
-        SharedOptions::new().kind("sync-chaos").extra(TAIL)
+        SharedOptions::new().kind("sync-chaos")
     }
 
     fn zeroed() -> Guarded {
         std::array::from_fn(|_| AtomicU64::new(0))
     }
 
+    /// Everything the chaos subcommands share, one `T` of one [`Shared`].
+    #[repr(C)]
+    pub struct Layout {
+        mutex: Mutex<Guarded>,
+        condvar: FutexCondvar,
+        semaphore: Semaphore,
+        stop: AtomicU32,
+    }
+
+    // SAFETY: `#[repr(C)]` of `ShmSafe` fields only: the layout is fixed,
+    // no field holds a pointer, every bit pattern of every field is valid,
+    // mutation goes through the fields' atomics and cells, and the type id
+    // names this layout.
+    #[allow(unsafe_code)]
+    unsafe impl ShmSafe for Layout {
+        const TYPE_ID: u64 = shm_core::type_id("shm_tests::helper::sync::chaos::Layout");
+    }
+
+    // SAFETY: every field is `ShmShared`, so every non-padding byte is
+    // atomic or in an `UnsafeCell`.
+    #[allow(unsafe_code)]
+    unsafe impl ShmShared for Layout {}
+
     /// The chaos segment.
     pub struct Chaos {
-        shared: Shared<Mutex<Guarded>>,
+        shared: Shared<Layout>,
     }
 
     impl Chaos {
         /// Creates the segment (this process owns it) and initializes every
         /// primitive in it.
         pub fn create(id: &SegmentId) -> Result<Self, CreateError> {
-            let shared = Shared::<Mutex<Guarded>>::create(id, &opts(), |m| Ok(m.init(zeroed())?))?;
-            let c = Chaos { shared };
-            // Zero is already the empty state of both; init says so.
-            let _ = c.condvar().init();
-            c.semaphore().init(0);
-            c.stop().store(0, Ordering::Release);
-            Ok(c)
+            let shared = Shared::<Layout>::create(id, &opts(), |c| {
+                c.mutex.init(zeroed())?;
+                // Zero is already the empty state of both; init says so.
+                let _ = c.condvar.init();
+                c.semaphore.init(0);
+                c.stop.store(0, Ordering::Release);
+                Ok(())
+            })?;
+            Ok(Chaos { shared })
         }
 
         /// Opens the segment, waiting at most `timeout` for its creator.
         pub fn open(id: &SegmentId, timeout: Duration) -> Result<Self, OpenError> {
-            let shared = Shared::<Mutex<Guarded>>::open(id, &opts().timeout(timeout))?;
+            let shared = Shared::<Layout>::open(id, &opts().timeout(timeout))?;
             Ok(Chaos { shared })
         }
 
         /// The mutex.
         pub fn mutex(&self) -> &Mutex<Guarded> {
-            self.shared.get()
+            &self.shared.get().mutex
         }
 
         /// The futex condvar.
         pub fn condvar(&self) -> &FutexCondvar {
-            self.tail(CV_AT)
+            &self.shared.get().condvar
         }
 
         /// The semaphore.
         pub fn semaphore(&self) -> &Semaphore {
-            self.tail(SEM_AT)
+            &self.shared.get().semaphore
         }
 
         /// Nonzero: semaphore waiters stop once the semaphore is empty.
         pub fn stop(&self) -> &AtomicU32 {
-            self.tail(STOP_AT)
-        }
-
-        fn tail<T: shm_core::ShmShared>(&self, at: usize) -> &T {
-            self.shared
-                .segment()
-                .view::<T>(self.shared.tail_offset() + at)
-                .expect("trailing region holds the primitive")
+            &self.shared.get().stop
         }
     }
 
@@ -854,8 +880,8 @@ pub mod chaos {
 
     fn create(id: &SegmentId, args: &[String]) -> Result<(), String> {
         let ms = super::num(args, 0, "milliseconds");
-        let shared = Shared::<Mutex<Guarded>>::create(id, &opts(), |m| {
-            m.init(zeroed())?;
+        let shared = Shared::<Layout>::create(id, &opts(), |c| {
+            c.mutex.init(zeroed())?;
             say("initializing");
             std::thread::sleep(Duration::from_millis(ms));
             Ok(())

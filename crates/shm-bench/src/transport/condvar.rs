@@ -11,6 +11,12 @@
 //! | 272    | capacity, stride, slot size (`AtomicU64`, set by the creator) |
 //! | 384    | slots: length word, then data                                |
 //!
+//! In this process `head`, `tail` and each slot's length word are reached
+//! only as `&AtomicU64` at their own offsets ([`word`]), the pthread
+//! objects only through [`PthreadSync`], the payloads (`slot + 8..`) only
+//! through the `_shared` copies, and the geometry words only by copies
+//! before the mapping is shared: no two references ever overlap.
+//!
 //! The wait is `pthread_cond_timedwait` with a 100 ms timeout around a
 //! predicate loop, so that a lost wakeup (glibc bug 25847) delays instead of
 //! hanging; a user who read the glibc bug tracker would do the same.
@@ -23,7 +29,7 @@ use shm_core::Segment;
 
 use super::{
     ChanSpec, Check, CreateError, RingGeometry, Rx, Tx, checked_len, create_segment,
-    open_segment_static, ring_stride,
+    open_ring_static, ring_stride,
 };
 use crate::sys::pthread::{self, Cond, PthreadSync, SYNC_BYTES};
 
@@ -39,7 +45,7 @@ const _: () = assert!(SYNC_BYTES <= HEAD);
 /// Creates and initializes the ring segment `name` for `spec`.
 pub fn create(name: &str, spec: ChanSpec) -> Result<Segment, CreateError> {
     let stride = ring_stride(spec.size);
-    let seg = create_segment(name, SLOTS + spec.capacity * stride)?;
+    let mut seg = create_segment(name, SLOTS + spec.capacity * stride)?;
     // SAFETY: the segment was just created exclusively by this process and
     // no child has been started yet, so no one else uses its bytes; it is
     // initialized once, here.
@@ -49,8 +55,21 @@ pub fn create(name: &str, spec: ChanSpec) -> Result<Segment, CreateError> {
         stride,
         slot_size: spec.size,
     }
-    .write(&seg, CAP)?;
+    .write(&mut seg, CAP)?;
     Ok(seg)
+}
+
+/// The index or length word at `off`.
+///
+/// # Safety
+///
+/// - `off` is `HEAD`, `TAIL` or the start of a slot: the words that this
+///   module reaches only as `&AtomicU64` at that offset (see the module
+///   docs), so no other reference of this process ever overlaps them.
+unsafe fn word(seg: &Segment, off: usize) -> io::Result<&AtomicU64> {
+    // SAFETY: `off` is one of the ring's words (the caller's contract),
+    // which this process touches only through this view.
+    unsafe { seg.view::<AtomicU64>(off) }.map_err(io::Error::other)
 }
 
 #[derive(Debug)]
@@ -67,13 +86,14 @@ struct Ring {
 
 impl Ring {
     fn open(name: &str, spec: ChanSpec) -> io::Result<Ring> {
-        let seg = open_segment_static(name)?;
-        let word = |off| seg.view::<AtomicU64>(off).map_err(io::Error::other);
-        let RingGeometry {
-            cap,
-            stride,
-            slot_size,
-        } = RingGeometry::read(seg, CAP, SLOTS)?;
+        let (
+            seg,
+            RingGeometry {
+                cap,
+                stride,
+                slot_size,
+            },
+        ) = open_ring_static(name, CAP, SLOTS)?;
         // SAFETY: the parent ran `pthread::init` on this segment before it
         // started this process (see `create`), and only `PthreadSync` writes
         // the first SYNC_BYTES bytes.
@@ -81,8 +101,10 @@ impl Ring {
         Ok(Ring {
             seg,
             sync,
-            head: word(HEAD)?,
-            tail: word(TAIL)?,
+            // SAFETY: `HEAD` and `TAIL` are words of the ring.
+            head: unsafe { word(seg, HEAD) }?,
+            // SAFETY: as above.
+            tail: unsafe { word(seg, TAIL) }?,
             cap,
             stride,
             slot_size,
@@ -120,10 +142,8 @@ impl Tx for CondTx {
         }
         let head = r.head.load(Ordering::Relaxed);
         let off = SLOTS + (head % r.cap) as usize * r.stride;
-        r.seg
-            .view::<AtomicU64>(off)
-            .map_err(io::Error::other)?
-            .store(len as u64, Ordering::Relaxed);
+        // SAFETY: `off` is a slot's start, its length word.
+        unsafe { word(r.seg, off) }?.store(len as u64, Ordering::Relaxed);
         // SAFETY: this process holds no reference into a slot's payload
         // (its views cover the index and length words only), and the lock
         // gives this slot to us alone.
@@ -166,11 +186,8 @@ impl Rx for CondRx {
             }
             let tail = r.tail.load(Ordering::Relaxed);
             let off = SLOTS + (tail % r.cap) as usize * r.stride;
-            let raw = r
-                .seg
-                .view::<AtomicU64>(off)
-                .map_err(io::Error::other)?
-                .load(Ordering::Relaxed);
+            // SAFETY: `off` is a slot's start, its length word.
+            let raw = unsafe { word(r.seg, off) }?.load(Ordering::Relaxed);
             let len = checked_len(raw, r.slot_size.min(r.buf.len()))?;
             // SAFETY: as in `send`: no reference into the payload, and the
             // lock gives this slot to us alone.

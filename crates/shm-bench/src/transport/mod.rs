@@ -10,12 +10,12 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
 pub mod channel;
-// Calls the `unsafe fn`s of `sys::pthread` (init and attach).
+// Calls the `unsafe fn`s of `sys::pthread` (init and attach) and
+// `Segment::view` (the ring's words).
 #[allow(unsafe_code)]
 pub mod condvar;
 pub mod fd;
@@ -23,7 +23,8 @@ pub mod fd;
 pub mod iceoryx;
 pub mod mq;
 pub mod queue;
-// Calls the `unsafe fn`s of `sys::slot` (in-place slot access).
+// Calls the `unsafe fn`s of `sys::slot` (in-place slot access) and
+// `Segment::view` (the ring's words).
 #[allow(unsafe_code)]
 pub mod spin;
 
@@ -474,32 +475,34 @@ pub fn open_rx(
     })
 }
 
-/// Opens a segment by name in a child, for the rest of the child's life.
+/// Opens a ring segment by name in a child, for the rest of the child's
+/// life, and reads its geometry (words at `base`, slots from `slots`).
 ///
 /// The mapping is leaked on purpose: the endpoints keep `&'static`
 /// references to the indices in it (no bounds check per access), and the
 /// child exits when the run ends. The child is not the owner, so nothing is
-/// left behind: the parent removes the name.
-pub fn open_segment_static(name: &str) -> io::Result<&'static shm_core::Segment> {
+/// left behind: the parent removes the name. The geometry is copied out
+/// through `&mut` before the leak, while no reference into the mapping
+/// exists yet.
+pub fn open_ring_static(
+    name: &str,
+    base: usize,
+    slots: usize,
+) -> io::Result<(&'static shm_core::Segment, RingGeometry)> {
     let id = shm_core::SegmentId::posix(name).map_err(io::Error::other)?;
-    let seg = shm_core::Segment::open(&id).map_err(io::Error::other)?;
+    let mut seg = shm_core::Segment::open(&id).map_err(io::Error::other)?;
     prefault(&seg);
-    Ok(Box::leak(Box::new(seg)))
+    let geometry = RingGeometry::read(&mut seg, base, slots)?;
+    Ok((Box::leak(Box::new(seg)), geometry))
 }
 
-/// Touches every page of `seg` (a one-byte read each) so that the timed
+/// Faults every page of `seg` in (`Segment::populate`) so that the timed
 /// part of a run does not pay this process's first-touch page faults,
-/// which a long-running user pays once. Called right after opening,
-/// before this process makes any sender, receiver, view or thread.
+/// which a long-running user pays once. The kernel does it, this process
+/// reads nothing, so it races nothing. An error (a kernel before 5.14) only
+/// means the faults come later.
 pub fn prefault(seg: &shm_core::Segment) {
-    for off in (0..seg.len()).step_by(4096) {
-        // An atomic load through a shared view: it touches the page and
-        // races nothing. In bounds and aligned by construction; an error
-        // cannot happen and would only mean one fault more.
-        if let Ok(word) = seg.view::<std::sync::atomic::AtomicU64>(off) {
-            word.load(std::sync::atomic::Ordering::Relaxed);
-        }
-    }
+    let _ = seg.populate();
 }
 
 /// Creates a segment of `size` bytes owned by the caller (removed on drop).
@@ -527,18 +530,16 @@ pub struct RingGeometry {
 }
 
 impl RingGeometry {
-    fn word(seg: &shm_core::Segment, off: usize) -> io::Result<&AtomicU64> {
-        seg.view::<AtomicU64>(off).map_err(io::Error::other)
-    }
-
-    /// The creator's side: writes the three words.
-    pub fn write(self, seg: &shm_core::Segment, base: usize) -> io::Result<()> {
+    /// The creator's side: writes the three words, before any child starts
+    /// (the start is what makes them visible to the child).
+    pub fn write(self, seg: &mut shm_core::Segment, base: usize) -> io::Result<()> {
         for (off, v) in [
             (base, self.cap),
             (base + 8, self.stride as u64),
             (base + 16, self.slot_size as u64),
         ] {
-            Self::word(seg, off)?.store(v, Ordering::Release);
+            seg.write_at(off, &v.to_ne_bytes())
+                .map_err(io::Error::other)?;
         }
         Ok(())
     }
@@ -546,10 +547,15 @@ impl RingGeometry {
     /// The opener's side: reads the words and checks that `cap` slots of
     /// `stride` bytes from `slots` fit in the segment (the bytes are
     /// untrusted).
-    pub fn read(seg: &shm_core::Segment, base: usize, slots: usize) -> io::Result<Self> {
-        let cap = Self::word(seg, base)?.load(Ordering::Acquire);
-        let stride = Self::word(seg, base + 8)?.load(Ordering::Acquire) as usize;
-        let slot_size = Self::word(seg, base + 16)?.load(Ordering::Acquire) as usize;
+    pub fn read(seg: &mut shm_core::Segment, base: usize, slots: usize) -> io::Result<Self> {
+        let mut word = |off: usize| -> io::Result<u64> {
+            let mut b = [0u8; 8];
+            seg.read_at(off, &mut b).map_err(io::Error::other)?;
+            Ok(u64::from_ne_bytes(b))
+        };
+        let cap = word(base)?;
+        let stride = word(base + 8)? as usize;
+        let slot_size = word(base + 16)? as usize;
         let fits = (cap as usize)
             .checked_mul(stride)
             .and_then(|b| b.checked_add(slots))

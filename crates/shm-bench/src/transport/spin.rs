@@ -27,6 +27,12 @@
 //! `sched_yield` after about a thousand spins, so that the ring still makes
 //! progress when both sides share a core.
 //!
+//! In this process the index words and each slot's length word are
+//! reached only as `&AtomicU64` at their own offsets ([`word`]), the
+//! payloads (`slot + 8..`) only through `slot::with_mut`/`with_ref` and
+//! the `_shared` copies, and the geometry words only by copies before the
+//! mapping is shared: no two references ever overlap.
+//!
 //! Nothing else runs per message: the indices are plain counters (no
 //! modulo on a shared word, no read-modify-write), each side reads the
 //! other's index line only when its cached copy says full or empty, and
@@ -39,7 +45,7 @@ use shm_core::Segment;
 
 use super::{
     ChanSpec, Check, CreateError, Placement, RingGeometry, Rx, Tx, checked_len, create_segment,
-    open_segment_static, ring_stride,
+    open_ring_static, ring_stride,
 };
 use crate::sys::slot;
 
@@ -84,14 +90,28 @@ impl Backoff {
 /// Creates the ring segment `name` for `spec`.
 pub fn create(name: &str, spec: ChanSpec) -> Result<Segment, CreateError> {
     let stride = ring_stride(spec.size);
-    let seg = create_segment(name, SLOTS + spec.capacity * stride)?;
+    let mut seg = create_segment(name, SLOTS + spec.capacity * stride)?;
     RingGeometry {
         cap: spec.capacity as u64,
         stride,
         slot_size: spec.size,
     }
-    .write(&seg, CAP)?;
+    .write(&mut seg, CAP)?;
     Ok(seg)
+}
+
+/// The index or length word at `off`.
+///
+/// # Safety
+///
+/// - `off` is `HEAD`, `TAIL` or the start of a slot (`Ring::slot`): the
+///   words that this module reaches only as `&AtomicU64` at that offset
+///   (see the module docs), so no other reference of this process ever
+///   overlaps them.
+unsafe fn word(seg: &Segment, off: usize) -> io::Result<&AtomicU64> {
+    // SAFETY: `off` is one of the ring's words (the caller's contract),
+    // which this process touches only through this view.
+    unsafe { seg.view::<AtomicU64>(off) }.map_err(io::Error::other)
 }
 
 /// What both ends read when they attach.
@@ -107,17 +127,20 @@ struct Ring {
 
 impl Ring {
     fn open(name: &str) -> io::Result<Ring> {
-        let seg = open_segment_static(name)?;
-        let word = |off| seg.view::<AtomicU64>(off).map_err(io::Error::other);
-        let RingGeometry {
-            cap,
-            stride,
-            slot_size,
-        } = RingGeometry::read(seg, CAP, SLOTS)?;
+        let (
+            seg,
+            RingGeometry {
+                cap,
+                stride,
+                slot_size,
+            },
+        ) = open_ring_static(name, CAP, SLOTS)?;
         Ok(Ring {
             seg,
-            head: word(HEAD)?,
-            tail: word(TAIL)?,
+            // SAFETY: `HEAD` and `TAIL` are words of the ring.
+            head: unsafe { word(seg, HEAD) }?,
+            // SAFETY: as above.
+            tail: unsafe { word(seg, TAIL) }?,
             cap,
             stride,
             slot_size,
@@ -128,8 +151,10 @@ impl Ring {
         SLOTS + (pos % self.cap) as usize * self.stride
     }
 
-    fn len_word(&self, off: usize) -> io::Result<&'static AtomicU64> {
-        self.seg.view::<AtomicU64>(off).map_err(io::Error::other)
+    /// The length word of the slot of `pos`.
+    fn len_word(&self, pos: u64) -> io::Result<&'static AtomicU64> {
+        // SAFETY: `Ring::slot` gives a slot's start, its length word.
+        unsafe { word(self.seg, self.slot(pos)) }
     }
 }
 
@@ -178,7 +203,7 @@ impl Tx for SpinTx {
         }
         let off = self.ring.slot(self.pos);
         self.ring
-            .len_word(off)?
+            .len_word(self.pos)?
             .store(len as u64, Ordering::Relaxed);
         if self.in_place {
             // SAFETY: slot `pos` is free (tail loaded with Acquire shows the
@@ -248,7 +273,7 @@ impl Rx for SpinRx {
         }
         let off = self.ring.slot(self.pos);
         let len = checked_len(
-            self.ring.len_word(off)?.load(Ordering::Relaxed),
+            self.ring.len_word(self.pos)?.load(Ordering::Relaxed),
             self.ring.slot_size,
         )?;
         if self.in_place {

@@ -94,6 +94,14 @@ impl Mapping {
         self.guard.is_some_and(super::sigbus::is_truncated)
     }
 
+    /// Records that the file was found cut short under the mapping without
+    /// a touch (nothing to do when the `SIGBUS` guard is off).
+    pub(crate) fn mark_truncated(&self) {
+        if let Some(g) = self.guard {
+            super::sigbus::mark_truncated(g);
+        }
+    }
+
     /// The first byte of the mapping.
     #[inline]
     pub(crate) fn ptr(&self) -> NonNull<u8> {
@@ -104,6 +112,25 @@ impl Mapping {
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// `madvise(MADV_POPULATE_READ)` over the whole mapping: the kernel
+    /// faults every page in as a read would, without any load by this
+    /// process (Linux 5.14 and later; older kernels say `EINVAL`). A page
+    /// lost to a truncation is `EFAULT`, not a `SIGBUS`.
+    pub(crate) fn populate(&self) -> io::Result<()> {
+        // SAFETY: `ptr..ptr+len` is this live mapping (invariant);
+        // `MADV_POPULATE_READ` only populates page tables as a read would
+        // and never changes what the pages hold, so no Rust object (and no
+        // reference into the mapping) is affected.
+        unsafe {
+            nix::sys::mman::madvise(
+                self.ptr.cast(),
+                self.len,
+                nix::sys::mman::MmapAdvise::MADV_POPULATE_READ,
+            )
+        }
+        .map_err(io::Error::from)
     }
 
     /// Whether `offset..offset+len` lies inside the mapping and its address

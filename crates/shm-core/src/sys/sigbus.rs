@@ -121,6 +121,14 @@ pub(crate) fn is_truncated(index: usize) -> bool {
         .is_some_and(|s| s.truncated.load(Ordering::Acquire))
 }
 
+/// Marks the mapping as cut short without a touch: `MADV_POPULATE_READ`
+/// found pages past the end of its file (see `Segment::populate`).
+pub(crate) fn mark_truncated(index: usize) {
+    if let Some(s) = TABLE.get(index) {
+        s.truncated.store(true, Ordering::Release);
+    }
+}
+
 /// Our `sigaction`: the handler with `SA_SIGINFO | SA_ONSTACK |
 /// SA_NODEFER` and an empty mask. Async-signal-safe (`sigemptyset` is on
 /// the list), so the handler can rebuild it.
