@@ -12,6 +12,7 @@ mod demo;
 mod doctor;
 mod fmt;
 mod gc;
+mod ls;
 mod queue;
 mod segcmd;
 
@@ -153,18 +154,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// List every segment on the machine, ours or not, with the processes
-    /// that map it.
-    Ls {
-        /// Print one JSON array instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Only POSIX segments (/dev/shm).
-        #[arg(long, conflicts_with = "sysv")]
-        posix: bool,
-        /// Only System V segments.
-        #[arg(long)]
-        sysv: bool,
-    },
+    /// that map it; with --all, every other shared memory object too.
+    Ls(LsArgs),
     /// Show one segment; for a queue, its state too.
     Stat {
         /// The segment: /NAME, sysv:KEY or sysv-id:ID.
@@ -241,6 +232,62 @@ enum Cmd {
     DemoConsumer(DemoRole),
 }
 
+/// Arguments of `shm ls`.
+#[derive(clap::Args, Debug)]
+struct LsArgs {
+    /// Print one JSON array instead of a table (with --totals, one object).
+    #[arg(long)]
+    json: bool,
+    /// Only POSIX segments (/dev/shm; with --all, removed-but-mapped ones too).
+    #[arg(long, conflicts_with = "sysv")]
+    posix: bool,
+    /// Only System V segments.
+    #[arg(long)]
+    sysv: bool,
+    /// All shared memory: also shared anonymous mappings (/dev/zero),
+    /// memfds and POSIX segments removed while mapped, by device and inode,
+    /// with RSS and SWAP (from /proc/PID/smaps) for every object.
+    #[arg(short, long)]
+    all: bool,
+    /// Only objects owned by USER (a name or a uid; an unnamed object
+    /// belongs to the user of its lowest holder PID).
+    #[arg(short, long, value_name = "USER")]
+    user: Option<String>,
+    /// Only what process PID maps, named or not (implies --all).
+    #[arg(short, long, value_name = "PID")]
+    pid: Option<u32>,
+    /// Only objects of this type (posix, sysv, anon, hugepage, memfd,
+    /// deleted) or kind (queue, ...).
+    #[arg(short, long, value_name = "WORD")]
+    kind: Option<String>,
+    /// Only names matching this pattern (`*` and `?`, e.g. '/psm_*',
+    /// 'memfd:*').
+    #[arg(value_name = "PATTERN")]
+    pattern: Option<String>,
+    /// Columns to show, comma-separated (see --list-columns).
+    #[arg(short, long, value_name = "COLUMNS")]
+    output: Option<String>,
+    /// Print the available columns and exit.
+    #[arg(long)]
+    list_columns: bool,
+    /// No header line.
+    #[arg(short, long)]
+    noheadings: bool,
+    /// Unaligned: one space between cells (spaces in a cell as \x20).
+    #[arg(short, long)]
+    raw: bool,
+    /// Sizes in bytes, not K, M, G.
+    #[arg(short, long)]
+    bytes: bool,
+    /// Sort by this column (numerically for sizes, ids and times).
+    #[arg(long, value_name = "COLUMN")]
+    sort: Option<String>,
+    /// Totals per user and for the machine instead of the rows (after the
+    /// filters).
+    #[arg(long)]
+    totals: bool,
+}
+
 /// Arguments of the demo's processes.
 #[derive(clap::Args, Debug)]
 struct DemoRole {
@@ -296,7 +343,31 @@ enum QueueCmd {
 
 fn run(cmd: Cmd) -> CliResult {
     match cmd {
-        Cmd::Ls { json, posix, sysv } => segcmd::ls(json, posix, sysv),
+        Cmd::Ls(a) => {
+            if a.list_columns {
+                let text: String = ls::COLUMNS
+                    .iter()
+                    .map(|(c, what)| format!("{c:<8} {what}\n"))
+                    .collect();
+                return emit(&text);
+            }
+            ls::ls(ls::LsOpts {
+                json: a.json,
+                posix: a.posix,
+                sysv: a.sysv,
+                all: a.all,
+                user: a.user,
+                pid: a.pid,
+                kind: a.kind,
+                pattern: a.pattern,
+                output: a.output,
+                noheadings: a.noheadings,
+                raw: a.raw,
+                bytes: a.bytes,
+                sort: a.sort,
+                totals: a.totals,
+            })
+        }
         Cmd::Stat { seg, json } => segcmd::stat(&seg, json),
         Cmd::Create { seg, size, mode } => segcmd::create(&seg, size, mode),
         Cmd::Rm { segs } => segcmd::rm(&segs),
