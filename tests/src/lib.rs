@@ -5,6 +5,7 @@
 // (`helper::storm`), the crate's only `unsafe`.
 #![deny(unsafe_code)]
 
+pub mod cli;
 pub mod helper;
 pub mod random;
 

@@ -56,12 +56,12 @@ impl Users {
         self.0
             .borrow_mut()
             .entry(uid)
-            .or_insert_with(|| {
-                match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+            .or_insert_with(
+                || match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
                     Ok(Some(u)) => u.name,
                     _ => uid.to_string(),
-                }
-            })
+                },
+            )
             .clone()
     }
 

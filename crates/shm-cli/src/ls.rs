@@ -56,17 +56,26 @@ pub const COLUMNS: [(&str, &str); 19] = [
     ("SIZE", "size (unnamed: the largest mapped extent)"),
     ("RSS", "resident bytes mapped by some process (sum of Pss)"),
     ("SWAP", "swapped-out bytes"),
-    ("OWNER", "owner's user name (unnamed: of the lowest holder PID)"),
+    (
+        "OWNER",
+        "owner's user name (unnamed: of the lowest holder PID)",
+    ),
     ("UID", "owner's uid"),
     ("PERMS", "permission bits"),
-    ("NATTCH", "attach count (POSIX and unnamed: mapping processes)"),
+    (
+        "NATTCH",
+        "attach count (POSIX and unnamed: mapping processes)",
+    ),
     ("CPID", "System V creator PID"),
     ("LPID", "System V last attach/detach PID"),
     ("KIND", "the kind of a segment of this library (queue, ...)"),
     ("PIDS", "every process that maps it"),
     ("DEV", "device of the mappings"),
     ("INODE", "inode of the mappings"),
-    ("ATIME", "last attach (System V) or access (POSIX), local time"),
+    (
+        "ATIME",
+        "last attach (System V) or access (POSIX), local time",
+    ),
     ("CTIME", "last change, local time"),
 ];
 
@@ -362,10 +371,9 @@ pub fn ls(mut opts: LsOpts) -> CliResult {
                 .kind
                 .as_deref()
                 .is_none_or(|k| r.typ == k || r.kind.as_deref() == Some(k))
-            && opts
-                .pattern
-                .as_deref()
-                .is_none_or(|p| glob(p, &r.name) || r.json_name.as_deref().is_some_and(|n| glob(p, n)))
+            && opts.pattern.as_deref().is_none_or(|p| {
+                glob(p, &r.name) || r.json_name.as_deref().is_some_and(|n| glob(p, n))
+            })
     });
     let users = Users::load();
     if let Some(col) = sort {
@@ -405,7 +413,9 @@ fn render(cols: &[&str], cells: &[Vec<String>], noheadings: bool, raw: bool) -> 
     }
     let t = table(cols, cells);
     if noheadings {
-        t.split_once('\n').map(|(_, rest)| rest.to_owned()).unwrap_or_default()
+        t.split_once('\n')
+            .map(|(_, rest)| rest.to_owned())
+            .unwrap_or_default()
     } else {
         t
     }
@@ -433,7 +443,8 @@ fn totals(rows: &[Row], users: &Users, opts: &LsOpts) -> String {
         add(&mut all, r);
     }
     if opts.json {
-        let j = |s: &Sum| json!({"objects": s.objects, "size": s.size, "rss": s.rss, "swap": s.swap});
+        let j =
+            |s: &Sum| json!({"objects": s.objects, "size": s.size, "rss": s.rss, "swap": s.swap});
         let users_json: Vec<Value> = per
             .iter()
             .map(|(uid, s)| {

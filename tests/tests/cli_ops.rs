@@ -1,0 +1,340 @@
+//! The `shm` command for the people who run machines (issue 13): all shared
+//! memory and who holds it (`ls --all`), filters and output control, the
+//! live view (`top`, in a real terminal through tmux), `gc` seeing
+//! descriptor holders, queue framings, `peek` and `close`, completions and
+//! the man page. Every process involved is real; sizes are checked against
+//! what `/proc/PID/smaps` says, read here with a parser of this file's own.
+
+use serde_json::Value;
+use shm_tests::cli::{Holder, shm};
+use shm_tests::{Cleanup, unique_posix};
+
+/// Makes one of each hidden kind, and a named segment, then prints `ready`:
+///
+/// - a shared anonymous mapping of 3 MiB, written, inherited by a forked
+///   child;
+/// - a POSIX segment of 1 MiB mapped, removed, then written (inherited);
+/// - a named POSIX segment of 1.25 MiB, mapped and written (inherited);
+/// - after the fork, a memfd of 2 MiB passed to the child over a Unix
+///   socket; only the child maps it, and writes it all.
+///
+/// The child's PID goes to the file `argv[1]`. Closing stdin ends both (the
+/// child sees the socket close, also when the parent is killed).
+const PY_HIDDEN: &str = r#"
+import mmap, os, socket, sys
+out_path, gone_name, memfd_name, named = sys.argv[1:5]
+MB = 1 << 20
+anon = mmap.mmap(-1, 3 * MB)  # MAP_SHARED | MAP_ANONYMOUS
+anon.write(b"a" * (3 * MB))
+fd = os.open("/dev/shm/" + gone_name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+os.ftruncate(fd, MB)
+gone = mmap.mmap(fd, MB)
+os.close(fd)
+os.unlink("/dev/shm/" + gone_name)
+gone.write(b"g" * MB)
+fd = os.open("/dev/shm/" + named, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+os.ftruncate(fd, 5 * MB // 4)
+kept = mmap.mmap(fd, 5 * MB // 4)
+os.close(fd)
+kept.write(b"k" * (5 * MB // 4))
+a, b = socket.socketpair()
+pid = os.fork()
+if pid == 0:
+    a.close()
+    msg, fds, flags, addr = socket.recv_fds(b, 16, 1)
+    m = mmap.mmap(fds[0], 2 * MB)
+    os.close(fds[0])
+    m.write(b"m" * (2 * MB))
+    b.sendall(b"k")
+    b.recv(1)
+    os._exit(0)
+b.close()
+mfd = os.memfd_create(memfd_name)
+os.ftruncate(mfd, 2 * MB)
+socket.send_fds(a, [b"f"], [mfd])
+os.close(mfd)
+a.recv(1)
+with open(out_path, "w") as f:
+    f.write(str(pid))
+print("ready", flush=True)
+sys.stdin.read()
+a.close()
+os.waitpid(pid, 0)
+"#;
+
+/// A shared mapping in one process's smaps, as this test reads it.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    inode: u64,
+    len: u64,
+    rss: u64,
+}
+
+/// The shared mappings of `pid`, from `/proc/PID/smaps`: a deliberately
+/// plain parser, independent of the library's.
+fn smaps(pid: u32) -> Vec<Seen> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let mut out: Vec<Seen> = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 5 && f[0].contains('-') && f[1].len() == 4 {
+            let (s, e) = f[0].split_once('-').expect("range");
+            let len = u64::from_str_radix(e, 16).unwrap() - u64::from_str_radix(s, 16).unwrap();
+            if f[1].ends_with('s') {
+                out.push(Seen {
+                    path: f[5..].join(" "),
+                    inode: f[4].parse().unwrap_or(0),
+                    len,
+                    rss: 0,
+                });
+            } else {
+                out.push(Seen {
+                    path: String::new(),
+                    inode: 0,
+                    len,
+                    rss: 0,
+                });
+            }
+        } else if let (Some(last), Some(kb)) = (out.last_mut(), line.strip_prefix("Rss:")) {
+            let kb: u64 = kb.trim().trim_end_matches(" kB").trim().parse().unwrap();
+            last.rss = kb * 1024;
+        }
+    }
+    out.retain(|s| !s.path.is_empty());
+    out
+}
+
+/// The inode and the largest Rss over `pids` of the shared mapping whose
+/// path is `path`.
+fn reference(pids: &[u32], path: &str) -> (u64, u64) {
+    let mut inode = None;
+    let mut rss = 0;
+    for &p in pids {
+        for s in smaps(p).into_iter().filter(|s| s.path == path) {
+            assert!(inode.is_none_or(|i| i == s.inode), "two {path} in {pids:?}");
+            inode = Some(s.inode);
+            rss = rss.max(s.rss);
+            assert!(s.len > 0);
+        }
+    }
+    (
+        inode.unwrap_or_else(|| panic!("{path} not mapped by {pids:?}")),
+        rss,
+    )
+}
+
+fn pids_of(v: &Value) -> Vec<u32> {
+    v["pids"]
+        .as_array()
+        .expect("pids")
+        .iter()
+        .map(|p| p.as_u64().expect("pid") as u32)
+        .collect()
+}
+
+fn within_10_percent(got: u64, want: u64, what: &str) {
+    let diff = got.abs_diff(want);
+    assert!(
+        want > 0 && diff * 10 <= want,
+        "{what}: shm says {got} bytes resident, smaps says {want}"
+    );
+}
+
+fn ls_all(extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["ls", "--all", "--json"];
+    args.extend_from_slice(extra);
+    match shm(&args).ok().json() {
+        Value::Array(a) => a,
+        other => panic!("not an array: {other}"),
+    }
+}
+
+/// The hidden kinds, each with its exact PIDs and a resident size within
+/// 10 % of smaps; the named segment with its RSS too.
+#[test]
+fn ls_all_reports_every_hidden_kind_with_exact_pids_and_resident_size() {
+    let gone = unique_posix("ops-gone");
+    let named = unique_posix("ops-named");
+    let _cleanup = Cleanup::new(&[gone.clone(), named.clone()]);
+    let memfd_name = format!("shmrs-test-memfd-{}", std::process::id());
+    let pid_file = std::env::temp_dir().join(format!("shmrs-test-ops-{}", std::process::id()));
+    let holder = Holder::python(
+        PY_HIDDEN,
+        &[
+            pid_file.to_str().expect("utf-8 temp dir"),
+            &gone.to_string()[1..],
+            &memfd_name,
+            &named.to_string()[1..],
+        ],
+    );
+    let parent = holder.pid();
+    let child: u32 = std::fs::read_to_string(&pid_file)
+        .expect("child pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let _ = std::fs::remove_file(&pid_file);
+    let both = {
+        let mut v = vec![parent, child];
+        v.sort_unstable();
+        v
+    };
+
+    let list = ls_all(&[]);
+    let (anon_inode, anon_rss) = reference(&both, "/dev/zero (deleted)");
+    let anon = list
+        .iter()
+        .find(|e| e["backend"] == "anon" && e["inode"] == anon_inode)
+        .unwrap_or_else(|| panic!("no anon inode {anon_inode}: {list:?}"));
+    assert_eq!(pids_of(anon), both, "{anon}");
+    assert_eq!(anon["size"], 3 << 20, "{anon}");
+    within_10_percent(anon["rss"].as_u64().unwrap(), anon_rss, "anon");
+
+    let memfd_path = format!("/memfd:{memfd_name} (deleted)");
+    let (memfd_inode, memfd_rss) = reference(&[child], &memfd_path);
+    let memfd = list
+        .iter()
+        .find(|e| e["backend"] == "memfd" && e["name"] == memfd_name.as_str())
+        .unwrap_or_else(|| panic!("no memfd {memfd_name}: {list:?}"));
+    assert_eq!(memfd["inode"], memfd_inode);
+    assert_eq!(
+        pids_of(memfd),
+        vec![child],
+        "only the child maps it: {memfd}"
+    );
+    within_10_percent(memfd["rss"].as_u64().unwrap(), memfd_rss, "memfd");
+
+    let gone_path = format!("/dev/shm{gone} (deleted)");
+    let (gone_inode, gone_rss) = reference(&both, &gone_path);
+    let deleted = list
+        .iter()
+        .find(|e| e["backend"] == "deleted" && e["name"] == gone.to_string())
+        .unwrap_or_else(|| panic!("no deleted {gone}: {list:?}"));
+    assert_eq!(deleted["inode"], gone_inode);
+    assert_eq!(pids_of(deleted), both, "{deleted}");
+    within_10_percent(deleted["rss"].as_u64().unwrap(), gone_rss, "deleted");
+
+    let (_, named_rss) = reference(&both, &format!("/dev/shm{named}"));
+    let n = list
+        .iter()
+        .find(|e| e["backend"] == "posix" && e["name"] == named.to_string())
+        .unwrap_or_else(|| panic!("no {named}: {list:?}"));
+    assert_eq!(pids_of(n), both);
+    within_10_percent(n["rss"].as_u64().unwrap(), named_rss, "named");
+    // Per-holder numbers are each process's own Rss.
+    let h = n["holders"].as_array().expect("holders");
+    assert_eq!(h.len(), 2);
+
+    // Everything the child holds, and nothing else.
+    let mine = ls_all(&["--pid", &child.to_string()]);
+    let kinds: Vec<&str> = mine
+        .iter()
+        .map(|e| e["backend"].as_str().unwrap())
+        .collect();
+    for k in ["anon", "memfd", "deleted", "posix"] {
+        assert!(kinds.contains(&k), "--pid {child} lacks {k}: {kinds:?}");
+    }
+    assert!(mine.iter().all(|e| pids_of(e).contains(&child)), "{mine:?}");
+    // Without --all the hidden ones stay hidden.
+    let plain = shm(&["ls", "--json"]).ok().json();
+    assert!(
+        plain
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["backend"] == "posix" || e["backend"] == "sysv"),
+        "{plain}"
+    );
+    holder.finish();
+    // The child is gone with the parent: its memfd is no longer listed.
+    let after = ls_all(&["--kind", "memfd"]);
+    assert!(
+        after.iter().all(|e| e["name"] != memfd_name.as_str()),
+        "{after:?}"
+    );
+}
+
+/// `--user`, `--kind`, a pattern, `-o`, `--noheadings`, `--raw`, `--bytes`,
+/// `--sort`, `--totals` and `--list-columns`, on segments of this test.
+#[test]
+fn ls_filters_columns_sorting_and_totals() {
+    let small = unique_posix("ops-filter-a");
+    let big = unique_posix("ops-filter-b");
+    let _cleanup = Cleanup::new(&[small.clone(), big.clone()]);
+    shm(&["create", &small.to_string(), "--size", "4096"]).ok();
+    shm(&["create", &big.to_string(), "--size", "64K"]).ok();
+    let stem = &format!("/shmrs-test-ops-filter-?-{}-*", std::process::id());
+    let me = std::fs::metadata("/proc/self").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid()
+    });
+    let uid = me.expect("uid").to_string();
+
+    // Raw, headless, in bytes, sorted by size: exactly our two, small first.
+    let out = shm(&[
+        "ls",
+        "--posix",
+        "-u",
+        &uid,
+        stem,
+        "-o",
+        "segment,size",
+        "--raw",
+        "--noheadings",
+        "--bytes",
+        "--sort",
+        "size",
+    ])
+    .ok();
+    let want = format!("{small} 4096\n{big} 65536\n");
+    assert_eq!(out.stdout, want);
+    // Sorted the other way round by name, with the header, human sizes.
+    let out = shm(&["ls", stem, "-o", "SIZE,Segment", "--sort", "segment"]).ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{out:?}");
+    assert!(lines[0].starts_with("SIZE") && lines[0].ends_with("SEGMENT"));
+    assert!(lines[1].starts_with("4K") && lines[2].starts_with("64K"));
+    // Kind and type filters: raw segments have no kind.
+    let out = shm(&["ls", stem, "--kind", "queue", "--noheadings"]).ok();
+    assert_eq!(out.stdout, "");
+    let out = shm(&[
+        "ls",
+        stem,
+        "--kind",
+        "posix",
+        "--noheadings",
+        "-o",
+        "segment",
+    ])
+    .ok();
+    assert_eq!(out.stdout.lines().count(), 2, "{out:?}");
+    // Another user owns none of them (nobody, through NSS).
+    let out = shm(&["ls", stem, "--user", "nobody", "--json"]).ok();
+    assert_eq!(out.json(), Value::Array(vec![]));
+    shm(&["ls", "--user", "no-such-user-here"]).error("no user");
+    shm(&["ls", "-o", "segment,bogus"]).error("unknown column \"bogus\"");
+    shm(&["ls", "--sort", "bogus"]).error("unknown column");
+    // Totals of the two, per user and for the machine.
+    let t = shm(&["ls", stem, "--totals", "--json", "--bytes"])
+        .ok()
+        .json();
+    assert_eq!(t["total"]["objects"], 2, "{t}");
+    assert_eq!(t["total"]["size"], 4096 + 65536, "{t}");
+    assert_eq!(t["users"][0]["uid"].as_u64().unwrap().to_string(), uid);
+    let text = shm(&["ls", stem, "--totals", "--bytes"]).ok().stdout;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("total") && l.contains("69632")),
+        "{text}"
+    );
+    let cols = shm(&["ls", "--list-columns"]).ok().stdout;
+    for c in ["RSS", "SWAP", "DEV", "INODE", "ATIME"] {
+        assert!(cols.contains(c), "{cols}");
+    }
+    // Times are local, as ipcs prints them.
+    let out = shm(&["ls", stem, "-o", "ctime", "--noheadings", "--raw"]).ok();
+    for l in out.stdout.lines() {
+        assert_eq!(l.split("\\x20").filter(|s| !s.is_empty()).count(), 3, "{l}");
+    }
+}
