@@ -1166,6 +1166,20 @@ fn fuzz_every_cli_input_exit_codes_one_error_line_bounded_memory() {
     let pick = |rng: &mut shm_tests::random::Rng, v: &[&str]| -> OsString {
         v[rng.below(v.len() as u64) as usize].into()
     };
+    // `-0`, a `--framing` (valid or not), both, or none.
+    let push_framing =
+        |rng: &mut shm_tests::random::Rng, args: &mut Vec<OsString>| match rng.below(5) {
+            0 => args.push("-0".into()),
+            1 | 2 => {
+                args.push("--framing".into());
+                args.push(pick(
+                    rng,
+                    &["lines", "nul", "length", "length", "bogus", ""],
+                ));
+            }
+            3 => args.extend(["-0".into(), "--framing".into(), "length".into()]),
+            _ => {}
+        };
     for case in 0..cases {
         let name = names[rng.below(names.len() as u64) as usize].clone();
         let mut args: Vec<OsString> = Vec::new();
@@ -1174,9 +1188,37 @@ fn fuzz_every_cli_input_exit_codes_one_error_line_bounded_memory() {
         match rng.below(11) {
             0 => {
                 args.push("ls".into());
-                for f in ["--json", "--posix", "--sysv", "--bogus"] {
+                for f in [
+                    "--json",
+                    "--posix",
+                    "--sysv",
+                    "--bogus",
+                    "--all",
+                    "--noheadings",
+                    "--raw",
+                    "--bytes",
+                    "--totals",
+                    "--list-columns",
+                ] {
                     if rng.below(3) == 0 {
                         args.push(f.into());
+                    }
+                }
+                let values: [(&str, &[&str]); 6] = [
+                    ("--user", &["root", "0", "nobody", "no-such-user", "", "-1"]),
+                    ("--pid", &["1", "0", "-1", "x", "4294967296"]),
+                    ("--kind", &["queue", "anon", "memfd", "deleted", ""]),
+                    (
+                        "-o",
+                        &["type,rss", "SEGMENT", "bogus", "", ",", "dev,inode,atime"],
+                    ),
+                    ("--sort", &["size", "rss", "bogus", ""]),
+                    ("--", &["/shmrs-test-*", "*", "[", "memfd:*"]),
+                ];
+                for (flag, vals) in values {
+                    if rng.below(4) == 0 {
+                        args.push(flag.into());
+                        args.push(pick(&mut rng, vals));
                     }
                 }
             }
@@ -1212,6 +1254,7 @@ fn fuzz_every_cli_input_exit_codes_one_error_line_bounded_memory() {
             6 | 7 => {
                 args.extend(["queue".into(), "send".into(), name]);
                 args.extend(["--timeout-ms".into(), pick(&mut rng, &timeouts)]);
+                push_framing(&mut rng, &mut args);
                 // Random bytes, lines around the slot size, no newline,
                 // or a line that never ends.
                 endless = rng.below(5) == 0;
@@ -1238,8 +1281,28 @@ fn fuzz_every_cli_input_exit_codes_one_error_line_bounded_memory() {
                 if rng.below(2) == 0 {
                     args.extend(["--count".into(), pick(&mut rng, &numbers)]);
                 }
+                push_framing(&mut rng, &mut args);
             }
-            9 => args.extend(["doctor".into()]),
+            9 => match rng.below(8) {
+                0..=3 => {
+                    args.extend(["queue".into(), "peek".into(), name]);
+                    if rng.below(2) == 0 {
+                        args.extend(["--count".into(), pick(&mut rng, &numbers)]);
+                    }
+                    push_framing(&mut rng, &mut args);
+                }
+                // Rarely: a closed queue refuses every later send.
+                4 => args.extend(["queue".into(), "close".into(), name]),
+                5 => {
+                    args.push("completions".into());
+                    args.push(pick(
+                        &mut rng,
+                        &["bash", "zsh", "fish", "elvish", "tcsh", ""],
+                    ));
+                }
+                6 => args.push("man".into()),
+                _ => args.extend(["doctor".into()]),
+            },
             _ => {
                 // Junk: unknown subcommands and flags, empty and odd bytes.
                 let junk: [&[u8]; 8] = [

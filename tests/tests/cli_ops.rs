@@ -6,7 +6,7 @@
 //! what `/proc/PID/smaps` says, read here with a parser of this file's own.
 
 use serde_json::Value;
-use shm_tests::cli::{Holder, shm};
+use shm_tests::cli::{Holder, shm, shm_input};
 use shm_tests::{Cleanup, unique_posix};
 
 /// Makes one of each hidden kind, and a named segment, then prints `ready`:
@@ -337,4 +337,78 @@ fn ls_filters_columns_sorting_and_totals() {
     for l in out.stdout.lines() {
         assert_eq!(l.split("\\x20").filter(|s| !s.is_empty()).count(), 3, "{l}");
     }
+}
+
+/// Length-prefixed frames and NUL records round-trip binary messages,
+/// newlines and NULs included; a frame longer than a slot is refused on
+/// reading its length; `peek` shows without taking; `close` ends sends.
+#[test]
+fn queue_framings_peek_and_close() {
+    let q = unique_posix("ops-queue");
+    let _cleanup = Cleanup::new(std::slice::from_ref(&q));
+    let qn = q.to_string();
+    shm(&[
+        "queue",
+        "create",
+        &qn,
+        "--capacity",
+        "8",
+        "--slot-size",
+        "16",
+    ])
+    .ok();
+    // Length-prefixed: any bytes.
+    let msgs: [&[u8]; 3] = [b"a\nb\0c", b"", &[1, 0, 10, 13]];
+    let mut frames = Vec::new();
+    for m in msgs {
+        frames.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        frames.extend_from_slice(m);
+    }
+    shm_input(&["queue", "send", &qn, "--framing", "length"], &frames).ok();
+    // Peek the first two without taking them, twice: the same both times.
+    for _ in 0..2 {
+        let out = shm(&["queue", "peek", &qn, "--count", "2", "--framing", "length"]).ok();
+        assert_eq!(out.stdout.as_bytes(), &frames[..4 + 5 + 4], "{out:?}");
+    }
+    let s = shm(&["stat", &qn, "--json"]).ok().json();
+    assert_eq!(s["queue"]["len"], 3, "peek took nothing: {s}");
+    // `recv` gives them back framed the same way.
+    let out = shm(&["queue", "recv", &qn, "--count", "3", "--framing", "length"]).ok();
+    assert_eq!(out.stdout.as_bytes(), &frames[..], "{out:?}");
+    // NUL records: newlines inside a message survive.
+    shm_input(&["queue", "send", "-0", &qn], b"one\ntwo\0three\0").ok();
+    let out = shm(&["queue", "peek", &qn, "-0", "--count", "9"]).ok();
+    assert_eq!(out.stdout, "one\ntwo\0three\0");
+    let out = shm(&["queue", "recv", &qn, "--null", "--count", "2"]).ok();
+    assert_eq!(out.stdout, "one\ntwo\0three\0");
+    // Empty queue: peek prints nothing and succeeds.
+    assert_eq!(shm(&["queue", "peek", &qn]).ok().stdout, "");
+    // A frame announcing more than a slot is refused before its bytes.
+    let mut huge = vec![0xff, 0xff, 0xff, 0xff];
+    huge.extend_from_slice(&[b'x'; 64]);
+    let out = shm_input(&["queue", "send", &qn, "--framing", "length"], &huge)
+        .error("frame 1 announces 4294967295 bytes, longer than the 16-byte slots");
+    assert!(out.stderr.contains("not sent"));
+    shm_input(
+        &["queue", "send", &qn, "--framing", "length"],
+        &[0, 0, 0, 9, b'x'],
+    )
+    .error("frame 1 is cut short");
+    shm_input(&["queue", "send", &qn, "-0"], &[b'y'; 17]).error("record 1 is longer");
+    shm(&["queue", "send", &qn, "-0", "--framing", "length"]).usage();
+    // Close: later sends fail, what is left stays for attached receivers.
+    shm_input(&["queue", "send", &qn], b"left\n").ok();
+    let out = shm(&["queue", "close", &qn]).ok();
+    assert!(out.stdout.contains("1 message(s) left"), "{out:?}");
+    shm_input(&["queue", "send", &qn], b"late\n").error("closed");
+    let s = shm(&["stat", &qn, "--json"]).ok().json();
+    assert_eq!(s["queue"]["closed"], true, "{s}");
+    assert_eq!(shm(&["queue", "peek", &qn]).ok().stdout, "left\n");
+    // Peek on what is not a queue is refused with a reason.
+    let raw = unique_posix("ops-not-a-queue");
+    let _raw_cleanup = Cleanup::new(std::slice::from_ref(&raw));
+    shm(&["create", &raw.to_string(), "--size", "4096"]).ok();
+    let out = shm(&["queue", "peek", &raw.to_string()]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    shm(&["queue", "peek", "/shmrs-test-ops-missing-queue"]).error("shmrs-test-ops-missing-queue");
 }

@@ -317,7 +317,8 @@ enum QueueCmd {
         mode: u32,
     },
     /// Send every line of standard input, without its newline, as one
-    /// message; a line longer than the slot is refused, never truncated.
+    /// message (or NUL-separated records, or length-prefixed frames); a
+    /// message longer than the slot is refused, never truncated.
     Send {
         /// The queue: /NAME.
         #[arg(value_parser = parse_segment)]
@@ -325,6 +326,8 @@ enum QueueCmd {
         /// Give up when the queue stays full this long.
         #[arg(long)]
         timeout_ms: Option<u64>,
+        #[command(flatten)]
+        framing: FramingArgs,
     },
     /// Print each message and a newline. Ends after --count messages, or
     /// once every producer that joined has left and the queue is drained.
@@ -338,7 +341,50 @@ enum QueueCmd {
         /// Give up when no message arrives for this long.
         #[arg(long)]
         timeout_ms: Option<u64>,
+        #[command(flatten)]
+        framing: FramingArgs,
     },
+    /// Print the next messages without taking them (read-only; a racy
+    /// snapshot: a receiver may take them the moment after).
+    Peek {
+        /// The queue: /NAME.
+        #[arg(value_parser = parse_segment)]
+        queue: SegmentId,
+        /// How many messages to show, from the head.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        #[command(flatten)]
+        framing: FramingArgs,
+    },
+    /// Close the queue: sends fail from now on; the receivers already
+    /// attached drain what is left, then end.
+    Close {
+        /// The queue: /NAME.
+        #[arg(value_parser = parse_segment)]
+        queue: SegmentId,
+    },
+}
+
+/// How messages are delimited on standard input or output.
+#[derive(clap::Args, Debug)]
+struct FramingArgs {
+    /// Messages are separated by NUL bytes (same as --framing nul).
+    #[arg(short = '0', long = "null", conflicts_with = "framing")]
+    null: bool,
+    /// lines (default), nul, or length: each message preceded by its
+    /// length as a 4-byte big-endian integer.
+    #[arg(long, value_enum)]
+    framing: Option<queue::Framing>,
+}
+
+impl FramingArgs {
+    fn get(&self) -> queue::Framing {
+        if self.null {
+            queue::Framing::Nul
+        } else {
+            self.framing.unwrap_or_default()
+        }
+    }
 }
 
 fn run(cmd: Cmd) -> CliResult {
@@ -385,14 +431,28 @@ fn run(cmd: Cmd) -> CliResult {
                 slot_size,
                 mode,
             } => queue::create(&queue, capacity, slot_size, mode),
-            QueueCmd::Send { queue, timeout_ms } => {
-                queue::send(&queue, timeout_ms.map(Duration::from_millis))
-            }
+            QueueCmd::Send {
+                queue,
+                timeout_ms,
+                framing,
+            } => queue::send(&queue, timeout_ms.map(Duration::from_millis), framing.get()),
             QueueCmd::Recv {
                 queue,
                 count,
                 timeout_ms,
-            } => queue::recv(&queue, count, timeout_ms.map(Duration::from_millis)),
+                framing,
+            } => queue::recv(
+                &queue,
+                count,
+                timeout_ms.map(Duration::from_millis),
+                framing.get(),
+            ),
+            QueueCmd::Peek {
+                queue,
+                count,
+                framing,
+            } => queue::peek(&queue, count, framing.get()),
+            QueueCmd::Close { queue } => queue::close(&queue),
         },
         Cmd::Demo { messages, pings } => demo::demo(messages, pings),
         Cmd::DemoProducer(r) => demo::producer(&r.queue, &r.pong, r.messages, r.pings),
