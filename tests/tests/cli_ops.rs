@@ -412,3 +412,68 @@ fn queue_framings_peek_and_close() {
     assert_eq!(out.code, Some(1), "{out:?}");
     shm(&["queue", "peek", "/shmrs-test-ops-missing-queue"]).error("shmrs-test-ops-missing-queue");
 }
+
+/// Opens `/dev/shm/NAME` and holds the descriptor without mapping it.
+const PY_OPEN_POSIX: &str = r#"
+import os, sys
+fd = os.open("/dev/shm/" + sys.argv[1], os.O_RDWR)
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+/// Maps `/dev/shm/NAME`.
+const PY_MAP_POSIX: &str = r#"
+import mmap, os, sys
+fd = os.open("/dev/shm/" + sys.argv[1], os.O_RDWR)
+m = mmap.mmap(fd, 0)
+os.close(fd)
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+/// A segment nobody maps but a process holds open is kept, and `gc` says
+/// who holds it and by which descriptor; once the descriptor is closed it
+/// goes. A mapped one named on the command line gets an `in use:` line.
+#[test]
+fn gc_keeps_a_segment_held_open_by_a_descriptor_and_says_why() {
+    let open = unique_posix("ops-gc-open");
+    let mapped = unique_posix("ops-gc-mapped");
+    let _cleanup = Cleanup::new(&[open.clone(), mapped.clone()]);
+    let (on, mn) = (open.to_string(), mapped.to_string());
+    shm(&["create", &on, "--size", "4096"]).ok();
+    shm(&["create", &mn, "--size", "4096"]).ok();
+    let holder = Holder::python(PY_OPEN_POSIX, &[&on[1..]]);
+    let mapper = Holder::python(PY_MAP_POSIX, &[&mn[1..]]);
+    let v = shm(&["gc", "--dry-run", "--all", "--json", &on])
+        .ok()
+        .json();
+    let c = &v[0];
+    assert_eq!(c["held_open"], true, "{v}");
+    assert_eq!(c["action"], "keep", "{v}");
+    let why = c["reason"].as_str().unwrap();
+    assert!(why.contains(&format!("pid {} (fd ", holder.pid())), "{why}");
+    // Not even --all removes it.
+    let out = shm(&["gc", "--all", &on, &mn]).ok();
+    assert!(
+        out.stdout
+            .contains(&format!("kept foreign, unattached: {on}")),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "in use: {mn}: mapped by pid {} (kept)",
+            mapper.pid()
+        )),
+        "{out:?}"
+    );
+    assert!(std::path::Path::new(&format!("/dev/shm{on}")).exists());
+    holder.finish();
+    mapper.finish();
+    let out = shm(&["gc", "--all", &on, &mn]).ok();
+    assert!(
+        out.stdout
+            .contains(&format!("removed foreign, unattached: {on}")),
+        "{out:?}"
+    );
+    assert!(!std::path::Path::new(&format!("/dev/shm{on}")).exists());
+}
