@@ -477,3 +477,163 @@ fn gc_keeps_a_segment_held_open_by_a_descriptor_and_says_why() {
     );
     assert!(!std::path::Path::new(&format!("/dev/shm{on}")).exists());
 }
+
+/// A tmux server of this test's own (`-L`), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// Starts `command` in a detached 200x40 session. tmux is required:
+    /// `.ci/run` installs it.
+    fn start(command: &str) -> Tmux {
+        let socket = format!("shmrs-test-tmux-{}", std::process::id());
+        let status = std::process::Command::new("tmux")
+            .args(["-L", &socket, "-f", "/dev/null", "new-session", "-d"])
+            .args(["-x", "200", "-y", "40", "-s", "top", command])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run tmux ({e}): install it (.ci/run does)"));
+        assert!(status.success(), "tmux new-session failed: {status}");
+        Tmux { socket }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The visible screen.
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "top"])
+    }
+
+    /// Polls the screen until `ok` holds for it (watchdog: 60 s).
+    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "watchdog: the screen never showed {what}:\n{s}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// The sample number in `shm top`'s title line.
+fn sample_of(screen: &str) -> u64 {
+    screen
+        .lines()
+        .find_map(|l| l.split(", sample ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `shm top` in a real terminal: it redraws in place (one title and one
+/// header however many samples), shows the queue's counters as they move,
+/// and quits on Ctrl-C.
+#[test]
+fn top_redraws_in_place_in_a_terminal() {
+    let q = unique_posix("ops-top");
+    let _cleanup = Cleanup::new(std::slice::from_ref(&q));
+    let qn = q.to_string();
+    shm(&[
+        "queue",
+        "create",
+        &qn,
+        "--capacity",
+        "8",
+        "--slot-size",
+        "16",
+    ])
+    .ok();
+    let bin = shm_tests::cli::shm_path().display().to_string();
+    let tmux = Tmux::start(&format!("{bin} top {qn} --interval-ms 100"));
+    let first = tmux.wait_for("the queue row", |s| s.contains(&qn));
+    assert!(
+        first.contains("IN/s") && first.contains("BLK-SEND"),
+        "{first}"
+    );
+    shm_input(&["queue", "send", &qn], b"1\n2\n3\n").ok();
+    let moved = tmux.wait_for("3 messages sent", |s| {
+        s.lines().any(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            c.first() == Some(&qn.as_str()) && c.get(1) == Some(&"3") && c.get(6) == Some(&"3")
+        })
+    });
+    let later = tmux.wait_for("three more samples", |s| {
+        sample_of(s) >= sample_of(&moved) + 3
+    });
+    assert_eq!(
+        later.matches("shm top:").count(),
+        1,
+        "redrawn in place:\n{later}"
+    );
+    assert_eq!(later.matches("QUEUE").count(), 1, "one header:\n{later}");
+    assert_eq!(later.matches(qn.as_str()).count(), 1, "one row:\n{later}");
+    tmux.run(&["send-keys", "-t", "top", "C-c"]);
+    let start = std::time::Instant::now();
+    while tmux.run(&["list-sessions"]).contains("top:") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "Ctrl-C did not end it"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Piped, `shm top` prints a header and one line per queue per interval.
+#[test]
+fn top_piped_prints_one_line_per_interval() {
+    let q = unique_posix("ops-top-pipe");
+    let _cleanup = Cleanup::new(std::slice::from_ref(&q));
+    let qn = q.to_string();
+    shm(&[
+        "queue",
+        "create",
+        &qn,
+        "--capacity",
+        "4",
+        "--slot-size",
+        "8",
+    ])
+    .ok();
+    shm_input(&["queue", "send", &qn], b"x\n").ok();
+    let out = shm(&["top", &qn, "--iterations", "3", "--interval-ms", "10"]).ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{out:?}");
+    assert!(
+        lines[0].starts_with("TIME QUEUE LEN CAP FILL IN/s OUT/s"),
+        "{out:?}"
+    );
+    for l in &lines[1..] {
+        let c: Vec<&str> = l.split(' ').collect();
+        assert_eq!(c.len(), 17, "{l}");
+        assert_eq!(
+            (c[1], c[2], c[3], c[4]),
+            (qn.as_str(), "1", "4", "25%"),
+            "{l}"
+        );
+    }
+    let out = shm(&["top", &qn, "--iterations", "1", "-n", "--lines"]).ok();
+    assert_eq!(out.stdout.lines().count(), 1, "{out:?}");
+    shm(&["top", "--interval-ms", "0"]).usage();
+    shm(&["top", "--iterations", "0"]).usage();
+}

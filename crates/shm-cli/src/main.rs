@@ -15,6 +15,7 @@ mod gc;
 mod ls;
 mod queue;
 mod segcmd;
+mod top;
 
 pub use queue::queue_stats;
 
@@ -203,6 +204,27 @@ enum Cmd {
         /// Consider only these segments (default: every segment).
         #[arg(value_parser = parse_segment)]
         segs: Vec<SegmentId>,
+    },
+    /// Live view of queues: messages/s in and out, fill level, blocked
+    /// sends and receives, producers, consumers, attached handles and
+    /// recoveries. Redraws in place on a terminal; piped, one line per
+    /// queue per interval.
+    Top {
+        /// The queues to watch (default: every queue on the machine).
+        #[arg(value_parser = parse_segment)]
+        queues: Vec<SegmentId>,
+        /// Time between samples, in milliseconds.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+        interval_ms: u64,
+        /// Stop after this many samples (default: until interrupted).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        iterations: Option<u64>,
+        /// One line per queue per interval even on a terminal.
+        #[arg(long)]
+        lines: bool,
+        /// No header line (line output).
+        #[arg(short, long)]
+        noheadings: bool,
     },
     /// Check what commonly breaks shared memory on this machine.
     Doctor {
@@ -424,6 +446,19 @@ fn run(cmd: Cmd) -> CliResult {
             segs,
         } => gc::gc(dry_run, all, json, &segs),
         Cmd::Doctor { json } => doctor::doctor(json),
+        Cmd::Top {
+            queues,
+            interval_ms,
+            iterations,
+            lines,
+            noheadings,
+        } => top::top(top::TopOpts {
+            queues,
+            interval: Duration::from_millis(interval_ms),
+            iterations,
+            lines,
+            noheadings,
+        }),
         Cmd::Queue { cmd } => match cmd {
             QueueCmd::Create {
                 queue,
