@@ -637,3 +637,90 @@ fn top_piped_prints_one_line_per_interval() {
     shm(&["top", "--interval-ms", "0"]).usage();
     shm(&["top", "--iterations", "0"]).usage();
 }
+
+/// Completion scripts parse in their shells (`bash -n`; zsh and fish when
+/// installed) and know the new subcommands and flags; the man page renders
+/// with `man -l` (when man is installed) and lists every subcommand, and
+/// `--dir` writes one page per subcommand.
+#[test]
+fn completions_and_man_pages_are_generated_from_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("shmrs-test-man-{}", std::process::id()));
+    struct Gone(std::path::PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _gone = Gone(dir.clone());
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for (shell, check) in [("bash", "bash"), ("zsh", "zsh"), ("fish", "fish")] {
+        let script = shm(&["completions", shell]).ok().stdout;
+        for word in ["top", "peek", "noheadings", "framing"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+        let path = dir.join(format!("shm.{shell}"));
+        std::fs::write(&path, &script).expect("write");
+        match std::process::Command::new(check)
+            .arg("-n")
+            .arg(&path)
+            .output()
+        {
+            Ok(o) => assert!(o.status.success(), "{check} -n: {o:?}"),
+            // bash is always there; zsh and fish only where installed.
+            Err(e) if shell != "bash" => eprintln!("{check} not run: {e}"),
+            Err(e) => panic!("bash: {e}"),
+        }
+    }
+    shm(&["completions", "nosuchshell"]).usage();
+    let page = shm(&["man"]).ok().stdout;
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH shm 1"),
+        "{}",
+        &page[..200.min(page.len())]
+    );
+    for sub in [
+        "shm\\-ls",
+        "shm\\-top",
+        "shm\\-queue",
+        "shm\\-gc",
+        "shm\\-completions",
+    ] {
+        assert!(page.contains(sub), "man page lacks {sub}");
+    }
+    let path = dir.join("shm.1");
+    std::fs::write(&path, &page).expect("write");
+    match std::process::Command::new("man")
+        .args(["-l"])
+        .arg(&path)
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100")
+        .output()
+    {
+        Ok(o) => {
+            assert!(o.status.success(), "man -l: {o:?}");
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                text.contains("SUBCOMMANDS") && text.contains("shm-top(1)"),
+                "{text}"
+            );
+        }
+        Err(e) => eprintln!("man not run: {e}"),
+    }
+    let pages = dir.join("pages");
+    std::fs::create_dir_all(&pages).expect("dir");
+    shm(&["man", "--dir", pages.to_str().expect("utf-8")]).ok();
+    for p in [
+        "shm.1",
+        "shm-ls.1",
+        "shm-top.1",
+        "shm-queue-peek.1",
+        "shm-queue-close.1",
+    ] {
+        assert!(pages.join(p).exists(), "{p} not written");
+    }
+    let ls = std::fs::read_to_string(pages.join("shm-ls.1")).expect("shm-ls.1");
+    for flag in ["\\-\\-all", "\\-\\-sort", "\\-\\-totals"] {
+        assert!(ls.contains(flag), "shm-ls.1 lacks {flag}");
+    }
+    shm(&["man", "--dir", "/nonexistent/shmrs-test-dir"]).error("cannot write the man pages");
+}

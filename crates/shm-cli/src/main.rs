@@ -237,6 +237,20 @@ enum Cmd {
         #[command(subcommand)]
         cmd: QueueCmd,
     },
+    /// Print a shell completion script: `shm completions bash >
+    /// /usr/share/bash-completion/completions/shm`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `shm man > shm.1; man -l shm.1`.
+    Man {
+        /// Write shm.1 and a page per subcommand (shm-ls.1, ...) into DIR
+        /// instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Stream messages between two processes through a queue, live.
     Demo {
         /// How many 64-byte messages to stream.
@@ -489,6 +503,30 @@ fn run(cmd: Cmd) -> CliResult {
             } => queue::peek(&queue, count, framing.get()),
             QueueCmd::Close { queue } => queue::close(&queue),
         },
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "shm", &mut text);
+            emit(&String::from_utf8_lossy(&text))
+        }
+        Cmd::Man { dir: Some(dir) } => {
+            use clap::CommandFactory;
+            clap_mangen::generate_to(Cli::command(), &dir).map_err(|e| {
+                CliError::new(format!(
+                    "cannot write the man pages into {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            emit(&format!("wrote the man pages into {}\n", dir.display()))
+        }
+        Cmd::Man { dir: None } => {
+            use clap::CommandFactory;
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut text)
+                .map_err(|e| CliError::new(format!("cannot render the man page: {e}")))?;
+            emit(&String::from_utf8_lossy(&text))
+        }
         Cmd::Demo { messages, pings } => demo::demo(messages, pings),
         Cmd::DemoProducer(r) => demo::producer(&r.queue, &r.pong, r.messages, r.pings),
         Cmd::DemoConsumer(r) => demo::consumer(&r.queue, &r.pong, r.messages, r.pings),
