@@ -106,12 +106,15 @@ fn smaps(pid: u32) -> Vec<Seen> {
 }
 
 /// The inode and the largest Rss over `pids` of the shared mapping whose
-/// path is `path`.
-fn reference(pids: &[u32], path: &str) -> (u64, u64) {
+/// path is `path` (and, when given, whose length is `len`).
+fn reference(pids: &[u32], path: &str, len: Option<u64>) -> (u64, u64) {
     let mut inode = None;
     let mut rss = 0;
     for &p in pids {
-        for s in smaps(p).into_iter().filter(|s| s.path == path) {
+        for s in smaps(p)
+            .into_iter()
+            .filter(|s| s.path == path && len.is_none_or(|l| s.len == l))
+        {
             assert!(inode.is_none_or(|i| i == s.inode), "two {path} in {pids:?}");
             inode = Some(s.inode);
             rss = rss.max(s.rss);
@@ -182,7 +185,7 @@ fn ls_all_reports_every_hidden_kind_with_exact_pids_and_resident_size() {
     };
 
     let list = ls_all(&[]);
-    let (anon_inode, anon_rss) = reference(&both, "/dev/zero (deleted)");
+    let (anon_inode, anon_rss) = reference(&both, "/dev/zero (deleted)", Some(3 << 20));
     let anon = list
         .iter()
         .find(|e| e["backend"] == "anon" && e["inode"] == anon_inode)
@@ -192,7 +195,7 @@ fn ls_all_reports_every_hidden_kind_with_exact_pids_and_resident_size() {
     within_10_percent(anon["rss"].as_u64().unwrap(), anon_rss, "anon");
 
     let memfd_path = format!("/memfd:{memfd_name} (deleted)");
-    let (memfd_inode, memfd_rss) = reference(&[child], &memfd_path);
+    let (memfd_inode, memfd_rss) = reference(&[child], &memfd_path, None);
     let memfd = list
         .iter()
         .find(|e| e["backend"] == "memfd" && e["name"] == memfd_name.as_str())
@@ -206,7 +209,7 @@ fn ls_all_reports_every_hidden_kind_with_exact_pids_and_resident_size() {
     within_10_percent(memfd["rss"].as_u64().unwrap(), memfd_rss, "memfd");
 
     let gone_path = format!("/dev/shm{gone} (deleted)");
-    let (gone_inode, gone_rss) = reference(&both, &gone_path);
+    let (gone_inode, gone_rss) = reference(&both, &gone_path, None);
     let deleted = list
         .iter()
         .find(|e| e["backend"] == "deleted" && e["name"] == gone.to_string())
@@ -215,7 +218,7 @@ fn ls_all_reports_every_hidden_kind_with_exact_pids_and_resident_size() {
     assert_eq!(pids_of(deleted), both, "{deleted}");
     within_10_percent(deleted["rss"].as_u64().unwrap(), gone_rss, "deleted");
 
-    let (_, named_rss) = reference(&both, &format!("/dev/shm{named}"));
+    let (_, named_rss) = reference(&both, &format!("/dev/shm{named}"), None);
     let n = list
         .iter()
         .find(|e| e["backend"] == "posix" && e["name"] == named.to_string())

@@ -63,7 +63,11 @@ fn cells(id: &SegmentId, s: &Stats, prev: Option<&(Instant, Stats)>, now: Instan
         }
         None => ("-".into(), "-".into()),
     };
-    let fill = s.len.saturating_mul(100).checked_div(s.capacity).unwrap_or(0);
+    let fill = s
+        .len
+        .saturating_mul(100)
+        .checked_div(s.capacity)
+        .unwrap_or(0);
     vec![
         id.to_string(),
         s.len.to_string(),
