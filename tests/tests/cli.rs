@@ -1073,7 +1073,15 @@ fn fuzz_every_cli_input_exit_codes_one_error_line_bounded_memory() {
     let raw = unique_posix("cli-fuzz-raw");
     let fresh = unique_posix("cli-fuzz-new");
     let key = unique_sysv();
-    let _cleanup = Cleanup::new(&[q.clone(), raw.clone(), fresh.clone(), key.clone()]);
+    // `sysv:-1` is among the names below, and `create sysv:-1 --size 1`
+    // is a valid case (key 0xffffffff): remove what it makes too.
+    let _cleanup = Cleanup::new(&[
+        q.clone(),
+        raw.clone(),
+        fresh.clone(),
+        key.clone(),
+        SegmentId::SysV(-1),
+    ]);
     shm(&[
         "queue",
         "create",
