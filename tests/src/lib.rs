@@ -8,6 +8,7 @@
 // (`helper::core`).
 #![deny(unsafe_code)]
 
+pub mod cli;
 pub mod helper;
 pub mod random;
 

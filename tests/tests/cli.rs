@@ -8,274 +8,14 @@
 //! shm-cli --bin shm` into this test's own target directory and profile
 //! (or takes `$SHM_BIN`).
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::OnceLock;
-use std::sync::mpsc::channel;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shm_core::SegmentId;
+use shm_tests::cli::{Holder, LIMIT, Out, run_program, shm, shm_as_nobody, shm_input, shm_path};
 use shm_tests::{Cleanup, unique_posix, unique_sysv};
-
-/// How long one `shm` invocation may take before it counts as a hang.
-const LIMIT: Duration = Duration::from_secs(60);
-
-fn build_shm() -> PathBuf {
-    if let Some(p) = std::env::var_os("SHM_BIN") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent().expect("test binary directory").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let profile_dir = dir;
-    let profile_name = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("debug")
-        .to_owned();
-    let mut root = profile_dir
-        .parent()
-        .expect("target directory")
-        .to_path_buf();
-    let mut triple = None;
-    // `<target>/<triple>/<profile>` when built with --target.
-    if !root.join("CACHEDIR.TAG").exists()
-        && let Some(parent) = root.parent().map(Path::to_path_buf)
-        && parent.join("CACHEDIR.TAG").exists()
-    {
-        triple = root.file_name().and_then(|n| n.to_str()).map(str::to_owned);
-        root = parent;
-    }
-    let profile = match profile_name.as_str() {
-        "debug" => "dev",
-        other => other,
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "shm-cli",
-            "--bin",
-            "shm",
-            "--profile",
-            profile,
-        ])
-        .arg("--target-dir")
-        .arg(&root);
-    if let Some(t) = &triple {
-        cmd.args(["--target", t]);
-    }
-    let status = cmd.status().expect("run cargo build for the shm binary");
-    assert!(status.success(), "cargo build -p shm-cli failed: {status}");
-    let bin = profile_dir.join("shm");
-    assert!(bin.exists(), "{} missing after the build", bin.display());
-    bin
-}
-
-/// The `shm` binary, built once per test process.
-fn shm_path() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(build_shm)
-}
-
-/// What a finished command left.
-#[derive(Debug)]
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn ok(self) -> Out {
-        assert_eq!(self.code, Some(0), "expected success: {self:#?}");
-        self
-    }
-
-    /// Exit 1 with exactly one `error:` line naming `needle`.
-    fn error(self, needle: &str) -> Out {
-        assert_eq!(self.code, Some(1), "expected exit 1: {self:#?}");
-        let errors: Vec<&str> = self
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with("error: "))
-            .collect();
-        assert_eq!(errors.len(), 1, "expected one error line: {self:#?}");
-        assert!(
-            errors[0].contains(needle),
-            "error line lacks {needle:?}: {self:#?}"
-        );
-        assert!(!self.stderr.contains("panicked"), "{self:#?}");
-        self
-    }
-
-    fn usage(self) -> Out {
-        assert_eq!(self.code, Some(2), "expected a usage error: {self:#?}");
-        assert!(self.stderr.starts_with("error:"), "{self:#?}");
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.stdout))
-    }
-}
-
-/// Runs `program args` with `input` on stdin, under a watchdog.
-fn run_program(program: &Path, pre: &[&str], args: &[&str], input: &[u8]) -> Out {
-    let what = format!("{} {}", pre.join(" "), args.join(" "));
-    let mut cmd = if pre.is_empty() {
-        Command::new(program)
-    } else {
-        let mut c = Command::new(pre[0]);
-        c.args(&pre[1..]).arg(program);
-        c
-    };
-    let mut child = cmd
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start `{what}`: {e}"));
-    let mut stdin = child.stdin.take();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        if let Some(s) = stdin.as_mut() {
-            let _ = s.write_all(&input);
-        }
-    });
-    let reader = |r: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_string(&mut s);
-            }
-            s
-        })
-    };
-    let out = reader(child.stdout.take().map(|s| Box::new(s) as _));
-    let err = reader(child.stderr.take().map(|s| Box::new(s) as _));
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait().expect("try_wait") {
-            Some(s) => break s,
-            None if start.elapsed() > LIMIT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("watchdog: `{what}` ran for more than {LIMIT:?}; killed it");
-            }
-            None => std::thread::sleep(Duration::from_millis(5)),
-        }
-    };
-    let _ = writer.join();
-    Out {
-        code: status.code(),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    }
-}
-
-fn shm(args: &[&str]) -> Out {
-    run_program(shm_path(), &[], args, b"")
-}
-
-fn shm_input(args: &[&str], input: &[u8]) -> Out {
-    run_program(shm_path(), &[], args, input)
-}
-
-/// Runs `shm` as uid/gid 65534 with no supplementary groups.
-fn shm_as_nobody(args: &[&str]) -> Out {
-    run_program(
-        shm_path(),
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-        ],
-        args,
-        b"",
-    )
-}
-
-/// A background process (python3, or `shm` itself) that prints `ready`
-/// once it holds what it should, and exits when its stdin closes. Killed
-/// and reaped when dropped.
-struct Holder {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    what: String,
-}
-
-impl Holder {
-    fn start(program: &Path, args: &[&str]) -> Holder {
-        let what = format!("{} {}", program.display(), args.join(" "));
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start `{what}`: {e}"));
-        let stdin = child.stdin.take();
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(out).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("watchdog: `{what}` did not get ready within 30 s"));
-        assert_eq!(line.trim(), "ready", "`{what}` did not get ready");
-        Holder { child, stdin, what }
-    }
-
-    fn python(script: &str, args: &[&str]) -> Holder {
-        let mut all = vec!["-c", script];
-        all.extend_from_slice(args);
-        Holder::start(Path::new("python3"), &all)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Closes stdin and waits (with a watchdog) for a clean exit.
-    fn finish(mut self) {
-        drop(self.stdin.take());
-        let start = Instant::now();
-        loop {
-            match self.child.try_wait().expect("try_wait") {
-                Some(s) => {
-                    assert!(s.success(), "`{}` exited with {s}", self.what);
-                    return;
-                }
-                None if start.elapsed() > Duration::from_secs(30) => {
-                    panic!("watchdog: `{}` did not exit within 30 s", self.what)
-                }
-                None => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Maps `/dev/shm/NAME` read-write, as any program would.
 const PY_MAP_POSIX: &str = r#"
@@ -1333,8 +1073,8 @@ fn fuzz_every_cli_input_exit_codes_one_error_line_bounded_memory() {
     let raw = unique_posix("cli-fuzz-raw");
     let fresh = unique_posix("cli-fuzz-new");
     let key = unique_sysv();
-    // `sysv:-1` is among the names: a `create` with it and a valid size
-    // makes a segment under key 0xffffffff, which must go too.
+    // `sysv:-1` is among the names below, and `create sysv:-1 --size 1`
+    // is a valid case (key 0xffffffff): remove what it makes too.
     let _cleanup = Cleanup::new(&[
         q.clone(),
         raw.clone(),
@@ -1434,6 +1174,20 @@ fn fuzz_every_cli_input_exit_codes_one_error_line_bounded_memory() {
     let pick = |rng: &mut shm_tests::random::Rng, v: &[&str]| -> OsString {
         v[rng.below(v.len() as u64) as usize].into()
     };
+    // `-0`, a `--framing` (valid or not), both, or none.
+    let push_framing =
+        |rng: &mut shm_tests::random::Rng, args: &mut Vec<OsString>| match rng.below(5) {
+            0 => args.push("-0".into()),
+            1 | 2 => {
+                args.push("--framing".into());
+                args.push(pick(
+                    rng,
+                    &["lines", "nul", "length", "length", "bogus", ""],
+                ));
+            }
+            3 => args.extend(["-0".into(), "--framing".into(), "length".into()]),
+            _ => {}
+        };
     for case in 0..cases {
         let name = names[rng.below(names.len() as u64) as usize].clone();
         let mut args: Vec<OsString> = Vec::new();
@@ -1442,9 +1196,37 @@ fn fuzz_every_cli_input_exit_codes_one_error_line_bounded_memory() {
         match rng.below(11) {
             0 => {
                 args.push("ls".into());
-                for f in ["--json", "--posix", "--sysv", "--bogus"] {
+                for f in [
+                    "--json",
+                    "--posix",
+                    "--sysv",
+                    "--bogus",
+                    "--all",
+                    "--noheadings",
+                    "--raw",
+                    "--bytes",
+                    "--totals",
+                    "--list-columns",
+                ] {
                     if rng.below(3) == 0 {
                         args.push(f.into());
+                    }
+                }
+                let values: [(&str, &[&str]); 6] = [
+                    ("--user", &["root", "0", "nobody", "no-such-user", "", "-1"]),
+                    ("--pid", &["1", "0", "-1", "x", "4294967296"]),
+                    ("--kind", &["queue", "anon", "memfd", "deleted", ""]),
+                    (
+                        "-o",
+                        &["type,rss", "SEGMENT", "bogus", "", ",", "dev,inode,atime"],
+                    ),
+                    ("--sort", &["size", "rss", "bogus", ""]),
+                    ("--", &["/shmrs-test-*", "*", "[", "memfd:*"]),
+                ];
+                for (flag, vals) in values {
+                    if rng.below(4) == 0 {
+                        args.push(flag.into());
+                        args.push(pick(&mut rng, vals));
                     }
                 }
             }
@@ -1480,6 +1262,7 @@ fn fuzz_every_cli_input_exit_codes_one_error_line_bounded_memory() {
             6 | 7 => {
                 args.extend(["queue".into(), "send".into(), name]);
                 args.extend(["--timeout-ms".into(), pick(&mut rng, &timeouts)]);
+                push_framing(&mut rng, &mut args);
                 // Random bytes, lines around the slot size, no newline,
                 // or a line that never ends.
                 endless = rng.below(5) == 0;
@@ -1506,8 +1289,28 @@ fn fuzz_every_cli_input_exit_codes_one_error_line_bounded_memory() {
                 if rng.below(2) == 0 {
                     args.extend(["--count".into(), pick(&mut rng, &numbers)]);
                 }
+                push_framing(&mut rng, &mut args);
             }
-            9 => args.extend(["doctor".into()]),
+            9 => match rng.below(8) {
+                0..=3 => {
+                    args.extend(["queue".into(), "peek".into(), name]);
+                    if rng.below(2) == 0 {
+                        args.extend(["--count".into(), pick(&mut rng, &numbers)]);
+                    }
+                    push_framing(&mut rng, &mut args);
+                }
+                // Rarely: a closed queue refuses every later send.
+                4 => args.extend(["queue".into(), "close".into(), name]),
+                5 => {
+                    args.push("completions".into());
+                    args.push(pick(
+                        &mut rng,
+                        &["bash", "zsh", "fish", "elvish", "tcsh", ""],
+                    ));
+                }
+                6 => args.push("man".into()),
+                _ => args.extend(["doctor".into()]),
+            },
             _ => {
                 // Junk: unknown subcommands and flags, empty and odd bytes.
                 let junk: [&[u8]; 8] = [

@@ -1,6 +1,7 @@
 //! Output helpers: human-readable sizes, permission strings, user names,
 //! aligned tables, and the JSON form of a segment.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
@@ -40,28 +41,40 @@ pub fn perm_string(mode: u32) -> String {
     s
 }
 
-/// User names by uid, from `/etc/passwd` (numbers where it has none).
-pub struct Users(HashMap<u32, String>);
+/// User names by uid, looked up through NSS (`getpwuid_r`, so LDAP and
+/// systemd users resolve as `ls -l` resolves them), each uid once.
+pub struct Users(RefCell<HashMap<u32, String>>);
 
 impl Users {
-    /// Reads `/etc/passwd`; an unreadable file gives numbers only.
+    /// An empty cache.
     pub fn load() -> Self {
-        let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-        let map = text
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split(':');
-                let name = f.next()?;
-                let uid = f.nth(1)?.parse().ok()?;
-                (!name.is_empty()).then(|| (uid, name.to_owned()))
-            })
-            .collect();
-        Users(map)
+        Users(RefCell::new(HashMap::new()))
     }
 
-    /// The user's name, or the uid as text.
+    /// The user's name, or the uid as text when NSS has none.
     pub fn name(&self, uid: u32) -> String {
-        self.0.get(&uid).cloned().unwrap_or_else(|| uid.to_string())
+        self.0
+            .borrow_mut()
+            .entry(uid)
+            .or_insert_with(
+                || match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+                    Ok(Some(u)) => u.name,
+                    _ => uid.to_string(),
+                },
+            )
+            .clone()
+    }
+
+    /// The uid of a user name or number, through NSS.
+    pub fn uid_of(text: &str) -> Result<u32, String> {
+        if let Ok(uid) = text.parse::<u32>() {
+            return Ok(uid);
+        }
+        match nix::unistd::User::from_name(text) {
+            Ok(Some(u)) => Ok(u.uid.as_raw()),
+            Ok(None) => Err(format!("no user {text:?}")),
+            Err(e) => Err(format!("cannot look up user {text:?}: {e}")),
+        }
     }
 }
 
@@ -139,29 +152,19 @@ pub fn pid_list(pids: &[u32]) -> String {
     }
 }
 
-/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC`; `-` for 0.
+/// Seconds since the epoch in local time as `ipcs -t` prints it
+/// (`Dec  5 09:21:34`); `-` for 0 (never).
 pub fn time(secs: i64) -> String {
     if secs <= 0 {
         return "-".into();
     }
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    match jiff::Timestamp::from_second(secs) {
+        Ok(t) => t
+            .to_zoned_datetime(jiff::tz::TimeZone::system())
+            .strftime("%b %e %H:%M:%S")
+            .to_string(),
+        Err(_) => secs.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -183,8 +186,10 @@ mod tests {
         assert_eq!(perm_string(0o640), "rw-r-----");
         assert_eq!(perm_string(0o777), "rwxrwxrwx");
         assert_eq!(time(0), "-");
-        assert_eq!(time(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(time(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        // `Mon DD HH:MM:SS` in local time, as ipcs prints it.
+        let t = time(1_700_000_000);
+        assert_eq!(t.len(), 15, "{t}");
+        assert!(t.starts_with("Nov 1"), "{t}");
     }
 
     #[test]

@@ -12,6 +12,13 @@
 //! - System V: the kernel's `nattch` is 0 and the creator PID (`cpid`) is
 //!   not running.
 //!
+//! Before a POSIX candidate is removed, every `/proc/PID/fd` is read too:
+//! a process may hold a segment open by a descriptor without mapping it
+//! (between `shm_open` and `mmap`, or to map it again later). Such a
+//! candidate is kept, and the output names the process and descriptor.
+//! Each candidate's line says why it is or is not removed; a segment named
+//! on the command line that is in use gets an `in use:` line saying why.
+//!
 //! The maps of some processes may not be readable (other users' processes
 //! when not root; in some sandboxes, a supervisor more privileged than
 //! root). `gc` names them in a warning and judges by what it can see:
@@ -22,7 +29,7 @@ use serde_json::Value;
 use shm_core::list::SegmentInfo;
 use shm_core::{Backend, ProcessId, SegmentId};
 
-use crate::fmt::segment_json;
+use crate::fmt::{pid_list, segment_json};
 use crate::segcmd::{listing, remove_one};
 use crate::{CliError, CliResult, emit, error_line, warn};
 
@@ -31,6 +38,8 @@ struct Candidate {
     entry: SegmentInfo,
     reason: String,
     foreign: bool,
+    /// Whether a process holds it open by a descriptor (so it is kept).
+    held: bool,
     /// Whether this run removes it (or would, with `--dry-run`).
     remove: bool,
 }
@@ -41,32 +50,45 @@ fn pid_alive(pid: i32) -> bool {
     u32::try_from(pid).is_ok_and(|pid| ProcessId { pid, start: 0 }.is_alive())
 }
 
-/// Why `e` is stale, and whether it is foreign; `None` if it is in use.
-fn staleness(e: &SegmentInfo) -> Option<(String, bool)> {
+/// Why `e` is stale, and whether it is foreign; `Err` says why it is in
+/// use.
+fn staleness(e: &SegmentInfo) -> Result<(String, bool), String> {
     match e.backend {
         Backend::SysV => {
-            let cpid = e.cpid?;
-            (e.nattch == 0 && !pid_alive(cpid)).then(|| {
-                (
-                    format!("nattch is 0 and its creator pid {cpid} is gone"),
-                    false,
-                )
-            })
+            let Some(cpid) = e.cpid else {
+                return Err("its creator is unknown".into());
+            };
+            if e.nattch != 0 {
+                return Err(format!(
+                    "{} attach(es) (pids {})",
+                    e.nattch,
+                    pid_list(&e.pids)
+                ));
+            }
+            if pid_alive(cpid) {
+                return Err(format!("its creator pid {cpid} is running"));
+            }
+            Ok((
+                format!("nattch is 0 and its creator pid {cpid} is gone"),
+                false,
+            ))
         }
         Backend::Posix => {
             if !e.pids.is_empty() {
-                return None;
+                return Err(format!("mapped by pid {}", pid_list(&e.pids)));
             }
             match &e.header {
-                Some(h) if h.creator.is_alive() => None,
-                Some(h) => Some((
+                Some(h) if h.creator.is_alive() => {
+                    Err(format!("its creator pid {} is running", h.creator.pid))
+                }
+                Some(h) => Ok((
                     format!(
                         "no process maps it and its creator pid {} is gone",
                         h.creator.pid
                     ),
                     false,
                 )),
-                None => Some((
+                None => Ok((
                     if e.header_error.is_some() {
                         "no process maps it; its header could not be read".to_owned()
                     } else {
@@ -76,8 +98,43 @@ fn staleness(e: &SegmentInfo) -> Option<(String, bool)> {
                 )),
             }
         }
-        Backend::Memfd => None,
+        Backend::Memfd => Err("a memfd has no name to remove".into()),
     }
+}
+
+/// The processes that hold POSIX segment `e` open by a descriptor without
+/// mapping it, as `pid 12 (fd 3)`; `None` when there are none.
+fn fd_holders_text(e: &SegmentInfo, warned: &mut bool) -> Option<String> {
+    let name = e.name.as_deref()?;
+    let holders = match shm_core::list::fd_holders(name) {
+        Ok(h) => h,
+        Err(err) => {
+            warn(&format!("cannot read /proc/PID/fd: {err}"));
+            return None;
+        }
+    };
+    if !holders.complete() && !*warned {
+        *warned = true;
+        warn(&format!(
+            "could not read /proc/PID/fd of {} process(es): a descriptor they hold on a \
+             segment is not seen (other users' processes need root)",
+            holders.denied.len()
+        ));
+    }
+    if holders.holders.is_empty() {
+        return None;
+    }
+    Some(
+        holders
+            .holders
+            .iter()
+            .map(|(pid, fds)| {
+                let fds: Vec<String> = fds.iter().map(u32::to_string).collect();
+                format!("pid {pid} (fd {})", fds.join(","))
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
 }
 
 /// `shm gc [--dry-run] [--all] [--json] [SEG...]`.
@@ -97,22 +154,42 @@ pub fn gc(dry_run: bool, all: bool, json: bool, only: &[SegmentId]) -> CliResult
             warn(&format!("no segment {id}"));
         }
     }
-    let candidates: Vec<Candidate> = listing
+    let mut text = String::new();
+    let mut fd_warned = false;
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for e in listing
         .entries
         .iter()
         .filter(|e| only.is_empty() || only.iter().any(|id| e.matches(id)))
-        .filter_map(|e| {
-            let (reason, foreign) = staleness(e)?;
-            Some(Candidate {
-                entry: e.clone(),
-                reason,
-                foreign,
-                remove: !foreign || all,
-            })
-        })
-        .collect();
+    {
+        match staleness(e) {
+            Ok((reason, foreign)) => {
+                // Not mapped, but a process may hold it open to map it
+                // (again): then it stays.
+                let open_by = match e.backend {
+                    Backend::Posix => fd_holders_text(e, &mut fd_warned),
+                    _ => None,
+                };
+                let (reason, held) = match open_by {
+                    Some(who) => (format!("{reason}, but {who} holds it open"), true),
+                    None => (reason, false),
+                };
+                candidates.push(Candidate {
+                    entry: e.clone(),
+                    reason,
+                    foreign,
+                    held,
+                    remove: !held && (!foreign || all),
+                });
+            }
+            // Named on the command line: say why it stays.
+            Err(why) if !only.is_empty() => {
+                text.push_str(&format!("in use: {}: {why} (kept)\n", e.display_name()));
+            }
+            Err(_) => {}
+        }
+    }
 
-    let mut text = String::new();
     let mut removed = vec![false; candidates.len()];
     let mut failed = false;
     for (c, done) in candidates.iter().zip(removed.iter_mut()) {
@@ -122,6 +199,10 @@ pub fn gc(dry_run: bool, all: bool, json: bool, only: &[SegmentId]) -> CliResult
         } else {
             ""
         };
+        if c.held {
+            text.push_str(&format!("kept {foreign}{name}: {}\n", c.reason));
+            continue;
+        }
         if !c.remove {
             text.push_str(&format!(
                 "foreign, unattached: {name}: {} (kept; --all removes it)\n",
@@ -165,6 +246,7 @@ pub fn gc(dry_run: bool, all: bool, json: bool, only: &[SegmentId]) -> CliResult
                         if c.remove { "remove" } else { "keep" }.into(),
                     );
                     map.insert("removed".into(), done.into());
+                    map.insert("held_open".into(), c.held.into());
                 }
                 v
             })

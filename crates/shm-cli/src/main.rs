@@ -12,8 +12,10 @@ mod demo;
 mod doctor;
 mod fmt;
 mod gc;
+mod ls;
 mod queue;
 mod segcmd;
+mod top;
 
 pub use queue::queue_stats;
 
@@ -153,18 +155,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// List every segment on the machine, ours or not, with the processes
-    /// that map it.
-    Ls {
-        /// Print one JSON array instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Only POSIX segments (/dev/shm).
-        #[arg(long, conflicts_with = "sysv")]
-        posix: bool,
-        /// Only System V segments.
-        #[arg(long)]
-        sysv: bool,
-    },
+    /// that map it; with --all, every other shared memory object too.
+    Ls(LsArgs),
     /// Show one segment; for a queue, its state too.
     Stat {
         /// The segment: /NAME, sysv:KEY or sysv-id:ID.
@@ -213,6 +205,27 @@ enum Cmd {
         #[arg(value_parser = parse_segment)]
         segs: Vec<SegmentId>,
     },
+    /// Live view of queues: messages/s in and out, fill level, blocked
+    /// sends and receives, producers, consumers, attached handles and
+    /// recoveries. Redraws in place on a terminal; piped, one line per
+    /// queue per interval.
+    Top {
+        /// The queues to watch (default: every queue on the machine).
+        #[arg(value_parser = parse_segment)]
+        queues: Vec<SegmentId>,
+        /// Time between samples, in milliseconds.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+        interval_ms: u64,
+        /// Stop after this many samples (default: until interrupted).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        iterations: Option<u64>,
+        /// One line per queue per interval even on a terminal.
+        #[arg(long)]
+        lines: bool,
+        /// No header line (line output).
+        #[arg(short, long)]
+        noheadings: bool,
+    },
     /// Check what commonly breaks shared memory on this machine.
     Doctor {
         /// Print one JSON array of the checks.
@@ -223,6 +236,20 @@ enum Cmd {
     Queue {
         #[command(subcommand)]
         cmd: QueueCmd,
+    },
+    /// Print a shell completion script: `shm completions bash >
+    /// /usr/share/bash-completion/completions/shm`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `shm man > shm.1; man -l shm.1`.
+    Man {
+        /// Write shm.1 and a page per subcommand (shm-ls.1, ...) into DIR
+        /// instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
     },
     /// Stream messages between two processes through a queue, live.
     Demo {
@@ -239,6 +266,62 @@ enum Cmd {
     /// The consumer process of `shm demo`.
     #[command(name = "__demo-consumer", hide = true)]
     DemoConsumer(DemoRole),
+}
+
+/// Arguments of `shm ls`.
+#[derive(clap::Args, Debug)]
+struct LsArgs {
+    /// Print one JSON array instead of a table (with --totals, one object).
+    #[arg(long)]
+    json: bool,
+    /// Only POSIX segments (/dev/shm; with --all, removed-but-mapped ones too).
+    #[arg(long, conflicts_with = "sysv")]
+    posix: bool,
+    /// Only System V segments.
+    #[arg(long)]
+    sysv: bool,
+    /// All shared memory: also shared anonymous mappings (/dev/zero),
+    /// memfds and POSIX segments removed while mapped, by device and inode,
+    /// with RSS and SWAP (from /proc/PID/smaps) for every object.
+    #[arg(short, long)]
+    all: bool,
+    /// Only objects owned by USER (a name or a uid; an unnamed object
+    /// belongs to the user of its lowest holder PID).
+    #[arg(short, long, value_name = "USER")]
+    user: Option<String>,
+    /// Only what process PID maps, named or not (implies --all).
+    #[arg(short, long, value_name = "PID")]
+    pid: Option<u32>,
+    /// Only objects of this type (posix, sysv, anon, hugepage, memfd,
+    /// deleted) or kind (queue, ...).
+    #[arg(short, long, value_name = "WORD")]
+    kind: Option<String>,
+    /// Only names matching this pattern (`*` and `?`, e.g. '/psm_*',
+    /// 'memfd:*').
+    #[arg(value_name = "PATTERN")]
+    pattern: Option<String>,
+    /// Columns to show, comma-separated (see --list-columns).
+    #[arg(short, long, value_name = "COLUMNS")]
+    output: Option<String>,
+    /// Print the available columns and exit.
+    #[arg(long)]
+    list_columns: bool,
+    /// No header line.
+    #[arg(short, long)]
+    noheadings: bool,
+    /// Unaligned: one space between cells (spaces in a cell as \x20).
+    #[arg(short, long)]
+    raw: bool,
+    /// Sizes in bytes, not K, M, G.
+    #[arg(short, long)]
+    bytes: bool,
+    /// Sort by this column (numerically for sizes, ids and times).
+    #[arg(long, value_name = "COLUMN")]
+    sort: Option<String>,
+    /// Totals per user and for the machine instead of the rows (after the
+    /// filters).
+    #[arg(long)]
+    totals: bool,
 }
 
 /// Arguments of the demo's processes.
@@ -270,7 +353,8 @@ enum QueueCmd {
         mode: u32,
     },
     /// Send every line of standard input, without its newline, as one
-    /// message; a line longer than the slot is refused, never truncated.
+    /// message (or NUL-separated records, or length-prefixed frames); a
+    /// message longer than the slot is refused, never truncated.
     Send {
         /// The queue: /NAME.
         #[arg(value_parser = parse_segment)]
@@ -278,6 +362,8 @@ enum QueueCmd {
         /// Give up when the queue stays full this long.
         #[arg(long)]
         timeout_ms: Option<u64>,
+        #[command(flatten)]
+        framing: FramingArgs,
     },
     /// Print each message and a newline. Ends after --count messages, or
     /// once every producer that joined has left and the queue is drained.
@@ -291,12 +377,79 @@ enum QueueCmd {
         /// Give up when no message arrives for this long.
         #[arg(long)]
         timeout_ms: Option<u64>,
+        #[command(flatten)]
+        framing: FramingArgs,
     },
+    /// Print the next messages without taking them (read-only; a racy
+    /// snapshot: a receiver may take them the moment after).
+    Peek {
+        /// The queue: /NAME.
+        #[arg(value_parser = parse_segment)]
+        queue: SegmentId,
+        /// How many messages to show, from the head.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        #[command(flatten)]
+        framing: FramingArgs,
+    },
+    /// Close the queue: sends fail from now on; the receivers already
+    /// attached drain what is left, then end.
+    Close {
+        /// The queue: /NAME.
+        #[arg(value_parser = parse_segment)]
+        queue: SegmentId,
+    },
+}
+
+/// How messages are delimited on standard input or output.
+#[derive(clap::Args, Debug)]
+struct FramingArgs {
+    /// Messages are separated by NUL bytes (same as --framing nul).
+    #[arg(short = '0', long = "null", conflicts_with = "framing")]
+    null: bool,
+    /// lines (default), nul, or length: each message preceded by its
+    /// length as a 4-byte big-endian integer.
+    #[arg(long, value_enum)]
+    framing: Option<queue::Framing>,
+}
+
+impl FramingArgs {
+    fn get(&self) -> queue::Framing {
+        if self.null {
+            queue::Framing::Nul
+        } else {
+            self.framing.unwrap_or_default()
+        }
+    }
 }
 
 fn run(cmd: Cmd) -> CliResult {
     match cmd {
-        Cmd::Ls { json, posix, sysv } => segcmd::ls(json, posix, sysv),
+        Cmd::Ls(a) => {
+            if a.list_columns {
+                let text: String = ls::COLUMNS
+                    .iter()
+                    .map(|(c, what)| format!("{c:<8} {what}\n"))
+                    .collect();
+                return emit(&text);
+            }
+            ls::ls(ls::LsOpts {
+                json: a.json,
+                posix: a.posix,
+                sysv: a.sysv,
+                all: a.all,
+                user: a.user,
+                pid: a.pid,
+                kind: a.kind,
+                pattern: a.pattern,
+                output: a.output,
+                noheadings: a.noheadings,
+                raw: a.raw,
+                bytes: a.bytes,
+                sort: a.sort,
+                totals: a.totals,
+            })
+        }
         Cmd::Stat { seg, json } => segcmd::stat(&seg, json),
         Cmd::Create { seg, size, mode } => segcmd::create(&seg, size, mode),
         Cmd::Rm { segs } => segcmd::rm(&segs),
@@ -307,6 +460,19 @@ fn run(cmd: Cmd) -> CliResult {
             segs,
         } => gc::gc(dry_run, all, json, &segs),
         Cmd::Doctor { json } => doctor::doctor(json),
+        Cmd::Top {
+            queues,
+            interval_ms,
+            iterations,
+            lines,
+            noheadings,
+        } => top::top(top::TopOpts {
+            queues,
+            interval: Duration::from_millis(interval_ms),
+            iterations,
+            lines,
+            noheadings,
+        }),
         Cmd::Queue { cmd } => match cmd {
             QueueCmd::Create {
                 queue,
@@ -314,15 +480,53 @@ fn run(cmd: Cmd) -> CliResult {
                 slot_size,
                 mode,
             } => queue::create(&queue, capacity, slot_size, mode),
-            QueueCmd::Send { queue, timeout_ms } => {
-                queue::send(&queue, timeout_ms.map(Duration::from_millis))
-            }
+            QueueCmd::Send {
+                queue,
+                timeout_ms,
+                framing,
+            } => queue::send(&queue, timeout_ms.map(Duration::from_millis), framing.get()),
             QueueCmd::Recv {
                 queue,
                 count,
                 timeout_ms,
-            } => queue::recv(&queue, count, timeout_ms.map(Duration::from_millis)),
+                framing,
+            } => queue::recv(
+                &queue,
+                count,
+                timeout_ms.map(Duration::from_millis),
+                framing.get(),
+            ),
+            QueueCmd::Peek {
+                queue,
+                count,
+                framing,
+            } => queue::peek(&queue, count, framing.get()),
+            QueueCmd::Close { queue } => queue::close(&queue),
         },
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "shm", &mut text);
+            emit(&String::from_utf8_lossy(&text))
+        }
+        Cmd::Man { dir: Some(dir) } => {
+            use clap::CommandFactory;
+            clap_mangen::generate_to(Cli::command(), &dir).map_err(|e| {
+                CliError::new(format!(
+                    "cannot write the man pages into {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            emit(&format!("wrote the man pages into {}\n", dir.display()))
+        }
+        Cmd::Man { dir: None } => {
+            use clap::CommandFactory;
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut text)
+                .map_err(|e| CliError::new(format!("cannot render the man page: {e}")))?;
+            emit(&String::from_utf8_lossy(&text))
+        }
         Cmd::Demo { messages, pings } => demo::demo(messages, pings),
         Cmd::DemoProducer(r) => demo::producer(&r.queue, &r.pong, r.messages, r.pings),
         Cmd::DemoConsumer(r) => demo::consumer(&r.queue, &r.pong, r.messages, r.pings),

@@ -14,12 +14,6 @@ pub fn listing() -> Result<Listing, CliError> {
     Ok(listing)
 }
 
-fn print_warnings(listing: &Listing) {
-    for w in &listing.warnings {
-        warn(w);
-    }
-}
-
 /// One row of the `ls` table.
 fn row(e: &SegmentInfo, users: &Users) -> Vec<String> {
     vec![
@@ -48,27 +42,6 @@ pub fn ls_table(entries: &[&SegmentInfo]) -> String {
         ],
         &rows,
     )
-}
-
-/// `shm ls [--json] [--posix|--sysv]`.
-pub fn ls(json: bool, posix_only: bool, sysv_only: bool) -> CliResult {
-    let listing = listing()?;
-    print_warnings(&listing);
-    let entries: Vec<&SegmentInfo> = listing
-        .entries
-        .iter()
-        .filter(|e| match e.backend {
-            Backend::Posix => !sysv_only,
-            Backend::SysV => !posix_only,
-            Backend::Memfd => false,
-        })
-        .collect();
-    if json {
-        let arr = Value::Array(entries.iter().map(|e| segment_json(e)).collect());
-        emit(&format!("{arr}\n"))
-    } else {
-        emit(&ls_table(&entries))
-    }
 }
 
 /// The header of a System V segment, read by attaching (which the listing

@@ -37,6 +37,14 @@ use std::path::Path;
 
 use crate::{Backend, HEADER_SIZE, HeaderInfo, SegmentId};
 
+mod fds;
+mod memory;
+
+pub use fds::{FdHolders, fd_holders};
+pub use memory::{
+    Dev, Holder, MapsLine, SharedMemory, ShmKind, ShmObject, SmapsEntry, parse_smaps,
+};
+
 /// Where POSIX shared memory lives.
 pub const DEV_SHM: &str = "/dev/shm";
 
@@ -260,41 +268,21 @@ pub enum ShmMapping {
 /// assert_eq!(parse_maps_line("garbage"), None);
 /// ```
 pub fn parse_maps_line(line: &str) -> Option<ShmMapping> {
-    let mut rest = line;
-    let mut fields = [""; 5];
-    for f in fields.iter_mut() {
-        rest = rest.trim_start_matches(' ');
-        let end = rest.find(' ').unwrap_or(rest.len());
-        *f = &rest[..end];
-        rest = &rest[end..];
-    }
-    let [addr, perms, _offset, _dev, inode] = fields;
-    if !addr.contains('-') || perms.len() != 4 {
-        return None;
-    }
-    let inode: u64 = inode.parse().ok()?;
-    let path = rest.trim_start_matches(' ');
-    let (path, deleted) = match path.strip_suffix(" (deleted)") {
-        Some(p) => (p, true),
-        None => (path, false),
-    };
-    if let Some(file) = path.strip_prefix("/dev/shm/") {
+    let m = MapsLine::parse(line)?;
+    if let Some(file) = m.path.strip_prefix("/dev/shm/") {
         if file.is_empty() || file.contains('/') {
             return None;
         }
         return Some(ShmMapping::Posix {
             name: format!("/{file}"),
-            inode,
-            deleted,
+            inode: m.inode,
+            deleted: m.deleted,
         });
     }
-    let hex = path.strip_prefix("/SYSV")?;
-    if hex.len() != 8 {
-        return None;
+    match m.kind()? {
+        ShmKind::SysV { key, shmid } => Some(ShmMapping::SysV { key, shmid }),
+        _ => None,
     }
-    let key = u32::from_str_radix(hex, 16).ok()? as i32;
-    let shmid = i32::try_from(inode).ok()?;
-    Some(ShmMapping::SysV { key, shmid })
 }
 
 /// Who maps what, from every readable `/proc/PID/maps`.
@@ -308,19 +296,30 @@ struct MapsIndex {
     denied: Vec<u32>,
     /// Other read failures, as sentences.
     other: Vec<String>,
+    /// With [`MapsIndex::keep_text`]: the maps text of every process that
+    /// maps some shared memory object (see [`ShmKind`]), for [`memory`].
+    holders: BTreeMap<u32, String>,
+    /// Whether to fill `holders`.
+    keep_text: bool,
 }
 
 impl MapsIndex {
     fn add_text(&mut self, pid: u32, text: &str) {
-        for m in text.lines().filter_map(parse_maps_line) {
-            match m {
-                ShmMapping::Posix { name, inode, .. } => {
+        let mut holds = false;
+        for line in text.lines() {
+            holds |= self.keep_text && MapsLine::parse(line).and_then(|m| m.kind()).is_some();
+            match parse_maps_line(line) {
+                Some(ShmMapping::Posix { name, inode, .. }) => {
                     self.posix.entry((name, inode)).or_default().insert(pid);
                 }
-                ShmMapping::SysV { shmid, .. } => {
+                Some(ShmMapping::SysV { shmid, .. }) => {
                     self.sysv.entry(shmid).or_default().insert(pid);
                 }
+                None => {}
             }
+        }
+        if holds {
+            self.holders.insert(pid, text.to_owned());
         }
     }
 
@@ -388,7 +387,14 @@ fn read_maps(pid: u32, index: &mut MapsIndex) {
 }
 
 fn scan_maps() -> io::Result<MapsIndex> {
-    let mut index = MapsIndex::default();
+    scan_maps_with(false)
+}
+
+fn scan_maps_with(keep_text: bool) -> io::Result<MapsIndex> {
+    let mut index = MapsIndex {
+        keep_text,
+        ..MapsIndex::default()
+    };
     for pid in proc_pids()? {
         read_maps(pid, &mut index);
     }
@@ -575,15 +581,36 @@ fn sysv_infos(index: &MapsIndex, warnings: &mut Vec<String>) -> Vec<SegmentInfo>
 /// it. Fails only if `/proc` itself cannot be read; everything else that
 /// could not be read is in [`Listing::warnings`].
 pub fn segments() -> io::Result<Listing> {
-    let index = scan_maps()?;
+    listing_of(&scan_maps()?)
+}
+
+fn listing_of(index: &MapsIndex) -> io::Result<Listing> {
     let mut warnings = index.warnings();
-    let mut entries = posix_entries(&index, &mut warnings)?;
-    entries.extend(sysv_infos(&index, &mut warnings));
+    let mut entries = posix_entries(index, &mut warnings)?;
+    entries.extend(sysv_infos(index, &mut warnings));
     Ok(Listing {
         entries,
         warnings,
         maps_complete: index.complete(),
     })
+}
+
+/// The [`segments`] listing and every shared memory object of the machine
+/// ([`SharedMemory`]: named segments and the unnamed anonymous, memfd and
+/// deleted POSIX mappings, with resident and swapped sizes), from one scan
+/// of `/proc`. Processes whose maps cannot be read are in the listing's
+/// warnings, those whose `smaps` cannot be read in the memory's.
+pub fn segments_and_memory() -> io::Result<(Listing, SharedMemory)> {
+    let index = scan_maps_with(true)?;
+    let listing = listing_of(&index)?;
+    Ok((listing, memory::measure(&index.holders)))
+}
+
+/// The inode of the POSIX segment file `/NAME` now, to find its object in a
+/// [`SharedMemory`] ([`SharedMemory::posix`]).
+pub fn posix_inode(name: &str) -> io::Result<u64> {
+    let file = name.strip_prefix('/').unwrap_or(name);
+    Ok(std::fs::symlink_metadata(Path::new(DEV_SHM).join(file))?.ino())
 }
 
 /// Size and free space of a filesystem, from `statvfs`.

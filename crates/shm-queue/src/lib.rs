@@ -125,6 +125,7 @@
 mod error;
 mod inspect;
 mod kill;
+pub mod peek;
 // Who is attached, and when the name goes away.
 mod life;
 // `unsafe impl ShmSafe` for the on-segment structs.
