@@ -8,7 +8,6 @@
 // (`helper::core`).
 #![deny(unsafe_code)]
 
-pub mod cli;
 pub mod helper;
 pub mod random;
 
@@ -101,8 +100,14 @@ pub struct Proc {
 }
 
 /// Path of the helper binary: `$SHM_TEST_HELPER`, or `shm-test-helper` in
-/// the target directory of the running test (cargo builds it for every
-/// integration test of this package).
+/// the target directory and profile of the running test executable
+/// (`<target>/<profile>/deps/TEST-HASH` → `<target>/<profile>/shm-test-helper`).
+///
+/// Cargo builds the helper for every integration test of this package. A
+/// test of another package (shm-cli's) finds it there once it has been
+/// built in the same profile: `cargo build -p shm-tests` (`--release` for
+/// release tests), which `cargo xtask test-multiproc` does first, passing
+/// the path in `$SHM_TEST_HELPER`. Panics, saying so, if it is missing.
 pub fn helper_path() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("SHM_TEST_HELPER") {
         return p.into();
@@ -114,7 +119,14 @@ pub fn helper_path() -> std::path::PathBuf {
     } else {
         dir
     };
-    dir.join("shm-test-helper")
+    let path = dir.join("shm-test-helper");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p shm-tests` in the profile of this test \
+         (`--release` for release tests), or set SHM_TEST_HELPER to its path",
+        path.display()
+    );
+    path
 }
 
 /// Starts the helper binary with `args`; stdout is piped, stderr inherited.

@@ -65,9 +65,16 @@ impl Xtask {
                 "-D",
                 "warnings",
             ])),
-            CiStep::Test => {
-                run_cmd(&mut self.cargo(["test", "--workspace", "--exclude", "shm-tests"]))
-            }
+            // shm-tests and shm-cli run their tests in `test-multiproc`
+            // (real processes, release build).
+            CiStep::Test => run_cmd(&mut self.cargo([
+                "test",
+                "--workspace",
+                "--exclude",
+                "shm-tests",
+                "--exclude",
+                "shm-cli",
+            ])),
             CiStep::Examples => self.examples(),
             CiStep::Doc => {
                 let mut cmd = self.cargo(["doc", "--workspace", "--no-deps"]);

@@ -18,8 +18,9 @@ fn is_ours(name: &str) -> bool {
     OUR_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-pub(crate) fn is_test_key(key: u32) -> bool {
-    key >> 24 == TEST_KEY_TOP_BYTE
+/// Whether a System V key (printed signed by the kernel) is a test key.
+pub(crate) fn is_test_key(key: i32) -> bool {
+    (key as u32) >> 24 == TEST_KEY_TOP_BYTE
 }
 
 pub(crate) fn clean_shm(dry_run: bool) -> Result {
@@ -103,5 +104,13 @@ mod tests {
         assert!(is_ours("shmrs-demo-42"));
         assert!(!is_ours("sem.shmrs-test-x"));
         assert!(!is_ours("shmrs-other"));
+    }
+
+    #[test]
+    fn test_keys_are_recognised() {
+        assert!(is_test_key(0x5e00_0001));
+        assert!(!is_test_key(0));
+        // Negative keys are the high half of the u32 range.
+        assert!(!is_test_key(0xdead_beef_u32 as i32));
     }
 }

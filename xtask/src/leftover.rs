@@ -1,9 +1,10 @@
 //! The leftover check: a [`Snapshot`] of the entries of `/dev/shm` and of
 //! the System V segments in `/proc/sysvipc/shm` (the data `ipcs -m` prints),
 //! taken before a task and compared after it, failing if the task left new
-//! ones behind. Also the parsers it reads them with (`/proc/sysvipc/shm`,
-//! and `/proc/PID/maps` to tell which live process still maps a new entry),
-//! which `clean-shm` uses too.
+//! ones behind. The System V table and the `/proc/PID/maps` lines (which
+//! live process still maps a new entry) are read with shm-core's parsers
+//! ([`shm_core::list::sysv_entries`], [`shm_core::list::parse_maps_line`]);
+//! `clean-shm` reads through the same functions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::env;
@@ -12,11 +13,12 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use shm_core::list::{ShmMapping, SysvEntry, parse_maps_line};
+
 use crate::cmd::Xtask;
 use crate::{Result, failed};
 
-pub(crate) const DEV_SHM: &str = "/dev/shm";
-const PROC_SYSV_SHM: &str = "/proc/sysvipc/shm";
+pub(crate) const DEV_SHM: &str = shm_core::list::DEV_SHM;
 /// How long the leftover check waits for new entries to go away: a process
 /// of another run that is removing its segment right now.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
@@ -40,56 +42,13 @@ impl Xtask {
     }
 }
 
-/// A System V segment as `/proc/sysvipc/shm` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SysvSeg {
-    pub(crate) key: u32,
-    pub(crate) shmid: i64,
-    pub(crate) size: u64,
-    cpid: u32,
-    pub(crate) nattch: u64,
-}
-
-/// Parses `/proc/sysvipc/shm`: a header line naming the columns, then one
-/// line per segment. Columns are found by name, so a kernel that adds some
-/// still parses; a line that does not parse is skipped.
-fn parse_sysvipc_shm(text: &str) -> Vec<SysvSeg> {
-    let mut lines = text.lines();
-    let Some(header) = lines.next() else {
-        return Vec::new();
-    };
-    let cols: Vec<&str> = header.split_whitespace().collect();
-    let col = |name: &str| cols.iter().position(|c| *c == name);
-    let (Some(key), Some(shmid), Some(size), Some(cpid), Some(nattch)) = (
-        col("key"),
-        col("shmid"),
-        col("size"),
-        col("cpid"),
-        col("nattch"),
-    ) else {
-        return Vec::new();
-    };
-    lines
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            Some(SysvSeg {
-                // The kernel prints the key as a signed int.
-                key: f.get(key)?.parse::<i64>().ok()? as u32,
-                shmid: f.get(shmid)?.parse().ok()?,
-                size: f.get(size)?.parse().ok()?,
-                cpid: f.get(cpid)?.parse().ok()?,
-                nattch: f.get(nattch)?.parse().ok()?,
-            })
-        })
-        .collect()
-}
-
-pub(crate) fn read_sysv() -> Result<Vec<SysvSeg>> {
-    match fs::read_to_string(PROC_SYSV_SHM) {
-        Ok(text) => Ok(parse_sysvipc_shm(&text)),
+/// The System V segments, as `/proc/sysvipc/shm` lists them.
+pub(crate) fn read_sysv() -> Result<Vec<SysvEntry>> {
+    match shm_core::list::sysv_entries() {
+        Ok(entries) => Ok(entries),
         // A kernel without System V IPC has no segments.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(failed(format!("reading {PROC_SYSV_SHM}: {e}"))),
+        Err(e) => Err(failed(format!("reading /proc/sysvipc/shm: {e}"))),
     }
 }
 
@@ -111,7 +70,7 @@ pub(crate) fn read_dev_shm() -> Result<BTreeSet<String>> {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Snapshot {
     posix: BTreeSet<String>,
-    sysv: BTreeMap<i64, SysvSeg>,
+    sysv: BTreeMap<i32, SysvEntry>,
 }
 
 impl Snapshot {
@@ -242,28 +201,24 @@ fn posix_mappers(names: &BTreeSet<String>) -> BTreeMap<String, BTreeSet<u32>> {
             continue;
         };
         for name in maps_shm_names(&maps) {
-            if names.contains(name) {
-                found.entry(name.to_owned()).or_default().insert(pid);
+            if names.contains(&name) {
+                found.entry(name).or_default().insert(pid);
             }
         }
     }
     found
 }
 
-/// The `/dev/shm` names mapped in the text of a `/proc/PID/maps`.
-fn maps_shm_names(maps: &str) -> impl Iterator<Item = &str> {
-    maps.lines().filter_map(|line| {
-        // Five fields (range, perms, offset, dev, inode), then the path,
-        // which may contain spaces.
-        let mut rest = line;
-        for _ in 0..5 {
-            rest = rest.trim_start();
-            rest = &rest[rest.find(' ')?..];
-        }
-        let rest = rest.trim();
-        let rest = rest.strip_suffix(" (deleted)").unwrap_or(rest);
-        rest.strip_prefix("/dev/shm/")
-    })
+/// The `/dev/shm` names (without the slash) mapped in the text of a
+/// `/proc/PID/maps`, removed ones (` (deleted)`) included.
+fn maps_shm_names(maps: &str) -> impl Iterator<Item = String> {
+    maps.lines()
+        .filter_map(|line| match parse_maps_line(line)? {
+            ShmMapping::Posix { name, .. } => {
+                Some(name.strip_prefix('/').unwrap_or(&name).to_owned())
+            }
+            ShmMapping::SysV { .. } => None,
+        })
 }
 
 fn describe_pids(pids: &BTreeSet<u32>) -> String {
@@ -281,42 +236,6 @@ mod tests {
     use std::process::Command;
 
     use super::*;
-    use crate::clean_shm::is_test_key;
-
-    const PROC_SHM: &str = "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap
-1577058305          7   600                  4096  1234  1234      0     0     0     0     0          0          0 1700000000                     0                     0
-         0         65  1600                 65536   999  1000      2  1000  1000  1000  1000 1700000001          0 1700000000                  4096                     0
--559038737          9   644                   128    42    42      1     0     0     0     0          0          0 1700000000                     0                     0
-garbage line
-";
-
-    #[test]
-    fn parses_proc_sysvipc_shm() {
-        let segs = parse_sysvipc_shm(PROC_SHM);
-        assert_eq!(segs.len(), 3);
-        assert_eq!(
-            segs[0],
-            SysvSeg {
-                key: 0x5e00_0001,
-                shmid: 7,
-                size: 4096,
-                cpid: 1234,
-                nattch: 0
-            }
-        );
-        assert!(is_test_key(segs[0].key));
-        assert_eq!(segs[1].key, 0);
-        assert_eq!(segs[1].nattch, 2);
-        // Negative keys are the high half of the u32 range.
-        assert_eq!(segs[2].key, 0xdead_beef);
-        assert!(!is_test_key(segs[2].key));
-    }
-
-    #[test]
-    fn empty_or_unknown_sysvipc_is_empty() {
-        assert!(parse_sysvipc_shm("").is_empty());
-        assert!(parse_sysvipc_shm("a b c\n1 2 3\n").is_empty());
-    }
 
     #[test]
     fn finds_dev_shm_in_maps() {
@@ -327,18 +246,27 @@ garbage line
 7f0000003000-7f0000004000 r-xp 00000000 08:01 99 /usr/lib/libc.so.6
 7f0000004000-7f0000005000 rw-p 00000000 00:00 0
 ";
-        let names: Vec<&str> = maps_shm_names(maps).collect();
+        let names: Vec<String> = maps_shm_names(maps).collect();
         assert_eq!(names, ["shmrs-test-a-1-0", "with space"]);
     }
 
     #[test]
     fn new_since_is_a_difference() {
-        let seg = |shmid| SysvSeg {
+        let seg = |shmid| SysvEntry {
             key: 1,
             shmid,
+            mode: 0o600,
             size: 1,
             cpid: 1,
+            lpid: 1,
             nattch: 0,
+            uid: 0,
+            gid: 0,
+            cuid: 0,
+            cgid: 0,
+            atime: 0,
+            dtime: 0,
+            ctime: 0,
         };
         let before = Snapshot {
             posix: ["a".to_owned(), "b".to_owned()].into(),
@@ -372,7 +300,7 @@ garbage line
             .filter(|o| o.status.success())
             .and_then(|o| {
                 let out = String::from_utf8_lossy(&o.stdout);
-                out.split_whitespace().last()?.parse::<i64>().ok()
+                out.split_whitespace().last()?.parse::<i32>().ok()
             });
         let after = Snapshot::take().unwrap();
         let result = after.check_against(&before);

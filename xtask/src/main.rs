@@ -42,7 +42,8 @@ commands:
   examples                   runs every example (two processes each) with a
                              timeout; fails if one fails or leaves a segment
   test-multiproc [--chaos] [--rounds N] [--seed S] [-- TEST-ARGS...]
-                             multi-process tests (package shm-tests, release);
+                             multi-process tests (packages shm-tests and
+                             shm-cli, release; shm-test-helper built first);
                              the flags become SHM_CHAOS=1, SHM_CHAOS_ROUNDS,
                              SHM_CHAOS_SEED; fails if a segment is left behind
   loom                       the loom models (tests named *loom*) with

@@ -1,7 +1,8 @@
 //! `cargo xtask test-multiproc [--chaos] [--rounds N] [--seed S] [-- TEST-ARGS...]`:
-//! the multi-process tests (package `shm-tests`, release build) and the
-//! flags that become their `SHM_CHAOS*` environment. The leftover check
-//! around it is the caller's ([`Xtask::with_leftover_check`]).
+//! the multi-process tests (packages `shm-tests` and `shm-cli`, whose tests
+//! run the `shm` binary as real processes; release build) and the flags
+//! that become their `SHM_CHAOS*` environment. The leftover check around it
+//! is the caller's ([`Xtask::with_leftover_check`]).
 
 use std::ffi::OsString;
 
@@ -10,8 +11,33 @@ use crate::{Result, usage};
 
 impl Xtask {
     pub(crate) fn test_multiproc(&self, opts: &MultiprocOpts) -> Result {
-        let mut cmd = self.cargo(["test", "-p", "shm-tests", "--release", "--"]);
+        // The helper binary first, so that the tests of a package other
+        // than its own (shm-cli's) find it too: handed over in
+        // `SHM_TEST_HELPER` (`shm_tests::helper_path`).
+        run_cmd(&mut self.cargo([
+            "build",
+            "-p",
+            "shm-tests",
+            "--release",
+            "--bin",
+            "shm-test-helper",
+        ]))?;
+        let helper = self.target_base.join("release").join("shm-test-helper");
+        let mut cmd = self.cargo([
+            "test",
+            "-p",
+            "shm-tests",
+            "-p",
+            "shm-cli",
+            "--release",
+            "--",
+        ]);
         cmd.arg("--test-threads=2").args(&opts.test_args);
+        // Where a build for another target (`CARGO_BUILD_TARGET`) put it
+        // elsewhere, the tests look next to themselves instead.
+        if helper.is_file() {
+            cmd.env("SHM_TEST_HELPER", &helper);
+        }
         if opts.chaos {
             cmd.env("SHM_CHAOS", "1");
         }

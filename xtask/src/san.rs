@@ -58,17 +58,10 @@ impl Xtask {
                 .env_remove("RUSTUP_TOOLCHAIN");
             cmd
         };
-        // No test target builds the `shm` binary that tests/tests/cli.rs
-        // runs; left to itself that test builds it with `$CARGO` and the
-        // inherited RUSTFLAGS, and (when it cannot tell the `--target`
-        // layout) without `--target`, which instruments the clap_derive
-        // proc-macro and fails. Build it here, instrumented, and hand it
-        // over through `SHM_BIN`. The helper binary of tests/ is built by
-        // the test run itself, with the same flags.
-        run_cmd(&mut nightly_cargo(&[
-            "build", "-p", "shm-cli", "--bin", "shm",
-        ]))?;
-        let shm = asan_dir.join(&host).join("debug").join("shm");
+        // The CLI's tests run the `shm` binary cargo builds for them
+        // (`CARGO_BIN_EXE_shm`), instrumented like everything else, and
+        // find the helper binary of tests/ next to themselves: this one
+        // run builds both.
         let mut cmd = nightly_cargo(&[
             "test",
             "--workspace",
@@ -77,7 +70,6 @@ impl Xtask {
             "--lib",
             "--tests",
         ]);
-        cmd.env("SHM_BIN", &shm);
         run_cmd(&mut cmd)
     }
 }

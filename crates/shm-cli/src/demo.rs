@@ -17,8 +17,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shm_core::SegmentId;
 use shm_queue::{Queue, QueueOptions, RecvError};
 
-use crate::fmt::human_size;
-use crate::segcmd::ls_table;
+use crate::render::human_size;
+use crate::segment_cmds::ls_table;
 use crate::{CliError, CliResult, emit};
 
 /// Bytes in every demo message: an 8-byte sequence number and 56 bytes
@@ -337,7 +337,7 @@ pub fn demo(messages: u64, pings: u64) -> CliResult {
         producer.pid(),
         consumer.pid()
     ))?;
-    let listing = crate::segcmd::listing()?;
+    let listing = crate::segment_cmds::listing()?;
     let shown: Vec<_> = listing
         .entries
         .iter()

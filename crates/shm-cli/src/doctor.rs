@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use shm_core::list::{DEV_SHM, page_size, sysv_entries};
 
-use crate::fmt::human_size;
+use crate::render::human_size;
 use crate::{CliError, CliResult, emit};
 
 /// How a check came out.

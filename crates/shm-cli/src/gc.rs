@@ -29,8 +29,8 @@ use serde_json::Value;
 use shm_core::list::SegmentInfo;
 use shm_core::{Backend, ProcessId, SegmentId};
 
-use crate::fmt::{pid_list, segment_json};
-use crate::segcmd::{listing, remove_one};
+use crate::render::{pid_list, segment_json};
+use crate::segment_cmds::{listing, remove_one};
 use crate::{CliError, CliResult, emit, error_line, warn};
 
 /// A segment `gc` would remove, or list.

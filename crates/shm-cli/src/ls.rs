@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use shm_core::Backend;
 use shm_core::list::{Holder, SegmentInfo, SharedMemory, ShmKind, ShmObject};
 
-use crate::fmt::{Users, human_size, opt, perm_string, pid_list, segment_json, table, time};
-use crate::segcmd::listing;
+use crate::render::{Users, human_size, opt, perm_string, pid_list, segment_json, table, time};
+use crate::segment_cmds::listing;
 use crate::{CliError, CliResult, emit, warn};
 
 /// What `shm ls` was asked for.

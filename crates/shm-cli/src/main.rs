@@ -10,11 +10,11 @@
 
 mod demo;
 mod doctor;
-mod fmt;
 mod gc;
 mod ls;
 mod queue;
-mod segcmd;
+mod render;
+mod segment_cmds;
 mod top;
 
 pub use queue::queue_stats;
@@ -450,9 +450,9 @@ fn run(cmd: Cmd) -> CliResult {
                 totals: a.totals,
             })
         }
-        Cmd::Stat { seg, json } => segcmd::stat(&seg, json),
-        Cmd::Create { seg, size, mode } => segcmd::create(&seg, size, mode),
-        Cmd::Rm { segs } => segcmd::rm(&segs),
+        Cmd::Stat { seg, json } => segment_cmds::stat(&seg, json),
+        Cmd::Create { seg, size, mode } => segment_cmds::create(&seg, size, mode),
+        Cmd::Rm { segs } => segment_cmds::rm(&segs),
         Cmd::Gc {
             dry_run,
             all,

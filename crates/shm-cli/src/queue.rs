@@ -8,7 +8,7 @@ use shm_core::SegmentId;
 use shm_core::list::SegmentInfo;
 use shm_queue::{Lifetime, Queue, QueueOptions, RecvTimeoutError, SendTimeoutError, Stats};
 
-use crate::fmt::human_size;
+use crate::render::human_size;
 use crate::{CliError, CliResult, emit, warn};
 
 /// A queue's counters as `shm stat` shows them.

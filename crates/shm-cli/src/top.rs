@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use shm_core::SegmentId;
 use shm_queue::{Queue, Stats};
 
-use crate::fmt::table;
-use crate::segcmd::listing;
+use crate::render::table;
+use crate::segment_cmds::listing;
 use crate::{CliError, CliResult, warn};
 
 /// What `shm top` was asked for.

@@ -123,7 +123,7 @@ impl RawHeader {
         let word = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or_default());
         self.magic.store(word(0), Ordering::Relaxed);
         self.rest[PID_WORD].store(word(16 + 8 * PID_WORD), Ordering::Relaxed);
-        crate::kill::kill_point("header:writing");
+        crate::kill_points::kill_point("header:writing");
         self.version.store(
             u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
             Ordering::Relaxed,

@@ -59,7 +59,7 @@
 mod error;
 pub mod fdpass;
 mod header;
-mod kill;
+mod kill_points;
 pub mod list;
 mod name;
 mod primitive;

@@ -83,43 +83,111 @@ pub struct SysvEntry {
     pub ctime: i64,
 }
 
-impl SysvEntry {
-    /// Parses one data line of `/proc/sysvipc/shm`; `None` if it is not one.
-    pub fn parse_line(line: &str) -> Option<SysvEntry> {
+/// Where each field of a [`SysvEntry`] is in a line of `/proc/sysvipc/shm`,
+/// found by the names in its header line.
+struct SysvColumns {
+    key: usize,
+    shmid: usize,
+    perms: usize,
+    size: usize,
+    cpid: usize,
+    lpid: usize,
+    nattch: usize,
+    uid: usize,
+    gid: usize,
+    cuid: usize,
+    cgid: usize,
+    atime: usize,
+    dtime: usize,
+    ctime: usize,
+}
+
+impl SysvColumns {
+    /// The columns named in `header`; `None` if one is missing.
+    fn from_header(header: &str) -> Option<SysvColumns> {
+        let names: Vec<&str> = header.split_whitespace().collect();
+        let col = |name: &str| names.iter().position(|n| *n == name);
+        Some(SysvColumns {
+            key: col("key")?,
+            shmid: col("shmid")?,
+            perms: col("perms")?,
+            size: col("size")?,
+            cpid: col("cpid")?,
+            lpid: col("lpid")?,
+            nattch: col("nattch")?,
+            uid: col("uid")?,
+            gid: col("gid")?,
+            cuid: col("cuid")?,
+            cgid: col("cgid")?,
+            atime: col("atime")?,
+            dtime: col("dtime")?,
+            ctime: col("ctime")?,
+        })
+    }
+
+    /// One data line; `None` if it does not parse.
+    fn parse(&self, line: &str) -> Option<SysvEntry> {
         let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 14 {
-            return None;
-        }
+        let at = |i: usize| f.get(i).copied();
         Some(SysvEntry {
-            key: f[0]
+            // The kernel prints the key as a signed int.
+            key: at(self.key)?
                 .parse::<i64>()
                 .ok()
                 .and_then(|v| i32::try_from(v).ok())?,
-            shmid: f[1].parse().ok()?,
-            mode: u32::from_str_radix(f[2], 8).ok()? & 0o777,
-            size: f[3].parse().ok()?,
-            cpid: f[4].parse().ok()?,
-            lpid: f[5].parse().ok()?,
-            nattch: f[6].parse().ok()?,
-            uid: f[7].parse().ok()?,
-            gid: f[8].parse().ok()?,
-            cuid: f[9].parse().ok()?,
-            cgid: f[10].parse().ok()?,
-            atime: f[11].parse().ok()?,
-            dtime: f[12].parse().ok()?,
-            ctime: f[13].parse().ok()?,
+            shmid: at(self.shmid)?.parse().ok()?,
+            mode: u32::from_str_radix(at(self.perms)?, 8).ok()? & 0o777,
+            size: at(self.size)?.parse().ok()?,
+            cpid: at(self.cpid)?.parse().ok()?,
+            lpid: at(self.lpid)?.parse().ok()?,
+            nattch: at(self.nattch)?.parse().ok()?,
+            uid: at(self.uid)?.parse().ok()?,
+            gid: at(self.gid)?.parse().ok()?,
+            cuid: at(self.cuid)?.parse().ok()?,
+            cgid: at(self.cgid)?.parse().ok()?,
+            atime: at(self.atime)?.parse().ok()?,
+            dtime: at(self.dtime)?.parse().ok()?,
+            ctime: at(self.ctime)?.parse().ok()?,
         })
     }
 }
 
-/// Every System V segment, from `/proc/sysvipc/shm`.
+/// Parses the text of `/proc/sysvipc/shm`: a header line naming the
+/// columns, then one line per segment.
+///
+/// Columns are found by their names in the header (`key`, `shmid`,
+/// `perms`, `size`, `cpid`, `lpid`, `nattch`, `uid`, `gid`, `cuid`, `cgid`,
+/// `atime`, `dtime`, `ctime`), so a kernel that adds columns (as 4.x added
+/// `rss` and `swap`) or moves them still parses. `None` if the header lacks
+/// one of them; a data line that does not parse is skipped. Untrusted
+/// text: nothing here panics.
+///
+/// ```
+/// let text = "key shmid perms size cpid lpid nattch uid gid cuid cgid atime dtime ctime rss\n\
+///             1577058305 7 1600 4096 1234 1235 2 1000 1000 1000 1000 0 0 1700000000 4096\n\
+///             garbage\n";
+/// let entries = shm_core::list::parse_sysvipc_shm(text).expect("a header");
+/// assert_eq!(entries.len(), 1);
+/// assert_eq!((entries[0].key, entries[0].shmid, entries[0].mode), (0x5e00_0001, 7, 0o600));
+/// assert_eq!(shm_core::list::parse_sysvipc_shm("a b c\n1 2 3\n"), None);
+/// ```
+pub fn parse_sysvipc_shm(text: &str) -> Option<Vec<SysvEntry>> {
+    let mut lines = text.lines();
+    let columns = SysvColumns::from_header(lines.next()?)?;
+    Some(lines.filter_map(|l| columns.parse(l)).collect())
+}
+
+/// Every System V segment, from `/proc/sysvipc/shm` ([`parse_sysvipc_shm`]).
+/// A header without the expected columns is an [`io::ErrorKind::InvalidData`]
+/// error.
 pub fn sysv_entries() -> io::Result<Vec<SysvEntry>> {
     let text = std::fs::read_to_string("/proc/sysvipc/shm")?;
-    Ok(text
-        .lines()
-        .skip(1)
-        .filter_map(SysvEntry::parse_line)
-        .collect())
+    parse_sysvipc_shm(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "/proc/sysvipc/shm: the header line does not name the expected columns",
+        )
+    })
 }
 
 /// One segment on this machine, of either backend, with the processes that
@@ -711,10 +779,80 @@ mod tests {
         }
     }
 
+    /// The layout of a 6.x kernel, with a line per kind of key and one
+    /// that does not parse.
+    const PROC_SYSVIPC_SHM: &str = "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap
+1577058305          7   600                  4096  1234  1234      0     0     0     0     0          0          0 1700000000                     0                     0
+         0         65  1600                 65536   999  1000      2  1000  1000  1000  1000 1700000001          0 1700000000                  4096                     0
+-559038737          9   644                   128    42    42      1     0     0     0     0          0          0 1700000000                     0                     0
+garbage line
+";
+
+    #[test]
+    fn sysvipc_shm_is_read_by_column_name() {
+        let e = parse_sysvipc_shm(PROC_SYSVIPC_SHM).expect("a header");
+        assert_eq!(e.len(), 3);
+        assert_eq!(
+            e[0],
+            SysvEntry {
+                key: 0x5e00_0001,
+                shmid: 7,
+                mode: 0o600,
+                size: 4096,
+                cpid: 1234,
+                lpid: 1234,
+                nattch: 0,
+                uid: 0,
+                gid: 0,
+                cuid: 0,
+                cgid: 0,
+                atime: 0,
+                dtime: 0,
+                ctime: 1_700_000_000,
+            }
+        );
+        // `perms` carries SHM_DEST (01000) above the permission bits.
+        assert_eq!(
+            (e[1].key, e[1].mode, e[1].nattch, e[1].uid),
+            (0, 0o600, 2, 1000)
+        );
+        assert_eq!(e[1].atime, 1_700_000_001);
+        // The kernel prints keys as signed ints.
+        assert_eq!(e[2].key as u32, 0xdead_beef);
+
+        // Columns in another order, one more, none of rss/swap: same entry.
+        let moved = "shmid key extra perms size cpid lpid nattch uid gid cuid cgid atime dtime ctime\n\
+                     7 1577058305 x 600 4096 1234 1234 0 0 0 0 0 0 0 1700000000\n";
+        assert_eq!(parse_sysvipc_shm(moved), Some(vec![e[0].clone()]));
+
+        // No header, or one without a needed column: not this file.
+        assert_eq!(parse_sysvipc_shm(""), None);
+        assert_eq!(parse_sysvipc_shm("a b c\n1 2 3\n"), None);
+        let no_ctime = "key shmid perms size cpid lpid nattch uid gid cuid cgid atime dtime\n";
+        assert_eq!(parse_sysvipc_shm(no_ctime), None);
+        // A header alone: no segments.
+        let header = PROC_SYSVIPC_SHM.lines().next().unwrap();
+        assert_eq!(parse_sysvipc_shm(header), Some(Vec::new()));
+    }
+
+    #[test]
+    fn own_sysvipc_table_parses() {
+        let text = std::fs::read_to_string("/proc/sysvipc/shm").expect("/proc/sysvipc/shm");
+        let parsed = parse_sysvipc_shm(&text).expect("the kernel's header names every column");
+        assert_eq!(parsed.len(), text.lines().count() - 1, "{text}");
+    }
+
     proptest! {
         #[test]
         fn parse_maps_line_never_panics(s in "\\PC*") {
             let _ = parse_maps_line(&s);
+        }
+
+        #[test]
+        fn parse_sysvipc_shm_never_panics(s in "\\PC*") {
+            let _ = parse_sysvipc_shm(&s);
+            let header = "key shmid perms size cpid lpid nattch uid gid cuid cgid atime dtime ctime\n";
+            let _ = parse_sysvipc_shm(&format!("{header}{s}"));
         }
 
         #[test]

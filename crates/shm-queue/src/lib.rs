@@ -124,7 +124,7 @@
 
 mod error;
 mod inspect;
-mod kill;
+mod kill_points;
 pub mod peek;
 // Who is attached, and when the name goes away.
 mod life;
@@ -136,17 +136,17 @@ mod queue;
 // The readiness helper; (feature `tokio`) its submodule `reactor` holds one
 // `unsafe` call that registers the descriptor with the reactor.
 mod ready;
-// Only calls into `slots`, each with its SAFETY argument.
+// Only calls into `payload`, each with its SAFETY argument.
 #[allow(unsafe_code)]
 mod receiver;
 mod registry;
 mod ring;
-// Only calls into `slots`, each with its SAFETY argument.
+// Only calls into `payload`, each with its SAFETY argument.
+mod payload;
 #[allow(unsafe_code)]
 mod sender;
 #[cfg(feature = "serde")]
 pub mod serde_msg;
-mod slots;
 mod typed;
 mod wait;
 

@@ -27,7 +27,7 @@
 use std::time::{Duration, Instant};
 
 use crate::error::QueueOpenError;
-use crate::kill::kill_point;
+use crate::kill_points::kill_point;
 use crate::layout::{MAX_ATTACHED, RETIRE_DONE, RETIRE_NONE, process_of};
 use crate::primitive::{Ordering, fence};
 use crate::queue::{Inner, Lifetime};

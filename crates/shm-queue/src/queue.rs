@@ -266,7 +266,7 @@ impl Slots for Inner {
     fn header(&self, index: usize) -> Result<&SlotHeader, Bad> {
         // In bounds by construction (validated at open); the check stays as
         // a guard against a mapping shorter than validated.
-        crate::slots::header(
+        crate::payload::header(
             self.shared.segment(),
             self.slots_offset + index * self.stride,
         )

@@ -7,13 +7,13 @@ use std::time::Duration;
 use shm_core::ShmSafe;
 
 use crate::error::{Corrupted, RecvError, RecvTimeoutError, RegisterError, TryRecvError};
-use crate::kill::kill_point;
+use crate::kill_points::kill_point;
 use crate::layout::{FULL, Registration, SKIP};
+use crate::payload;
 use crate::queue::{Inner, Queue};
 use crate::ready::Readiness;
 use crate::registry::Role;
 use crate::ring::Side;
-use crate::slots;
 use crate::wait::{Fail, Forever, How, Patience, Try, Until};
 
 /// A registered consumer: it owns a handle on the queue, so it can move
@@ -158,7 +158,7 @@ impl Receiver {
             // `slot_size >= len` bytes (`payload_ptr` checked), under our
             // claim until `release`: no cooperating process writes it
             // meanwhile.
-            let out = read(unsafe { slots::payload(ptr, len) });
+            let out = read(unsafe { payload::payload(ptr, len) });
             // Bytes read from pages lost to a truncation are zeros: not a
             // message.
             q.intact()?;
@@ -320,7 +320,7 @@ impl Receiver {
                     let ptr = q.payload_ptr(pos)?;
                     // SAFETY: the payload of a slot under our claim, in
                     // bounds for `slot_size >= len` bytes.
-                    let msg = unsafe { slots::payload(ptr, len) }.to_vec();
+                    let msg = unsafe { payload::payload(ptr, len) }.to_vec();
                     q.intact()?;
                     claim.release(FULL)?;
                     out.push(msg);
@@ -354,7 +354,7 @@ impl Receiver {
             (m.len() == size_of::<T>()).then(|| {
                 // SAFETY: `m` is exactly `size_of::<T>()` bytes of a payload
                 // under our claim; `T: ShmSafe` accepts every bit pattern.
-                unsafe { slots::read_value::<T>(m.as_ptr()) }
+                unsafe { payload::read_value::<T>(m.as_ptr()) }
             })
         })?;
         value.ok_or_else(|| {

@@ -3,7 +3,7 @@
 //! entry's identity word, with no lock (see [`crate::layout::Registration`]).
 
 use crate::error::RegisterError;
-use crate::kill::kill_point;
+use crate::kill_points::kill_point;
 use crate::layout::{FLAG_HAD_CONSUMER, FLAG_HAD_PRODUCER, MAX_PEERS, process_of};
 use crate::primitive::Ordering;
 use crate::queue::{Inner, Queue};

@@ -9,7 +9,7 @@
 //! impossible one is a [`Bad`], never a panic, an out-of-bounds access or
 //! an endless loop.
 
-use crate::kill::kill_point;
+use crate::kill_points::kill_point;
 use crate::layout::{
     Control, EMPTY, FULL, MAX_PEERS, MAX_POS, Registration, SKIP, SlotHeader, decode, process_of,
     slot_index, state,

@@ -7,13 +7,13 @@ use std::time::Duration;
 use shm_core::ShmSafe;
 
 use crate::error::{Corrupted, RegisterError, SendError, SendTimeoutError, TrySendError};
-use crate::kill::kill_point;
+use crate::kill_points::kill_point;
 use crate::layout::Registration;
+use crate::payload;
 use crate::queue::{Inner, Queue};
 use crate::ready::Readiness;
 use crate::registry::Role;
 use crate::ring::Side;
-use crate::slots;
 use crate::wait::{Fail, Forever, How, Patience, Try, Until};
 
 /// A registered producer: it owns a handle on the queue, so it can move
@@ -174,7 +174,7 @@ impl Sender {
         // `slot_size` bytes (`payload_ptr` checked), and we hold the claim
         // on `pos` until `commit` below (or the claim's drop): no
         // cooperating process reads or writes these bytes meanwhile.
-        let (len, out) = write(unsafe { slots::payload_mut(ptr, q.slot_size) });
+        let (len, out) = write(unsafe { payload::payload_mut(ptr, q.slot_size) });
         let Some(len) = len else {
             // Dropping the claim turns the position into a tombstone.
             return Ok(out);
@@ -358,7 +358,7 @@ impl Sender {
                 q.set_len(pos, m.len()).map_err(|e| (done, e.into()))?;
                 // SAFETY: the payload of a slot we hold the claim on, in
                 // bounds for `slot_size >= m.len()` bytes.
-                unsafe { slots::payload_mut(ptr, m.len()) }.copy_from_slice(m);
+                unsafe { payload::payload_mut(ptr, m.len()) }.copy_from_slice(m);
                 claim.commit().map_err(|e| (done, e.into()))?;
                 done += 1;
             }
@@ -370,7 +370,7 @@ impl Sender {
         self.send_in_place(size_of::<T>(), how, |buf| {
             // SAFETY: `buf` is the claimed payload, exactly `size_of::<T>()`
             // bytes long.
-            unsafe { slots::write_value(buf.as_mut_ptr(), value) }
+            unsafe { payload::write_value(buf.as_mut_ptr(), value) }
         })
     }
 

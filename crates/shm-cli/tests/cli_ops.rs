@@ -6,8 +6,11 @@
 //! what `/proc/PID/smaps` says, read here with a parser of this file's own.
 
 use serde_json::Value;
-use shm_tests::cli::{Holder, shm, shm_input};
 use shm_tests::{Cleanup, unique_posix};
+
+mod common;
+
+use common::{Holder, shm, shm_input};
 
 /// Makes one of each hidden kind, and a named segment, then prints `ready`:
 ///
@@ -567,7 +570,7 @@ fn top_redraws_in_place_in_a_terminal() {
         "16",
     ])
     .ok();
-    let bin = shm_tests::cli::shm_path().display().to_string();
+    let bin = common::shm_path().display().to_string();
     let tmux = Tmux::start(&format!("{bin} top {qn} --interval-ms 100"));
     let first = tmux.wait_for("the queue row", |s| s.contains(&qn));
     assert!(

@@ -1,16 +1,15 @@
-//! Running the `shm` command in tests: building it once, running it under a
-//! watchdog with its exit status and output, and background holders that
-//! keep a segment mapped until told to go.
+//! Running the `shm` command in the CLI's tests: under a watchdog with its
+//! exit status and output, and background holders that keep a segment
+//! mapped until told to go.
 //!
-//! The `shm` binary belongs to another package, so cargo does not build it
-//! for these tests: the first test that needs it runs `cargo build -p
-//! shm-cli --bin shm` into the running test's own target directory and
-//! profile (or takes `$SHM_BIN`).
+//! The binary is `env!("CARGO_BIN_EXE_shm")`: cargo builds it for the
+//! integration tests of its own package, so no test runs cargo. Shared by
+//! `cli.rs` and `cli_ops.rs`; what one of them does not use is not dead.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
@@ -19,68 +18,9 @@ use serde_json::Value;
 /// How long one `shm` invocation may take before it counts as a hang.
 pub const LIMIT: Duration = Duration::from_secs(60);
 
-/// Builds the `shm` binary (or takes `$SHM_BIN`) and returns its path.
-pub fn build_shm() -> PathBuf {
-    if let Some(p) = std::env::var_os("SHM_BIN") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent().expect("test binary directory").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let profile_dir = dir;
-    let profile_name = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("debug")
-        .to_owned();
-    let mut root = profile_dir
-        .parent()
-        .expect("target directory")
-        .to_path_buf();
-    let mut triple = None;
-    // `<target>/<triple>/<profile>` when built with --target.
-    if !root.join("CACHEDIR.TAG").exists()
-        && let Some(parent) = root.parent().map(Path::to_path_buf)
-        && parent.join("CACHEDIR.TAG").exists()
-    {
-        triple = root.file_name().and_then(|n| n.to_str()).map(str::to_owned);
-        root = parent;
-    }
-    let profile = match profile_name.as_str() {
-        "debug" => "dev",
-        other => other,
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "shm-cli",
-            "--bin",
-            "shm",
-            "--profile",
-            profile,
-        ])
-        .arg("--target-dir")
-        .arg(&root);
-    if let Some(t) = &triple {
-        cmd.args(["--target", t]);
-    }
-    let status = cmd.status().expect("run cargo build for the shm binary");
-    assert!(status.success(), "cargo build -p shm-cli failed: {status}");
-    let bin = profile_dir.join("shm");
-    assert!(bin.exists(), "{} missing after the build", bin.display());
-    bin
-}
-
-/// The `shm` binary, built once per test process.
+/// The `shm` binary cargo built for these tests.
 pub fn shm_path() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(build_shm)
+    Path::new(env!("CARGO_BIN_EXE_shm"))
 }
 
 /// What a finished command left.

@@ -3,10 +3,8 @@
 //! programs (python3, `ipcmk`) listed with the right PIDs; every
 //! subcommand's happy path and its refusals, including another user's.
 //!
-//! The `shm` binary belongs to another package, so cargo does not build it
-//! for these tests: the first test that needs it runs `cargo build -p
-//! shm-cli --bin shm` into this test's own target directory and profile
-//! (or takes `$SHM_BIN`).
+//! The `shm` binary is the one cargo builds for these tests
+//! (`env!("CARGO_BIN_EXE_shm")`, see `common/mod.rs`).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -14,8 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shm_core::SegmentId;
-use shm_tests::cli::{Holder, LIMIT, Out, run_program, shm, shm_as_nobody, shm_input, shm_path};
 use shm_tests::{Cleanup, unique_posix, unique_sysv};
+
+mod common;
+
+use common::{Holder, LIMIT, Out, run_program, shm, shm_as_nobody, shm_input, shm_path};
 
 /// Maps `/dev/shm/NAME` read-write, as any program would.
 const PY_MAP_POSIX: &str = r#"
@@ -1370,4 +1371,74 @@ fn fuzz_every_cli_input_exit_codes_one_error_line_bounded_memory() {
             }
         }
     }
+}
+
+/// The keys of a JSON object.
+fn keys(v: &Value) -> std::collections::BTreeSet<String> {
+    v.as_object().expect("an object").keys().cloned().collect()
+}
+
+/// Every key `shm ls --json` and `shm stat --json` print is a field of the
+/// serde form of `SegmentInfo` (and `Stats` for the `queue` object), with
+/// the same value.
+#[test]
+fn serde_info_types_match_cli_json() {
+    let id = unique_posix("cli-serde-json");
+    let _cleanup = Cleanup::new(std::slice::from_ref(&id));
+    let q = shm_queue::Queue::create(
+        &id,
+        &shm_queue::QueueOptions::new().capacity(4).slot_size(32),
+    )
+    .unwrap();
+    let tx = q.sender().unwrap();
+    tx.send(b"one").unwrap();
+
+    let name = id.to_string();
+    let stat = shm(&["stat", &name, "--json"]).ok().json();
+    let listing = shm_core::list::segments().expect("listing");
+    let info = listing
+        .entries
+        .iter()
+        .find(|e| e.matches(&id))
+        .expect("our segment is listed");
+    let ours = serde_json::to_value(info).unwrap();
+    let stats = serde_json::to_value(q.stats()).unwrap();
+
+    let cli_queue = stat.get("queue").expect("a queue object").clone();
+    let mut cli_seg = stat.clone();
+    cli_seg.as_object_mut().unwrap().remove("queue");
+    assert!(
+        keys(&cli_seg).is_subset(&keys(&ours)),
+        "shm stat --json keys {:?} not all in SegmentInfo's {:?}",
+        keys(&cli_seg),
+        keys(&ours)
+    );
+    assert!(
+        keys(&cli_queue).is_subset(&keys(&stats)),
+        "queue keys {:?} not all in Stats' {:?}",
+        keys(&cli_queue),
+        keys(&stats)
+    );
+    for k in keys(&cli_queue) {
+        assert_eq!(cli_queue[&k], stats[&k], "queue field {k}");
+    }
+    for k in [
+        "backend", "name", "key", "id", "size", "uid", "mode", "kind",
+    ] {
+        assert_eq!(cli_seg[k], ours[k], "segment field {k}");
+    }
+
+    // `shm ls --json` prints the same keys for every entry.
+    let ls = shm(&["ls", "--json"]).ok().json();
+    let entry = ls
+        .as_array()
+        .expect("an array")
+        .iter()
+        .find(|e| e["name"] == Value::String(name.clone()))
+        .expect("our segment in shm ls");
+    assert!(keys(entry).is_subset(&keys(&ours)));
+
+    // And the serde form reads back.
+    let back: shm_core::list::SegmentInfo = serde_json::from_value(ours).unwrap();
+    assert_eq!(&back, info);
 }

@@ -4,7 +4,7 @@ use serde_json::Value;
 use shm_core::list::{Listing, SegmentInfo};
 use shm_core::{Backend, HeaderInfo, OpenError, Owner, ProcessId, Segment, SegmentId};
 
-use crate::fmt::{Users, human_size, opt, perm_string, pid_list, segment_json, table, time};
+use crate::render::{Users, human_size, opt, perm_string, pid_list, segment_json, table, time};
 use crate::{CliError, CliResult, emit, warn};
 
 /// The listing, with its warnings printed on stderr.
