@@ -306,3 +306,34 @@ pub fn wait_output(mut child: Child, limit: Duration) -> std::process::Output {
         }
     }
 }
+
+/// Runs each multi-process test body once per backend: a module per
+/// backend (`posix`, `sysv`), a `#[test]` per body in each, the body given
+/// a fresh id of that backend. Defined once here for every test file.
+///
+/// ```text
+/// shm_tests::for_every_backend! {
+///     test_name => body;    // fn body(id: SegmentId)
+/// }
+/// ```
+#[macro_export]
+macro_rules! for_every_backend {
+    ($($test:ident => $body:ident;)*) => {
+        mod posix {
+            $(
+                #[test]
+                fn $test() {
+                    super::$body($crate::unique_posix(stringify!($test)))
+                }
+            )*
+        }
+        mod sysv {
+            $(
+                #[test]
+                fn $test() {
+                    super::$body($crate::unique_sysv())
+                }
+            )*
+        }
+    };
+}

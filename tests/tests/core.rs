@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use shm_core::{Segment, SegmentId, Shared, SharedOptions};
 use shm_tests::helper::core::{Gate, MAGIC_VALUE};
-use shm_tests::{Cleanup, read_line, spawn, spawn_env, unique_posix, unique_sysv};
+use shm_tests::{Cleanup, read_line, spawn, spawn_env, unique_posix};
 
 /// Watchdog for one helper run.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -296,20 +296,7 @@ fn read_only_observer(id: SegmentId) {
     );
 }
 
-macro_rules! for_both_backends {
-    ($($test:ident => $body:ident;)*) => {
-        mod posix {
-            use super::*;
-            $(#[test] fn $test() { $body(unique_posix(stringify!($test))) })*
-        }
-        mod sysv {
-            use super::*;
-            $(#[test] fn $test() { $body(unique_sysv()) })*
-        }
-    };
-}
-
-for_both_backends! {
+shm_tests::for_every_backend! {
     written_in_one_process_is_read_in_another => written_in_one_process_read_in_another;
     eight_processes_race_open_or_create => racing_open_or_create;
     a_creator_killed_during_init_is_reported => creator_killed_during_init;

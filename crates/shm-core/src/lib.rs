@@ -67,15 +67,13 @@ pub mod process;
 mod segment;
 #[allow(unsafe_code)]
 mod shareable;
+mod shared;
 mod sys;
 #[cfg(test)]
 mod test_util;
 
 pub use error::{AccessError, BoundsError, CreateError, NameError, OpenError, Owner};
-pub use header::{
-    FORMAT_VERSION, HEADER_SIZE, HeaderError, HeaderInfo, InitError, InitState, MAGIC, Shared,
-    SharedOptions, Snapshot,
-};
+pub use header::{FORMAT_VERSION, HEADER_SIZE, HeaderError, HeaderInfo, InitState, MAGIC};
 pub use name::{MAX_POSIX_NAME, PosixName, SegmentId};
 pub use process::ProcessId;
 pub use segment::{
@@ -83,6 +81,7 @@ pub use segment::{
     remove, sigbus_guard_installed,
 };
 pub use shareable::{Fingerprint, ShmSafe, ShmShared, combine_type_ids, type_id};
+pub use shared::{InitError, Shared, SharedOptions, Snapshot};
 /// `#[derive(ShmSafe)]` and `#[derive(ShmShared)]` (feature `derive`): see
 /// the [`shm_derive`] crate for what they check.
 #[cfg(feature = "derive")]

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::{OpenError, Segment, SegmentId};
+use crate::{Backend, OpenError, Segment, SegmentId};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -67,3 +67,134 @@ pub(crate) fn assert_names(e: &dyn std::error::Error, id: &SegmentId) {
         "message {text:?} does not name {id}"
     );
 }
+
+/// A backend as the conformance tests see it: one test body per behaviour,
+/// generic over `S: Sut` (or [`NamedSut`] where it needs a name), run for
+/// every backend by [`conformance_tests!`] (as iceoryx2's conformance
+/// tests do). Each instance makes segments of its own, so the bodies never
+/// name a backend.
+pub(crate) trait Sut {
+    /// The backend under test.
+    const BACKEND: Backend;
+    /// The permission bits of a segment [`Sut::create`] makes.
+    const MODE: u32;
+
+    /// A new segment of `size` bytes, mapped read-write and
+    /// owned by the handle, with a guard that removes it.
+    fn create(tag: &str, size: u64) -> (Segment, Guard);
+
+    /// The same segment mapped a second time in this process (another
+    /// address, as another process would have).
+    fn map_again(segment: &Segment) -> Segment;
+}
+
+/// A backend whose segments have names: create, open and remove by id.
+pub(crate) trait NamedSut: Sut {
+    /// An id no other test or run uses.
+    fn id(tag: &str) -> SegmentId;
+}
+
+/// POSIX: `/dev/shm` names.
+pub(crate) struct Posix;
+/// System V: keys.
+pub(crate) struct SysV;
+/// memfd: anonymous, shared by descriptor.
+pub(crate) struct Memfd;
+
+fn create_named<S: NamedSut>(tag: &str, size: u64) -> (Segment, Guard) {
+    let id = S::id(tag);
+    let guard = Guard::new(&[&id]);
+    let segment = Segment::create(&id, size, crate::DEFAULT_MODE).expect("create");
+    (segment, guard)
+}
+
+fn map_named(segment: &Segment) -> Segment {
+    Segment::open(segment.id().expect("a named segment")).expect("open again")
+}
+
+impl Sut for Posix {
+    const BACKEND: Backend = Backend::Posix;
+    const MODE: u32 = crate::DEFAULT_MODE;
+    fn create(tag: &str, size: u64) -> (Segment, Guard) {
+        create_named::<Self>(tag, size)
+    }
+    fn map_again(segment: &Segment) -> Segment {
+        map_named(segment)
+    }
+}
+
+impl NamedSut for Posix {
+    fn id(tag: &str) -> SegmentId {
+        posix_id(tag)
+    }
+}
+
+impl Sut for SysV {
+    const BACKEND: Backend = Backend::SysV;
+    const MODE: u32 = crate::DEFAULT_MODE;
+    fn create(tag: &str, size: u64) -> (Segment, Guard) {
+        create_named::<Self>(tag, size)
+    }
+    fn map_again(segment: &Segment) -> Segment {
+        map_named(segment)
+    }
+}
+
+impl NamedSut for SysV {
+    fn id(_tag: &str) -> SegmentId {
+        sysv_id()
+    }
+}
+
+impl Sut for Memfd {
+    const BACKEND: Backend = Backend::Memfd;
+    // `memfd_create` takes no mode.
+    const MODE: u32 = 0o777;
+    fn create(_tag: &str, size: u64) -> (Segment, Guard) {
+        let segment = Segment::anonymous(size).expect("memfd");
+        (segment, Guard::new(&[]))
+    }
+    fn map_again(segment: &Segment) -> Segment {
+        let fd = segment.fd().expect("a descriptor").try_clone_to_owned();
+        Segment::from_fd(fd.expect("dup")).expect("map the descriptor again")
+    }
+}
+
+/// Instantiates generic test bodies once per backend: a module per backend
+/// (`posix`, `sysv`, `memfd`), a `#[test]` per body in each. Bodies under
+/// `every` are `fn body<S: Sut>()` and run for memfd too; bodies under
+/// `named` are `fn body<S: NamedSut>()` and run for POSIX and System V.
+///
+/// ```text
+/// conformance_tests! {
+///     every: { test_name => body; }
+///     named: { test_name => body; }
+/// }
+/// ```
+macro_rules! conformance_tests {
+    (named: $named:tt) => {
+        $crate::test_util::conformance_tests! { every: {} named: $named }
+    };
+    (every: $every:tt named: $named:tt) => {
+        mod posix {
+            $crate::test_util::conformance_tests!(@tests Posix $every);
+            $crate::test_util::conformance_tests!(@tests Posix $named);
+        }
+        mod sysv {
+            $crate::test_util::conformance_tests!(@tests SysV $every);
+            $crate::test_util::conformance_tests!(@tests SysV $named);
+        }
+        mod memfd {
+            $crate::test_util::conformance_tests!(@tests Memfd $every);
+        }
+    };
+    (@tests $sut:ident { $($test:ident => $body:ident;)* }) => {
+        $(
+            #[test]
+            fn $test() {
+                super::$body::<$crate::test_util::$sut>()
+            }
+        )*
+    };
+}
+pub(crate) use conformance_tests;
