@@ -131,6 +131,7 @@ mod life;
 // `unsafe impl ShmSafe` for the on-segment structs.
 #[allow(unsafe_code)]
 mod layout;
+mod options;
 mod primitive;
 mod queue;
 // The readiness helper; (feature `tokio`) its submodule `reactor` holds one
