@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+#[cfg(doc)]
+use crate::Queue;
+
 /// Largest slot accepted: 1 GiB.
 pub const MAX_SLOT_SIZE: u32 = 1 << 30;
 /// Most slots accepted: 2^24.
