@@ -51,8 +51,8 @@ use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use crate::error::{CreateError, OpenError};
-use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use crate::segment::Segment;
+use crate::shim::{AtomicU32, AtomicU64, Ordering};
 use crate::{Backend, Fingerprint, ProcessId, SegmentId, ShmSafe, ShmShared};
 
 /// The first 8 bytes of every segment this library makes.
@@ -1011,8 +1011,8 @@ fn unreachable_state() -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shim::real::AtomicU64 as StdAtomicU64;
     use crate::test_util::{Guard, assert_names, exists, posix_id, sysv_id};
-    use std::sync::atomic::AtomicU64 as StdAtomicU64;
 
     fn quick() -> SharedOptions {
         SharedOptions::new().timeout(Duration::from_millis(300))

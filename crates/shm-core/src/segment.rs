@@ -5,11 +5,12 @@ use std::ffi::CString;
 use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::OFlag;
 
 use crate::error::{AccessError, BoundsError, CreateError, OpenError, Owner};
+use crate::shim::Ordering;
+use crate::shim::real::AtomicBool;
 use crate::sys::map::Mapping;
 use crate::sys::{posix, sysv};
 use crate::{PosixName, SegmentId, ShmShared};
@@ -1200,8 +1201,8 @@ mod tests {
     //! only one backend has.
 
     use super::*;
+    use crate::shim::real::AtomicU64;
     use crate::test_util::{Guard, assert_names, exists, posix_id, sysv_id};
-    use std::sync::atomic::AtomicU64;
 
     /// Effective uid and gid, field 2 of `Uid:` and `Gid:` in
     /// `/proc/self/status`.

@@ -131,7 +131,6 @@ mod life;
 // `unsafe impl ShmSafe` for the on-segment structs.
 #[allow(unsafe_code)]
 mod layout;
-mod primitive;
 mod queue;
 // The readiness helper; (feature `tokio`) its submodule `reactor` holds one
 // `unsafe` call that registers the descriptor with the reactor.

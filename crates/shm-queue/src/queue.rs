@@ -13,8 +13,8 @@ use crate::layout::{
     Control, FLAG_CLOSED, FORMAT_VERSION, MAX_PEERS, OLD_FORMATS, Registration, SLOT_HEADER,
     SlotHeader, ident_of, pid_namespace, slot_index, stride_for,
 };
-use crate::primitive::Ordering;
 use crate::ring::{Bad, Ring, Side, Slots};
+use shm_sync::shim::Ordering;
 
 /// Largest slot accepted: 1 GiB.
 pub const MAX_SLOT_SIZE: u32 = 1 << 30;
