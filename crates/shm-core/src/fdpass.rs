@@ -13,12 +13,12 @@
 //! use shm_core::{Segment, fdpass};
 //!
 //! let (a, b) = UnixStream::pair()?;
-//! let seg = Segment::anonymous(4096)?;
+//! let mut seg = Segment::anonymous(4096)?;
 //! seg.write_at(0, b"hello")?;
 //! // Sender side (another process in real use).
 //! fdpass::send_segment(&a, &seg)?;
 //! // Receiver side: its own descriptor and mapping of the same memory.
-//! let theirs = Segment::from_fd(fdpass::recv_fd(&b)?)?;
+//! let mut theirs = Segment::from_fd(fdpass::recv_fd(&b)?)?;
 //! let mut buf = [0u8; 5];
 //! theirs.read_at(0, &mut buf)?;
 //! assert_eq!(&buf, b"hello");
