@@ -6,7 +6,7 @@
 //! Hidden: not part of the public API.
 //!
 //! Normal builds get `std`'s atomics, `parking_lot_core::SpinWait`, the
-//! shared futex of [`crate::sys`] and the monotonic clock; `--cfg shm_loom`
+//! shared futex of `crate::sys` and the monotonic clock; `--cfg shm_loom`
 //! swaps in loom's atomics (in shm-core), no spinning, a loom-modelled futex
 //! (an address-to-waiters table behind a loom mutex and condvar, reset for
 //! every model execution) and a clock that never passes a deadline by itself
