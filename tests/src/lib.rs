@@ -12,10 +12,11 @@ pub mod helper;
 pub mod random;
 
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shm_core::SegmentId;
+use shm_core::shim::real::AtomicU32;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

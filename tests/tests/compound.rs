@@ -46,9 +46,10 @@ use std::fmt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use shm_core::shim::real::AtomicUsize;
 use shm_queue::Stats;
 use shm_tests::{Cleanup, Proc, persistent_queue, read_line, spawn, spawn_env, unique_posix};
 

@@ -110,12 +110,11 @@ fn segments_of_another_kind_or_not_ours_are_refused() {
         other => panic!("a foreign segment opened as a queue: {other:?}"),
     }
     // Ours, but holding another type.
-    let _other = Shared::<std::sync::atomic::AtomicU64>::create(
-        &typed_id,
-        &SharedOptions::new(),
-        |_| Ok(()),
-    )
-    .unwrap();
+    let _other =
+        Shared::<shm_core::shim::real::AtomicU64>::create(&typed_id, &SharedOptions::new(), |_| {
+            Ok(())
+        })
+        .unwrap();
     match Queue::open(&typed_id) {
         Err(QueueOpenError::Open(shm_core::OpenError::LayoutMismatch { .. })) => {}
         other => panic!("another type opened as a queue: {other:?}"),

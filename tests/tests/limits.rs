@@ -13,9 +13,10 @@
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use shm_core::shim::real::AtomicU64;
 use shm_core::{OpenError, Segment, SegmentId, Shared, SharedOptions};
 use shm_queue::{Queue, QueueOptions};
 use shm_tests::{Cleanup, helper_path, spawn, unique_posix, unique_sysv};

@@ -42,8 +42,8 @@
 use std::error::Error;
 use std::fmt;
 
-use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use crate::segment::Segment;
+use crate::shim::{AtomicU32, AtomicU64, Ordering};
 use crate::{Fingerprint, ProcessId, ShmSafe};
 
 /// The first 8 bytes of every segment this library makes.

@@ -4,9 +4,10 @@
 use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{CreateError, OpenError};
+use crate::shim::Ordering;
+use crate::shim::real::AtomicBool;
 use crate::sys::map::Mapping;
 use crate::{ProcessId, SegmentId};
 

@@ -1,6 +1,6 @@
 //! The marker trait for types that are sound to place in shared memory.
 
-use std::sync::atomic::{
+use crate::shim::real::{
     AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicU8, AtomicU16, AtomicU32, AtomicU64,
     AtomicUsize,
 };

@@ -1,8 +1,8 @@
 //! Plumbing for the unit tests: segment ids no other test or run uses, and a
 //! guard that removes them even when a test fails.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
+use crate::shim::Ordering;
+use crate::shim::real::AtomicU32;
 use crate::{Backend, OpenError, Segment, SegmentId};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -13,6 +13,10 @@
 //!   receive without losing a message;
 //! - disconnect arrives as `RecvError::Disconnected` after draining.
 
+// An example is user code: it names std's atomics (its ticker counter), not
+// the workspace's internal loom shim.
+#![allow(clippy::disallowed_types)]
+
 #[path = "../../shm-core/examples/support/peer.rs"]
 mod support;
 

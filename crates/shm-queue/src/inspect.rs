@@ -9,8 +9,8 @@ use shm_core::{SegmentId, Snapshot};
 
 use crate::error::{Corrupted, QueueOpenError};
 use crate::layout::{Control, FLAG_CLOSED, Registration, ident_of, process_of};
-use crate::primitive::Ordering;
 use crate::queue::{Config, Inner, Lifetime, Stats};
+use shm_sync::shim::Ordering;
 
 /// The counters of `c`, a queue of `cap` slots of `slot_size` bytes with
 /// `lifetime`, seen by the process whose registration identity is `me`

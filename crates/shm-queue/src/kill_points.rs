@@ -28,8 +28,9 @@
 
 #[cfg(feature = "kill-points")]
 pub(crate) fn kill_point(name: &str) {
+    use shm_sync::shim::Ordering;
+    use shm_sync::shim::real::AtomicU64;
     use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
     static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
     static HITS: AtomicU64 = AtomicU64::new(0);
     let target = TARGET.get_or_init(|| {

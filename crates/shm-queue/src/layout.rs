@@ -43,7 +43,7 @@
 use shm_core::{ProcessId, ShmSafe, ShmShared, type_id};
 use shm_sync::WaitWord;
 
-use crate::primitive::{AtomicU32, AtomicU64, Ordering};
+use shm_sync::shim::{AtomicU32, AtomicU64, Ordering};
 
 /// Format version of the queue's segment layout (the `Control` type id
 /// carries it). Version 1 had one lock for both sides; version 2 had no

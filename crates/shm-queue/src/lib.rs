@@ -132,7 +132,6 @@ mod life;
 #[allow(unsafe_code)]
 mod layout;
 mod options;
-mod primitive;
 mod queue;
 // The readiness helper; (feature `tokio`) its submodule `reactor` holds one
 // `unsafe` call that registers the descriptor with the reactor.

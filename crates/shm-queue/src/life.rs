@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use crate::error::QueueOpenError;
 use crate::kill_points::kill_point;
 use crate::layout::{MAX_ATTACHED, RETIRE_DONE, RETIRE_NONE, process_of};
-use crate::primitive::{Ordering, fence};
 use crate::queue::{Inner, Lifetime};
+use shm_sync::shim::{Ordering, fence};
 
 /// How long a joiner waits for a live leaver to decide before it reports
 /// it (a leaver decides within a few system calls; one stopped with

@@ -64,8 +64,8 @@ use shm_sync::{Slept, WaitWord};
 use crate::layout::{
     ConsumerLine, Control, FULL, LifeLine, ProducerLine, Registration, SKIP, SlotHeader,
 };
-use crate::primitive::{AtomicU32, AtomicU64, Ordering};
 use crate::ring::{Bad, Claim, Ring, Side, Slots, WaitOn};
+use shm_sync::shim::{AtomicU32, AtomicU64, Ordering};
 
 /// The slot headers, in memory instead of a segment.
 struct Headers(Vec<SlotHeader>);

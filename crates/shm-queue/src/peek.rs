@@ -30,8 +30,8 @@ use shm_core::{Segment, SegmentId, Snapshot};
 
 use crate::error::{Corrupted, QueueOpenError};
 use crate::layout::{Control, FULL, SKIP, SLOT_HEADER, decode, slot_index, stride_for};
-use crate::primitive::Ordering;
 use crate::queue::{Inner, MAX_CAPACITY, MAX_SLOT_SIZE};
+use shm_sync::shim::Ordering;
 
 /// What [`peek`] saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

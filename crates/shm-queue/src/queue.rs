@@ -13,8 +13,8 @@ use crate::layout::{
     SlotHeader, ident_of, pid_namespace, slot_index, stride_for,
 };
 pub use crate::options::{KIND, Lifetime, MAX_CAPACITY, MAX_SLOT_SIZE, QueueOptions, Stats};
-use crate::primitive::Ordering;
 use crate::ring::{Bad, Ring, Side, Slots};
+use shm_sync::shim::Ordering;
 
 /// A blocking bounded queue of byte messages between processes.
 ///

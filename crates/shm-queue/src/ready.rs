@@ -22,11 +22,13 @@ use std::cell::OnceCell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
+// Process-local flags, never in a segment nor in a loom model: std's.
+use shm_sync::shim::Ordering;
+use shm_sync::shim::real::AtomicBool;
 
 use crate::error::{RecvError, SendError};
 use crate::queue::{Inner, Queue};

@@ -5,8 +5,8 @@
 use crate::error::RegisterError;
 use crate::kill_points::kill_point;
 use crate::layout::{FLAG_HAD_CONSUMER, FLAG_HAD_PRODUCER, MAX_PEERS, process_of};
-use crate::primitive::Ordering;
 use crate::queue::{Inner, Queue};
+use shm_sync::shim::Ordering;
 
 /// Which table.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

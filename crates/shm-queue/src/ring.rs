@@ -16,7 +16,7 @@ use crate::layout::{
 };
 use shm_sync::WaitWord;
 
-use crate::primitive::Ordering;
+use shm_sync::shim::Ordering;
 
 /// An impossible value read from the segment, described.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,10 +28,10 @@ use shm_sync::WaitWord;
 
 use crate::error::Corrupted;
 use crate::layout::Registration;
-use crate::primitive::Ordering;
 use crate::queue::Inner;
 use crate::registry::Role;
 use crate::ring::{Claim, Side, WaitOn};
+use shm_sync::shim::Ordering;
 
 /// How long a claim of another process may hold a waiter up before the
 /// waiter checks whether that process is alive, and how often a sleeper

@@ -3,10 +3,11 @@
 //! `VecDeque`, through wrap-around, full, empty and close.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use proptest::prelude::*;
 use shm_core::SegmentId;
+use shm_core::shim::real::AtomicU32;
 use shm_queue::{Queue, QueueOptions, RecvError, TryRecvError, TrySendError};
 
 #[derive(Debug, Clone)]

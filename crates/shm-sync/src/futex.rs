@@ -16,7 +16,7 @@
 //! condition in a loop.
 //!
 //! Under `--cfg shm_loom` both functions are the loom model of
-//! `crate::primitive`.
+//! `crate::shim`.
 //!
 //! ```
 //! # #[cfg(not(shm_loom))] {
@@ -37,7 +37,7 @@
 
 use std::time::Instant;
 
-use crate::primitive::{self, AtomicU32};
+use crate::shim::{self, AtomicU32};
 
 /// How a [`wait`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,7 +64,7 @@ pub enum WaitResult {
 /// FUTEX_BITSET_MATCH_ANY)`.
 #[doc(alias = "FUTEX_WAIT_BITSET")]
 pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitResult {
-    primitive::futex_wait(word, expected, deadline)
+    shim::futex_wait(word, expected, deadline)
 }
 
 /// Wakes up to `n` waiters sleeping on `word`, in any process; returns how
@@ -75,13 +75,13 @@ pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitR
 /// `u32::MAX` for "all").
 #[doc(alias = "FUTEX_WAKE")]
 pub fn wake(word: &AtomicU32, n: u32) -> usize {
-    primitive::futex_wake(word, n)
+    shim::futex_wake(word, n)
 }
 
 #[cfg(all(test, not(shm_loom)))]
 mod tests {
     use super::*;
-    use crate::primitive::Ordering;
+    use crate::shim::Ordering;
     use std::sync::Arc;
     use std::time::Duration;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use shm_core::ShmSafe;
 
 use crate::mutex::{LockError, MutexGuard};
-use crate::primitive;
+use crate::shim;
 use crate::wait_word::{MAX_WAIT_VALUE, Slept, WaitWord};
 
 /// A condition variable for a [`crate::Mutex`], made of a notification
@@ -249,10 +249,10 @@ impl FutexCondvar {
         let seen = self.word.load();
         drop(guard);
         let timed_out = loop {
-            if deadline.is_some_and(primitive::passed) {
+            if deadline.is_some_and(shim::passed) {
                 break true;
             }
-            let until = primitive::slice_end(deadline, Self::RECHECK);
+            let until = shim::slice_end(deadline, Self::RECHECK);
             match self.word.sleep(seen, until, || false) {
                 Slept::Changed => break false,
                 // Only a notify changes the counter. A wake-up that left it

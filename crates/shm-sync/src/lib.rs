@@ -69,8 +69,9 @@ pub mod futex;
 mod futex_condvar;
 mod mutex;
 mod owner_lock;
-mod primitive;
 mod semaphore;
+#[doc(hidden)]
+pub mod shim;
 mod sys;
 mod wait_word;
 
@@ -92,55 +93,4 @@ pub const RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 /// whether the [`Condvar`] caveats apply depends on it.
 pub fn glibc_version() -> String {
     sys::pthread::glibc_version()
-}
-
-/// The atomic types every crate of the workspace uses for what lives in a
-/// segment: `std`'s, or loom's under `--cfg shm_loom`, so that one switch
-/// swaps them everywhere and loom models of other crates (shm-queue's slot
-/// protocol) run on the same types as shm-sync's futex model. Not part of
-/// the public API.
-#[doc(hidden)]
-pub mod shim {
-    #[cfg(shm_loom)]
-    pub use loom::sync::atomic::{AtomicU32, AtomicU64, fence};
-    pub use std::sync::atomic::Ordering;
-    #[cfg(not(shm_loom))]
-    pub use std::sync::atomic::fence;
-    #[allow(clippy::disallowed_types)]
-    #[cfg(not(shm_loom))]
-    pub use std::sync::atomic::{AtomicU32, AtomicU64};
-
-    /// Spins with `pause` (never `sched_yield`: on a busy machine a yield
-    /// gives the CPU away for a whole time slice), checking `done` between
-    /// bursts that grow to 16 pauses, for at most `limit`; whether `done`
-    /// came true. Under loom it looks once: spinning only multiplies the
-    /// states to explore.
-    pub fn spin_until(limit: std::time::Duration, done: impl Fn() -> bool) -> bool {
-        if cfg!(shm_loom) {
-            return done();
-        }
-        let start = std::time::Instant::now();
-        let mut burst = 1u32;
-        loop {
-            for _ in 0..32 {
-                if done() {
-                    return true;
-                }
-                for _ in 0..burst {
-                    std::hint::spin_loop();
-                }
-                burst = (burst * 2).min(16);
-            }
-            if start.elapsed() >= limit {
-                return false;
-            }
-        }
-    }
-
-    /// Whether process `p` still runs. Under loom every modelled "process"
-    /// is a thread of this one: a model makes a peer dead by clearing its
-    /// registration, as a reaper would.
-    pub fn is_alive(p: shm_core::ProcessId) -> bool {
-        cfg!(shm_loom) || p.is_alive()
-    }
 }

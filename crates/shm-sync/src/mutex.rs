@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use shm_core::ShmSafe;
 
-use crate::primitive::real::UnsafeCell;
+use crate::shim::real::UnsafeCell;
 use crate::sys::{self, pthread::E_UNINIT, pthread::RawMutex};
 
 /// A mutual-exclusion lock over a `T`, living in a segment and used from

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use shm_core::ProcessId;
 
 use crate::futex;
-use crate::primitive::{self, AtomicU32, AtomicU64, Ordering, Spin};
+use crate::shim::{self, AtomicU32, AtomicU64, Ordering, Spin};
 
 /// Set in the lock word while someone may be asleep on it.
 const CONTENDED: u32 = 1 << 31;
@@ -382,8 +382,8 @@ impl OwnerLock {
                 }
                 continue;
             }
-            let out_of_patience = give_up.is_some_and(primitive::passed);
-            if out_of_patience || primitive::passed(next_look) {
+            let out_of_patience = give_up.is_some_and(shim::passed);
+            if out_of_patience || shim::passed(next_look) {
                 next_look = Instant::now() + Self::LIVENESS;
                 let holder = self.identity(w);
                 let dead = if alive(holder) {
@@ -423,7 +423,7 @@ impl OwnerLock {
             // Sleep until the next look at the latest; whatever ends the
             // sleep, the loop looks at the word and the clock again.
             let until =
-                primitive::slice_end(give_up, next_look.saturating_duration_since(Instant::now()));
+                shim::slice_end(give_up, next_look.saturating_duration_since(Instant::now()));
             futex::wait(&self.word, w | CONTENDED, until);
         }
     }
@@ -452,7 +452,7 @@ impl fmt::Debug for OwnerLock {
 /// This process, read from `/proc` once per process (and again in a child
 /// after `fork`, whose PID differs).
 fn me() -> ProcessId {
-    use crate::primitive::real;
+    use crate::shim::real;
     static PID: real::AtomicU32 = real::AtomicU32::new(0);
     static START: real::AtomicU64 = real::AtomicU64::new(0);
     let pid = std::process::id();
@@ -506,7 +506,7 @@ mod tests {
         const EACH: u64 = 2_000;
         let l = Arc::new(OwnerLock::new());
         // A counter updated in two non-atomic steps under the lock.
-        let n = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let n = Arc::new(crate::shim::real::AtomicU64::new(0));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let (l, n) = (Arc::clone(&l), Arc::clone(&n));
@@ -624,9 +624,9 @@ mod tests {
 #[allow(unsafe_code)]
 mod eintr_tests {
     use super::*;
+    use crate::shim::real::{AtomicBool, AtomicUsize};
     use std::os::unix::thread::JoinHandleExt;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     static HANDLED: AtomicUsize = AtomicUsize::new(0);
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::primitive::{self, Spin};
+use crate::shim::{self, Spin};
 use crate::wait_word::{Slept, WaitWord};
 
 /// A counting semaphore that lives in a segment and works across processes.
@@ -251,10 +251,10 @@ impl Semaphore {
             if self.try_wait() {
                 return true;
             }
-            if deadline.is_some_and(primitive::passed) {
+            if deadline.is_some_and(shim::passed) {
                 break;
             }
-            let until = primitive::slice_end(deadline, Self::RECHECK);
+            let until = shim::slice_end(deadline, Self::RECHECK);
             match self.word.sleep(0, until, || false) {
                 // The sleep ended at the caller's deadline, not at a slice.
                 Slept::TimedOut if until == deadline => break,
@@ -348,9 +348,9 @@ mod tests {
 #[allow(unsafe_code)]
 mod eintr_tests {
     use super::*;
+    use crate::shim::real::{AtomicBool, AtomicUsize};
     use std::os::unix::thread::JoinHandleExt;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     static HANDLED: AtomicUsize = AtomicUsize::new(0);
 

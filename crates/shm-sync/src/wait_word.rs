@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Instant;
 
 use crate::futex::WaitResult;
-use crate::primitive::{self, AtomicU64, Ordering};
+use crate::shim::{self, AtomicU64, Ordering};
 
 /// Bit 0 of the raw word: someone may be asleep on it.
 const SLEEPERS: u64 = 1;
@@ -167,7 +167,7 @@ impl WaitWord {
     /// Wakes every sleeper (after a [`WaitWord::transition_deferred`] that
     /// found one).
     pub fn wake_all(&self) {
-        primitive::futex_wake_low(&self.raw, u32::MAX);
+        shim::futex_wake_low(&self.raw, u32::MAX);
     }
 
     /// Replaces `from` by `to` for a caller that alone may make this change
@@ -244,7 +244,7 @@ impl WaitWord {
         if recheck() {
             return Slept::Changed;
         }
-        match primitive::futex_wait_low(&self.raw, flagged as u32, deadline) {
+        match shim::futex_wait_low(&self.raw, flagged as u32, deadline) {
             WaitResult::TimedOut => Slept::TimedOut,
             WaitResult::ValueChanged => Slept::Changed,
             WaitResult::Woken | WaitResult::Interrupted => Slept::Woken,
@@ -308,7 +308,7 @@ mod tests {
     #[test]
     fn a_nudge_wakes_and_the_recheck_sees_the_event() {
         let w = Arc::new(WaitWord::new(3));
-        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::new(crate::shim::real::AtomicBool::new(false));
         let (w2, f2) = (Arc::clone(&w), Arc::clone(&flag));
         let t = std::thread::spawn(move || {
             let limit = Instant::now() + Duration::from_secs(30);

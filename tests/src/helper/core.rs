@@ -17,9 +17,10 @@
 //! | `core-sigbus` | MODE ID | truncates a segment under its own mapping, after a sent `SIGBUS` or with the guard off |
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use shm_core::shim::real::{AtomicU32, AtomicU64};
 use shm_core::{
     AccessError, HeaderInfo, InitState, OpenError, Segment, SegmentId, Shared, SharedOptions,
     Snapshot,

@@ -6,11 +6,12 @@
 //! return without a reason, dead peers still noticed within their
 //! liveness slice.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use nix::sys::pthread::{pthread_kill, pthread_self};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use shm_core::shim::real::{AtomicBool, AtomicU64};
 
 /// Signals delivered so far (printed at the end, so a test can tell the
 /// storm really happened).

@@ -592,9 +592,10 @@ fn owner_lock(o: &Objects, _args: &[String]) -> i32 {
 /// never happen (`a` neither `b` nor `b + 1`, a broken invariant under a
 /// healthy lock, `NotRecoverable`) prints `error ...` and exits with 2.
 pub mod chaos {
-    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
+    use shm_core::shim::real::{AtomicU32, AtomicU64};
     use shm_core::{CreateError, OpenError, SegmentId, Shared, SharedOptions, ShmSafe, ShmShared};
     use shm_sync::{FutexCondvar, LockError, Mutex, MutexGuard, Semaphore, TryLockError};
 

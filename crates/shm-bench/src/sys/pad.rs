@@ -1,8 +1,7 @@
 //! The segment of the cross-process hand-off benchmark: one of each
 //! shm-sync primitive.
 
-use std::sync::atomic::AtomicU32;
-
+use shm_core::shim::real::AtomicU32;
 use shm_core::{ShmSafe, ShmShared};
 use shm_sync::{Condvar, FutexCondvar, Mutex, Semaphore};
 

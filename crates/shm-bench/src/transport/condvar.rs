@@ -22,10 +22,11 @@
 //! hanging; a user who read the glibc bug tracker would do the same.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use shm_core::Segment;
+use shm_core::shim::real::AtomicU64;
 
 use super::{
     ChanSpec, Check, CreateError, RingGeometry, Rx, Tx, checked_len, create_segment,

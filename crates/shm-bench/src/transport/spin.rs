@@ -39,9 +39,10 @@
 //! the per-slot work is one length word plus the payload.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use shm_core::Segment;
+use shm_core::shim::real::AtomicU64;
 
 use super::{
     ChanSpec, Check, CreateError, Placement, RingGeometry, Rx, Tx, checked_len, create_segment,

@@ -6,11 +6,11 @@
 
 use super::*;
 use crate::error::{AccessError, BoundsError};
+use crate::shim::real::AtomicU64;
 use crate::test_util::{
     Guard, NamedSut, Sut, assert_names, conformance_tests, exists, posix_id, sysv_id,
 };
 use nix::fcntl::OFlag;
-use std::sync::atomic::AtomicU64;
 
 /// Effective uid and gid, field 2 of `Uid:` and `Gid:` in
 /// `/proc/self/status`.

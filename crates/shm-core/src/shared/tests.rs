@@ -3,11 +3,14 @@
 //! plus the few things only one backend has.
 
 use std::io;
-use std::sync::atomic::AtomicU64 as StdAtomicU64;
 
 use super::*;
 use crate::header::checksum;
-use crate::primitive::Ordering;
+use crate::shim::Ordering;
+use crate::shim::real::{
+    AtomicBool as StdAtomicBool, AtomicI64 as StdAtomicI64, AtomicU8 as StdAtomicU8,
+    AtomicU64 as StdAtomicU64,
+};
 use crate::test_util::{Guard, NamedSut, assert_names, conformance_tests, exists, posix_id};
 
 fn quick() -> SharedOptions {
@@ -123,7 +126,7 @@ fn layout_mismatch<S: NamedSut>() {
         e => panic!("opened as [AtomicU64; 2]: {e:?}"),
     }
     // Same size and alignment, another type: the type id tells.
-    match open_err::<std::sync::atomic::AtomicI64>(&id, &quick()) {
+    match open_err::<StdAtomicI64>(&id, &quick()) {
         OpenError::LayoutMismatch {
             expected, found, ..
         } => {
@@ -266,7 +269,7 @@ fn snapshots<S: NamedSut>() {
     // A private copy: later changes are not seen.
     a.get().store(8, Ordering::Relaxed);
     assert_eq!(snap.get().load(Ordering::Relaxed), 7);
-    match Snapshot::<std::sync::atomic::AtomicI64>::open(&id) {
+    match Snapshot::<StdAtomicI64>::open(&id) {
         Err(OpenError::LayoutMismatch { .. }) => {}
         other => panic!("snapshot as another type: {other:?}"),
     }
@@ -367,7 +370,7 @@ fn an_opener_racing_a_finishing_creator_never_calls_it_dead() {
     let _g = Guard::new(&[&id]);
     let mut opened = 0;
     for round in 0..300u32 {
-        let done = std::sync::atomic::AtomicBool::new(false);
+        let done = StdAtomicBool::new(false);
         std::thread::scope(|s| {
             let creator = s.spawn(|| {
                 let spin = Instant::now();
@@ -435,7 +438,7 @@ fn the_kind_word_is_cut_to_printable_ascii() {
     let id = posix_id("kind");
     let _g = Guard::new(&[&id]);
     let opts = quick().kind(&format!("a b\u{e9}\n{}", "z".repeat(40)));
-    let a = Shared::<std::sync::atomic::AtomicU8>::create(&id, &opts, |_| Ok(())).unwrap();
+    let a = Shared::<StdAtomicU8>::create(&id, &opts, |_| Ok(())).unwrap();
     let kind = a.header().unwrap().kind;
     assert_eq!(kind, format!("ab{}", "z".repeat(30)));
     assert_eq!(kind.len(), 32);
@@ -446,8 +449,7 @@ fn absurd_trailing_regions_are_refused() {
     let id = posix_id("extra");
     let _g = Guard::new(&[&id]);
     for extra in [u64::MAX, crate::MAX_SEGMENT_SIZE] {
-        match Shared::<std::sync::atomic::AtomicU8>::create(&id, &quick().extra(extra), |_| Ok(()))
-        {
+        match Shared::<StdAtomicU8>::create(&id, &quick().extra(extra), |_| Ok(())) {
             Err(e @ CreateError::InvalidSize { .. }) => assert_names(&e, &id),
             other => panic!("extra {extra}: {other:?}"),
         }

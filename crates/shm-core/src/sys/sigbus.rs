@@ -46,7 +46,9 @@
 //! fault is being handled.
 
 use std::sync::Once;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::shim::Ordering;
+use crate::shim::real::{AtomicBool, AtomicUsize};
 
 /// Mappings that can be protected at once.
 pub(crate) const SLOTS: usize = 1024;

@@ -4,7 +4,7 @@
 //! not by the virtual address, so the two processes may map the word at
 //! different addresses.
 
-use crate::primitive::real::{AtomicU32, AtomicU64};
+use crate::shim::real::{AtomicU32, AtomicU64};
 
 /// `FUTEX_WAIT_BITSET` (libc exports the constant only for some targets).
 const FUTEX_WAIT_BITSET: libc::c_int = 9;

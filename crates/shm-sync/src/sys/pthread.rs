@@ -18,8 +18,8 @@
 use std::io;
 
 use super::{cvt_errno, cvt_io};
-use crate::primitive::Ordering;
-use crate::primitive::real::{AtomicU32, UnsafeCell};
+use crate::shim::Ordering;
+use crate::shim::real::{AtomicU32, UnsafeCell};
 
 /// A `pthread_mutex_t` in place.
 type CMutex = UnsafeCell<libc::pthread_mutex_t>;

@@ -11,10 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-pub use loom::sync::atomic::{AtomicU32, AtomicU64};
 use loom::sync::{Condvar, Mutex};
 
-use super::Ordering;
+use super::{AtomicU32, AtomicU64, Ordering};
 use crate::futex::WaitResult;
 
 /// No spinning under loom: it only multiplies the states to explore.

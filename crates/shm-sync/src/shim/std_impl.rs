@@ -2,8 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-pub use std::sync::atomic::{AtomicU32, AtomicU64};
-
+use super::{AtomicU32, AtomicU64};
 use crate::futex::WaitResult;
 use crate::sys;
 
