@@ -1074,13 +1074,18 @@ fn fuzz_every_cli_input_exit_codes_one_error_line_bounded_memory() {
     let raw = unique_posix("cli-fuzz-raw");
     let fresh = unique_posix("cli-fuzz-new");
     let key = unique_sysv();
+    // A valid POSIX name that ends in `..`, unique to this run.
+    let dots = SegmentId::posix(&format!("{}..", name_of(&unique_posix("cli-fuzz-dots"))))
+        .expect("a name ending in .. is valid");
     // `sysv:-1` is among the names below, and `create sysv:-1 --size 1`
-    // is a valid case (key 0xffffffff): remove what it makes too.
+    // is a valid case (key 0xffffffff): remove what it makes too; the same
+    // for the `..` name.
     let _cleanup = Cleanup::new(&[
         q.clone(),
         raw.clone(),
         fresh.clone(),
         key.clone(),
+        dots.clone(),
         SegmentId::SysV(-1),
     ]);
     shm(&[
@@ -1113,7 +1118,7 @@ fn fuzz_every_cli_input_exit_codes_one_error_line_bounded_memory() {
         "sysv-id:abc".into(),
         "sysv-id:2147483647".into(),
         OsStr::from_bytes(b"/shmrs-test-\xff\xfe").into(),
-        "/shmrs-test-..".into(),
+        name_of(&dots).into(),
         "-".into(),
         "--".into(),
     ];

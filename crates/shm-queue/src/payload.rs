@@ -19,6 +19,7 @@ use crate::layout::SlotHeader;
 /// index * stride` of the validated layout), the one place in the crate
 /// that computes it is `Inner::header` in `queue.rs`, and nothing else in
 /// the crate forms a reference over a slot header.
+#[inline]
 pub(crate) fn header(segment: &Segment, offset: usize) -> Result<&SlotHeader, AccessError> {
     // SAFETY: within this process, the `SLOT_HEADER` bytes at a slot's
     // start are reached only through a `&SlotHeader` at that offset (here):

@@ -10,6 +10,7 @@ use crate::ShmShared;
 use crate::error::{AccessError, BoundsError};
 
 impl Segment {
+    #[cold]
     fn bounds(&self, offset: usize, len: usize, align: usize) -> BoundsError {
         BoundsError {
             offset,
@@ -148,7 +149,8 @@ impl Segment {
     #[allow(unsafe_code)]
     #[inline]
     pub unsafe fn view<T: ShmShared>(&self, offset: usize) -> Result<&T, AccessError> {
-        self.view_fits::<T>(offset)?;
+        // One check of each kind: this is on every message's path.
+        self.writable(offset, size_of::<T>())?;
         self.map
             .view::<T>(offset)
             .ok_or_else(|| self.bounds(offset, size_of::<T>(), align_of::<T>()).into())
@@ -209,15 +211,21 @@ impl Segment {
         self.read_only
     }
 
+    #[inline]
     fn writable(&self, offset: usize, len: usize) -> Result<(), AccessError> {
         if self.read_only {
-            Err(AccessError::ReadOnly {
-                segment: self.describe(),
-                offset,
-                len,
-            })
+            Err(self.read_only_error(offset, len))
         } else {
             Ok(())
+        }
+    }
+
+    #[cold]
+    fn read_only_error(&self, offset: usize, len: usize) -> AccessError {
+        AccessError::ReadOnly {
+            segment: self.describe(),
+            offset,
+            len,
         }
     }
 
