@@ -30,6 +30,7 @@ impl Segment {
     /// may see a mix of old and new bytes, and it is sound whatever they
     /// write (see "Trust" in docs/architecture.md). With only `&self`, use
     /// [`Segment::read_at_shared`].
+    #[inline]
     pub fn read_at(&mut self, offset: usize, buf: &mut [u8]) -> Result<(), BoundsError> {
         // `&mut self` proves that no reference obtained from this handle is
         // alive (every one borrows it).
@@ -43,11 +44,13 @@ impl Segment {
     /// by this handle covers at the same moment. On a handle opened
     /// read-only it is refused with [`AccessError::ReadOnly`]. With only
     /// `&self`, use [`Segment::write_at_shared`].
+    #[inline]
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<(), AccessError> {
         // As in `read_at`.
         self.copy_in(offset, data)
     }
 
+    #[inline]
     fn copy_out(&self, offset: usize, buf: &mut [u8]) -> Result<(), BoundsError> {
         if self.map.read_at(offset, buf) {
             Ok(())
@@ -56,6 +59,7 @@ impl Segment {
         }
     }
 
+    #[inline]
     fn copy_in(&self, offset: usize, data: &[u8]) -> Result<(), AccessError> {
         self.writable(offset, data.len())?;
         if self.map.write_at(offset, data) {

@@ -145,6 +145,7 @@ impl Mapping {
 
     /// Copies bytes out at `offset`; `false` (and nothing copied) if out of
     /// bounds.
+    #[inline]
     pub(crate) fn read_at(&self, offset: usize, buf: &mut [u8]) -> bool {
         if !self.contains(offset, buf.len(), 1) {
             return false;
@@ -156,6 +157,7 @@ impl Mapping {
 
     /// Copies `data` in at `offset`; `false` (and nothing written) if out of
     /// bounds or the mapping is read-only.
+    #[inline]
     pub(crate) fn write_at(&self, offset: usize, data: &[u8]) -> bool {
         if !self.writable || !self.contains(offset, data.len(), 1) {
             return false;
@@ -240,6 +242,7 @@ impl Drop for Mapping {
 /// # Safety
 ///
 /// - `src..src+dst.len()` lies inside a live mapping.
+#[inline]
 pub(crate) unsafe fn copy_from_shared(src: *const u8, dst: &mut [u8]) {
     // SAFETY: the caller guarantees `src` is mapped for `dst.len()` bytes;
     // `dst` is private memory, so the ranges cannot overlap.
@@ -251,6 +254,7 @@ pub(crate) unsafe fn copy_from_shared(src: *const u8, dst: &mut [u8]) {
 /// # Safety
 ///
 /// - `dst..dst+src.len()` lies inside a live, writable mapping.
+#[inline]
 pub(crate) unsafe fn copy_to_shared(src: &[u8], dst: *mut u8) {
     // SAFETY: the caller guarantees `dst` is mapped for `src.len()` bytes;
     // `src` is private memory, so the ranges cannot overlap.
