@@ -52,16 +52,31 @@ pub(crate) fn stats_of(
 /// `Queue::open` does (capacity, slot size, stride, the slots' length),
 /// for a queue of bytes or of any message type.
 pub(crate) fn inspect(id: &SegmentId) -> Result<Stats, QueueOpenError> {
-    let snap = Snapshot::<Control>::open(id).map_err(|e| Inner::old_format(id, e))?;
-    let c = snap.get();
-    let corrupted = |detail: String| -> QueueOpenError {
-        Corrupted {
-            queue: id.to_string(),
-            detail,
-        }
-        .into()
-    };
-    let cfg = Config::check(c, snap.tail_len()).map_err(corrupted)?;
+    let (snap, cfg) = observe(id)?;
     let me = ident_of(shm_core::ProcessId::current());
-    Ok(stats_of(c, cfg.cap, cfg.slot_size, me, cfg.lifetime))
+    Ok(stats_of(
+        snap.get(),
+        cfg.cap,
+        cfg.slot_size,
+        me,
+        cfg.lifetime,
+    ))
+}
+
+/// A private copy of queue `id`'s control block, read through a read-only
+/// mapping, and its configuration checked as `Queue::open` checks it: what
+/// every observer ([`inspect`], [`crate::peek::peek`]) starts from.
+pub(crate) fn observe(id: &SegmentId) -> Result<(Snapshot<Control>, Config), QueueOpenError> {
+    let snap = Snapshot::<Control>::open(id).map_err(|e| Inner::old_format(id, e))?;
+    let cfg = Config::check(snap.get(), snap.tail_len()).map_err(|detail| corrupted(id, detail))?;
+    Ok((snap, cfg))
+}
+
+/// A [`Corrupted`] error of queue `id`, as an open error.
+pub(crate) fn corrupted(id: &SegmentId, detail: String) -> QueueOpenError {
+    Corrupted {
+        queue: id.to_string(),
+        detail,
+    }
+    .into()
 }

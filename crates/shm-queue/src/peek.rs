@@ -26,12 +26,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use shm_core::{Segment, SegmentId, Snapshot};
+use shm_core::{Segment, SegmentId};
+use shm_sync::WaitWord;
 
-use crate::error::{Corrupted, QueueOpenError};
-use crate::layout::{Control, FULL, SKIP, SLOT_HEADER, decode, slot_index, stride_for};
-use crate::queue::{Inner, MAX_CAPACITY, MAX_SLOT_SIZE};
-use shm_sync::shim::Ordering;
+use crate::error::QueueOpenError;
+use crate::inspect::{corrupted, observe};
+use crate::layout::{FULL, SKIP, SLOT_HEADER, decode, slot_index};
 
 /// What [`peek`] saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,44 +48,14 @@ pub struct Peek {
     pub pending: bool,
 }
 
-/// The state word's value (the wait word keeps a sleeper flag in bit 0).
-fn state_value(raw: u64) -> u64 {
-    raw >> 1
-}
-
 /// Up to `max` committed messages from the head of queue `id`, without
 /// taking them (see the module docs: a racy snapshot).
 pub fn peek(id: &SegmentId, max: usize) -> Result<Peek, QueueOpenError> {
-    let snap = Snapshot::<Control>::open(id).map_err(|e| Inner::old_format(id, e))?;
+    let (snap, cfg) = observe(id)?;
     let c = snap.get();
-    let corrupted = |detail: String| -> QueueOpenError {
-        Corrupted {
-            queue: id.to_string(),
-            detail,
-        }
-        .into()
-    };
-    let cap = c.capacity.load(Ordering::Relaxed);
-    let slot_size = c.slot_size.load(Ordering::Relaxed);
-    let stride = c.stride.load(Ordering::Relaxed);
-    if cap == 0 || cap > MAX_CAPACITY || slot_size == 0 || slot_size > MAX_SLOT_SIZE {
-        return Err(corrupted(format!(
-            "capacity {cap} / slot size {slot_size} out of range"
-        )));
-    }
-    if stride_for(slot_size) != Some(stride) {
-        return Err(corrupted(format!(
-            "slot stride {stride} does not match slot size {slot_size}"
-        )));
-    }
+    let corrupted = |detail: String| corrupted(id, detail);
     let base = snap.tail_offset();
-    let need = u64::from(cap) * u64::from(stride);
-    if need != snap.tail_len() as u64 {
-        return Err(corrupted(format!(
-            "{cap} slots of stride {stride} need {need} bytes, the segment has {}",
-            snap.tail_len()
-        )));
-    }
+    let (cap, stride, slot_size) = (cfg.cap, cfg.stride, cfg.slot_size);
     let head = c.consumer.head.load();
     let tail = c.producer.tail.load();
     // The slots are read through a read-only handle of our own: the
@@ -97,7 +67,6 @@ pub fn peek(id: &SegmentId, max: usize) -> Result<Peek, QueueOpenError> {
             ..Peek::default()
         });
     }
-    let cap = u64::from(cap);
     let mut out = Peek::default();
     let mut pos = head;
     // Every position between head and tail at most once (tombstones
@@ -105,12 +74,12 @@ pub fn peek(id: &SegmentId, max: usize) -> Result<Peek, QueueOpenError> {
     let end = tail.min(head.saturating_add(cap));
     while pos < end && out.messages.len() < max {
         let (index, lap) = slot_index(pos, cap);
-        let at = base + index * stride as usize;
+        let at = base + index * stride;
         let mut hdr = [0u8; SLOT_HEADER];
         seg.read_at(at, &mut hdr)
             .map_err(|e| corrupted(e.to_string()))?;
         let word = |h: &[u8; SLOT_HEADER]| {
-            state_value(u64::from_ne_bytes(h[..8].try_into().unwrap_or([0; 8])))
+            WaitWord::value_of_raw(u64::from_ne_bytes(h[..8].try_into().unwrap_or([0; 8])))
         };
         let before = word(&hdr);
         let (slot_lap, tag) = decode(before);
@@ -132,13 +101,13 @@ pub fn peek(id: &SegmentId, max: usize) -> Result<Peek, QueueOpenError> {
                 break;
             }
         }
-        let len = u32::from_ne_bytes(hdr[8..12].try_into().unwrap_or([0; 4]));
+        let len = u32::from_ne_bytes(hdr[8..12].try_into().unwrap_or([0; 4])) as usize;
         if len > slot_size {
             return Err(corrupted(format!(
                 "message length {len} at position {pos} is over the slot size {slot_size}"
             )));
         }
-        let mut msg = vec![0u8; len as usize];
+        let mut msg = vec![0u8; len];
         seg.read_at(at + SLOT_HEADER, &mut msg)
             .map_err(|e| corrupted(e.to_string()))?;
         seg.read_at(at, &mut hdr)

@@ -120,6 +120,13 @@ impl WaitWord {
             .store((value & MAX_WAIT_VALUE) << 1, Ordering::Release);
     }
 
+    /// The value a word whose 8 bytes were copied out as `raw` (native
+    /// byte order) held: for observers that read a segment through a
+    /// private copy rather than a `&WaitWord`.
+    pub fn value_of_raw(raw: u64) -> u64 {
+        raw >> 1
+    }
+
     /// The value (Acquire: what the process that set it wrote before is
     /// visible).
     #[inline]
