@@ -423,7 +423,10 @@ fn round(seed: u64, figures: &mut Figures) {
     );
 
     // Semaphore: with P posts and T takes reported, a killed poster may
-    // have posted one more and a killed waiter taken one more.
+    // have posted one more (unreported) and a killed waiter taken one more.
+    // Posts really made = takes really made + what is left, so
+    // `posted - taken - left` = (unreported takes) - (unreported posts),
+    // between -kp and kw.
     let posted: u64 = members
         .iter()
         .filter(|m| m.role == Role::Poster)
@@ -438,7 +441,7 @@ fn round(seed: u64, figures: &mut Figures) {
     let (kp, kw) = (killed_of(Role::Poster), killed_of(Role::SemWaiter));
     let balance = posted as i64 - taken as i64 - left as i64;
     assert!(
-        taken <= posted + kp && -(kw as i64) <= balance && balance <= kp as i64,
+        taken <= posted + kp && -(kp as i64) <= balance && balance <= kw as i64,
         "seed {seed}: semaphore: posted {posted}, taken {taken}, left {left}, \
          {kp} posters and {kw} waiters killed"
     );
