@@ -11,6 +11,10 @@
 //!   listed as "foreign, unattached", and removed with `--all`.
 //! - System V: the kernel's `nattch` is 0 and the creator PID (`cpid`) is
 //!   not running.
+//! - A queue whose name goes with its last attached handle (the default
+//!   lifetime), of either backend: unmapped, and no live process left in
+//!   its table of attached handles, even while its creator runs elsewhere
+//!   (its peers died, so none of them removed the name).
 //!
 //! Before a POSIX candidate is removed, every `/proc/PID/fd` is read too:
 //! a process may hold a segment open by a descriptor without mapping it
@@ -66,7 +70,10 @@ fn staleness(e: &SegmentInfo) -> Result<(String, bool), String> {
                 ));
             }
             if pid_alive(cpid) {
-                return Err(format!("its creator pid {cpid} is running"));
+                return match orphaned_queue(e) {
+                    Some(why) => Ok((why, false)),
+                    None => Err(format!("its creator pid {cpid} is running")),
+                };
             }
             Ok((
                 format!("nattch is 0 and its creator pid {cpid} is gone"),
@@ -78,9 +85,10 @@ fn staleness(e: &SegmentInfo) -> Result<(String, bool), String> {
                 return Err(format!("mapped by pid {}", pid_list(&e.pids)));
             }
             match &e.header {
-                Some(h) if h.creator.is_alive() => {
-                    Err(format!("its creator pid {} is running", h.creator.pid))
-                }
+                Some(h) if h.creator.is_alive() => match orphaned_queue(e) {
+                    Some(why) => Ok((why, false)),
+                    None => Err(format!("its creator pid {} is running", h.creator.pid)),
+                },
                 Some(h) => Ok((
                     format!(
                         "no process maps it and its creator pid {} is gone",
@@ -100,6 +108,23 @@ fn staleness(e: &SegmentInfo) -> Result<(String, bool), String> {
         }
         Backend::Memfd => Err("a memfd has no name to remove".into()),
     }
+}
+
+/// Why `e`, unmapped but with a live creator, is stale anyway: it is a
+/// queue whose name goes with its last attached handle
+/// (`Lifetime::LastPeer`) and no live process is attached to it any more
+/// (they died, so none removed the name; the creator left it long ago).
+/// `None` when it is not such a queue, or cannot be read.
+fn orphaned_queue(e: &SegmentInfo) -> Option<String> {
+    if e.kind.as_deref() != Some(shm_queue::KIND) {
+        return None;
+    }
+    let stats = shm_queue::Queue::inspect(&e.segment_id()?).ok()?;
+    (stats.lifetime == shm_queue::Lifetime::LastPeer && stats.attached == 0).then(|| {
+        "a queue whose name goes with its last attached handle, and no live process is \
+         attached to it any more"
+            .to_owned()
+    })
 }
 
 /// The processes that hold POSIX segment `e` open by a descriptor without

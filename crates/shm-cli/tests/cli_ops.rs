@@ -10,7 +10,7 @@ use shm_tests::{Cleanup, unique_posix};
 
 mod common;
 
-use common::{Holder, shm, shm_input};
+use common::{Holder, LIMIT, shm, shm_input};
 
 /// Makes one of each hidden kind, and a named segment, then prints `ready`:
 ///
@@ -729,4 +729,39 @@ fn completions_and_man_pages_are_generated_from_the_command_line() {
         assert!(ls.contains(flag), "shm-ls.1 lacks {flag}");
     }
     shm(&["man", "--dir", "/nonexistent/shmrs-test-dir"]).error("cannot write the man pages");
+}
+
+#[test]
+fn gc_removes_a_last_peer_queue_whose_attached_processes_died_while_its_creator_runs() {
+    let id = unique_posix("ops-gc-orphan-queue");
+    let _cleanup = Cleanup::new(std::slice::from_ref(&id));
+    let name = id.to_string();
+    // This process creates the queue (the default lifetime: the name goes
+    // with the last attached handle) and stays alive as its creator.
+    let q = shm_queue::Queue::create(
+        &id,
+        &shm_queue::QueueOptions::new().capacity(4).slot_size(16),
+    )
+    .expect("create");
+    let mut peer = shm_tests::spawn(&["life-recv", &name, "1000"]);
+    assert_eq!(shm_tests::read_line(&mut peer, LIMIT), "created false");
+    assert_eq!(shm_tests::read_line(&mut peer, LIMIT), "registered");
+    // The creator leaves; the peer keeps the name, and gc keeps the queue.
+    drop(q);
+    let v = shm(&["gc", "--dry-run", "--json", &name]).ok().json();
+    assert_eq!(v, Value::Array(vec![]), "an attached queue is in use: {v}");
+    // The peer dies: nobody is attached any more, although the creator
+    // (this process) runs. Before, gc kept it for its live creator.
+    peer.kill();
+    let _ = peer.wait(LIMIT);
+    let v = shm(&["gc", "--dry-run", "--json", &name]).ok().json();
+    let c = &v[0];
+    assert_eq!(c["action"], "remove", "{v}");
+    let why = c["reason"].as_str().unwrap_or_default();
+    assert!(why.contains("no live process is attached"), "{why}");
+    shm(&["gc", &name]).ok();
+    assert!(
+        shm_queue::Queue::open(&id).is_err(),
+        "gc left the orphaned queue"
+    );
 }
