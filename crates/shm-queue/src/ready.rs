@@ -18,10 +18,9 @@
 //! ignoring the descriptor loses no message and leaves no claim open: the
 //! async calls are cancel-safe by construction.
 
-use std::cell::OnceCell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -148,21 +147,27 @@ impl Inner {
     }
 }
 
-/// The readiness helper of one handle, started on first use.
+/// The readiness helper of one handle, started on first use. `Sync`
+/// (`OnceLock`, not `OnceCell`): an async call's future holds a `&` to it
+/// across its `await`, and must stay `Send`.
 #[derive(Debug, Default)]
 pub(crate) struct Readiness {
-    notifier: OnceCell<Notifier>,
+    notifier: OnceLock<Notifier>,
     #[cfg(feature = "tokio")]
-    async_fd: OnceCell<tokio::io::unix::AsyncFd<FdOf>>,
+    async_fd: OnceLock<tokio::io::unix::AsyncFd<FdOf>>,
 }
 
 impl Readiness {
-    /// Arms the helper, if there is one, after a `try_*` found nothing.
+    /// After a `try_*` call: one that found nothing arms the helper, if
+    /// there is one.
     #[inline]
-    pub(crate) fn found_nothing(&self) {
-        if let Some(n) = self.notifier.get() {
+    pub(crate) fn tried<T, E>(&self, r: Result<T, Fail<E, ()>>) -> Result<T, Fail<E, ()>> {
+        if matches!(r, Err(Fail::Blocked(())))
+            && let Some(n) = self.notifier.get()
+        {
             n.arm();
         }
+        r
     }
 
     /// The helper of `queue`'s entry `index` of `role`, started now if

@@ -220,10 +220,7 @@ impl Receiver {
     /// After a `try_*`: found nothing arms the readiness helper, if any.
     #[inline]
     pub(crate) fn tried<T>(&self, r: Received<T, Try>) -> Received<T, Try> {
-        if matches!(r, Err(Fail::Blocked(()))) {
-            self.ready.found_nothing();
-        }
-        r
+        self.ready.tried(r)
     }
 
     /// A descriptor that becomes readable when a message may be there (or

@@ -217,10 +217,7 @@ impl Sender {
     /// After a `try_*`: finding no room arms the readiness helper, if any.
     #[inline]
     pub(crate) fn tried<T>(&self, r: Sent<T, Try>) -> Sent<T, Try> {
-        if matches!(r, Err(Fail::Blocked(()))) {
-            self.ready.found_nothing();
-        }
-        r
+        self.ready.tried(r)
     }
 
     /// A descriptor that becomes readable when the queue may have room

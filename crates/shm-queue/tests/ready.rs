@@ -73,3 +73,16 @@ fn readable(fd: std::os::fd::BorrowedFd<'_>, ms: u16) -> bool {
     let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
     poll(&mut fds, ms).expect("poll") > 0
 }
+
+#[test]
+fn async_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let q = queue("send", 2);
+    let mut rx = q.receiver().unwrap();
+    let mut tx = q.sender().unwrap();
+    let r = rx.recv_async();
+    assert_send(&r);
+    drop(r);
+    let s = tx.send_async(b"x");
+    assert_send(&s);
+}
